@@ -1,0 +1,119 @@
+"""The only wiring module: build the aiohttp application from settings."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+
+from aiohttp import web
+from redis.asyncio import Redis
+
+from gateway.auth.apikey import hash_key, label_for
+from gateway.auth.keycache import KeyCache
+from gateway.logs import configure_logging
+from gateway.metrics import Metrics
+from gateway.pipeline.recorder import UsageRecorder
+from gateway.routing.catalog import Catalog
+from gateway.settings import Settings, load_settings
+from gateway.state import CATALOG, KEYCACHE, METRICS, RECORDER, REDIS, SESSION, SETTINGS, STORE
+from gateway.store import open_store
+from gateway.store.base import ApiKey, Store
+from gateway.upstream.session import new_session
+from gateway.web.middlewares import gateway_middleware
+from gateway.web.routes import add_routes
+
+log = logging.getLogger("arouter")
+
+DEFAULT_TENANT = "default"
+
+
+def create_app(settings: Settings, *, store: Store | None = None) -> web.Application:
+    """The gateway app; resources open in cleanup contexts and close in reverse order."""
+    app = web.Application(middlewares=[gateway_middleware], client_max_size=settings.server.max_body_bytes)
+    app[SETTINGS] = settings
+    app[CATALOG] = Catalog(settings)
+    app[METRICS] = Metrics()
+    app.cleanup_ctx.append(_store_ctx(store))
+    app.cleanup_ctx.append(_session_ctx)
+    if settings.redis_url:
+        app.cleanup_ctx.append(_redis_ctx)
+    add_routes(app)
+    return app
+
+
+async def app_factory() -> web.Application:
+    """Entry point for gunicorn's aiohttp worker: settings from the environment, JSON logs on stdout."""
+    configure_logging(os.environ.get("AROUTER_LOG_LEVEL", "INFO"))
+    return create_app(load_settings(None, os.environ))
+
+
+def _store_ctx(given: Store | None) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        settings = app[SETTINGS]
+        store = given if given is not None else await open_store(settings.database_url)
+        try:
+            if given is None:
+                await store.migrate()
+            await store.ensure_tenant(DEFAULT_TENANT, "Default tenant")
+            if settings.management_key:
+                await register_management_key(store, settings.management_key, DEFAULT_TENANT)
+            app[STORE] = store
+            cache = KeyCache(store, settings.key_cache_poll_seconds)
+            await cache.start()
+            app[KEYCACHE] = cache
+            recorder = UsageRecorder(store, app[METRICS])
+            await recorder.start()
+            app[RECORDER] = recorder
+            _warn_missing_keys(settings)
+            try:
+                yield
+            finally:
+                await recorder.stop()
+                await cache.stop()
+        finally:
+            if given is None:
+                await store.close()
+
+    return ctx
+
+
+async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
+    session = new_session()
+    app[SESSION] = session
+    yield
+    await session.close()
+
+
+async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    url = app[SETTINGS].redis_url
+    assert url is not None
+    client = Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    app[REDIS] = client
+    yield
+    await client.aclose()
+
+
+async def register_management_key(store: Store, secret: str, tenant_id: str) -> None:
+    """Make sure a configured management key exists (by hash) for the tenant."""
+    key_hash = hash_key(secret)
+    if await store.get_key(key_hash) is not None:
+        return
+    now = datetime.now(UTC)
+    key = ApiKey(
+        hash=key_hash, tenant_id=tenant_id, kind="mgmt", name="AROUTER_MANAGEMENT_KEY", label=label_for(secret),
+        disabled=False, limit=None, limit_reset=None, allowed_providers=None, allowed_models=None,
+        expires_at=None, created_at=now, updated_at=now,
+    )
+    try:
+        await store.insert_key(key)
+    except Exception:
+        if await store.get_key(key_hash) is None:  # another worker won the race: fine
+            raise
+
+
+def _warn_missing_keys(settings: Settings) -> None:
+    for p in settings.providers.values():
+        if p.api_key_env and not p.api_key:
+            log.warning("provider %s: %s is not set; its requests will fail upstream", p.name, ", ".join(p.api_key_env))

@@ -1,0 +1,135 @@
+"""The ``arouter`` command: serve, migrate, keys create."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from gateway.settings import ConfigError, Settings, load_settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="arouter", description="Self-hosted LLM API router")
+    parser.add_argument("--config", help="config file (default: $AROUTER_CONFIG or config/arouter.toml)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the gateway under gunicorn")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int)
+    serve.add_argument("--config", dest="config_sub", help=argparse.SUPPRESS)
+    mig = sub.add_parser("migrate", help="apply database migrations and exit")
+    mig.add_argument("--config", dest="config_sub", help=argparse.SUPPRESS)
+    keys = sub.add_parser("keys", help="manage keys from the command line")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="create a key and print it (shown only once)")
+    create.add_argument("--management", action="store_true", help="a management (lr_mgmt_) key")
+    create.add_argument("--name", default="cli")
+    create.add_argument("--tenant", default="default")
+    create.add_argument("--config", dest="config_sub", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    config = getattr(args, "config_sub", None) or args.config
+    if config:
+        os.environ["AROUTER_CONFIG"] = str(Path(config).resolve())
+    for flag, var in (("host", "AROUTER_HOST"), ("port", "AROUTER_PORT"), ("workers", "AROUTER_WORKERS")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            os.environ[var] = str(value)
+    try:
+        settings = load_settings(None, os.environ)
+    except ConfigError as exc:
+        print(f"arouter: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.command == "migrate":
+            applied = asyncio.run(_migrate(settings))
+            print(f"applied {len(applied)} migration(s){': ' + ', '.join(applied) if applied else ''}")
+            return 0
+        if args.command == "keys":
+            secret = asyncio.run(_create_key(settings, args.management, args.name, args.tenant))
+            print(secret)
+            return 0
+        return _serve(settings)
+    except (OSError, ConnectionError) as exc:
+        print(f"arouter: cannot reach the database {_redact(settings.database_url)}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _serve(settings: Settings) -> int:
+    from gateway.server import prepare_metrics_dir, run_gunicorn
+
+    _ensure_sqlite_dir(settings.database_url)
+    asyncio.run(_migrate(settings))  # fail fast on a bad database before forking workers
+    prepare_metrics_dir(os.environ.get("AROUTER_METRICS_DIR") or f"var/prometheus-{settings.server.port}")
+    print(
+        f"arouter: serving on http://{settings.server.host}:{settings.server.port} with "
+        f"{settings.server.workers} worker(s), database {_redact(settings.database_url)}"
+        + (f", redis {_redact(settings.redis_url)}" if settings.redis_url else ""),
+        file=sys.stderr,
+    )
+    run_gunicorn(settings)
+    return 0
+
+
+async def _migrate(settings: Settings) -> list[str]:
+    from gateway.app import DEFAULT_TENANT, register_management_key
+    from gateway.store import open_store
+
+    _ensure_sqlite_dir(settings.database_url)
+    store = await open_store(settings.database_url)
+    try:
+        applied = await store.migrate()
+        await store.ensure_tenant(DEFAULT_TENANT, "Default tenant")
+        if settings.management_key:
+            await register_management_key(store, settings.management_key, DEFAULT_TENANT)
+        return applied
+    finally:
+        await store.close()
+
+
+async def _create_key(settings: Settings, management: bool, name: str, tenant: str) -> str:
+    from datetime import UTC, datetime
+
+    from gateway.auth.apikey import new_key
+    from gateway.store import open_store
+    from gateway.store.base import ApiKey
+
+    _ensure_sqlite_dir(settings.database_url)
+    store = await open_store(settings.database_url)
+    try:
+        await store.migrate()
+        await store.ensure_tenant(tenant, tenant)
+        made = new_key("mgmt" if management else "live")
+        now = datetime.now(UTC)
+        await store.insert_key(
+            ApiKey(
+                hash=made.hash, tenant_id=tenant, kind="mgmt" if management else "live", name=name,
+                label=made.label, disabled=False, limit=None, limit_reset=None, allowed_providers=None,
+                allowed_models=None, expires_at=None, created_at=now, updated_at=now,
+            )
+        )
+        return made.secret
+    finally:
+        await store.close()
+
+
+def _ensure_sqlite_dir(url: str) -> None:
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _redact(url: str | None) -> str:
+    """A URL without its password."""
+    if not url or "@" not in url:
+        return url or ""
+    scheme, _, rest = url.partition("://")
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://{user}@{host}"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

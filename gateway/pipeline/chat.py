@@ -1,0 +1,85 @@
+"""POST /v1/chat/completions: authenticate, parse, route, call, relay, account, top to bottom.
+
+To an OpenAI-type upstream the body passes through with only ``model`` rewritten and the gateway's
+own routing fields removed; the response (or each stream event) goes back as the upstream's bytes,
+while usage is read from them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from gateway.billing.pricing import request_cost
+from gateway.codec import JSONObject
+from gateway.errors import InvalidRequest
+from gateway.pipeline.context import RequestContext
+from gateway.pipeline.inbound import admit, route_request
+from gateway.pipeline.openai_usage import StreamTap, Usage, usage_from_body
+from gateway.pipeline.relay import relay_sse, stream_headers
+from gateway.routing.catalog import Route
+from gateway.state import CTX, SESSION
+from gateway.upstream.call import auth_headers, open_call
+
+# Fields that steer the gateway itself and must not reach an upstream (OpenAI rejects unknown ones).
+ROUTER_FIELDS = ("models", "route", "provider", "transforms", "plugins", "usage")
+
+
+async def handle_chat(request: web.Request) -> web.StreamResponse:
+    """Run one chat completion request end to end."""
+    body = await admit(request, "chat")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("'messages' must be a non-empty array", param="messages")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise InvalidRequest("'stream' must be true or false", param="stream")
+    route = route_request(request, body, streamed=stream)
+    ctx = request[CTX]
+    app = request.app
+    client_wants_usage = _wants_usage(body)
+    payload = passthrough_body(body, route, add_stream_usage=stream and route.provider.stream_usage)
+    headers = auth_headers(route.provider)
+    session = app[SESSION]
+    if not stream:
+        async with open_call(session, route.provider, "/chat/completions", payload, headers) as up:
+            raw = await up.read()
+        settle(ctx, route, usage_from_body(raw))
+        return web.Response(body=raw, content_type="application/json", headers=stream_headers(ctx))
+    tap = StreamTap(strip_usage=not client_wants_usage)
+    call = open_call(session, route.provider, "/chat/completions", payload, headers)
+    try:
+        return await relay_sse(request, ctx, call, tap)
+    finally:
+        settle(ctx, route, tap.usage)
+
+
+def passthrough_body(body: JSONObject, route: Route, *, add_stream_usage: bool) -> bytes:
+    """The client's body with the upstream model id and without router fields; unknown fields kept."""
+    out: dict[str, Any] = {k: v for k, v in body.items() if k not in ROUTER_FIELDS}
+    out["model"] = route.upstream_model
+    if add_stream_usage:
+        opts = out.get("stream_options")
+        out["stream_options"] = {**opts, "include_usage": True} if isinstance(opts, dict) else {"include_usage": True}
+    return orjson.dumps(out)
+
+
+def settle(ctx: RequestContext, route: Route, usage: Usage) -> None:
+    """Copy usage into the request context and price it."""
+    ctx.prompt_tokens = usage.prompt_tokens
+    ctx.completion_tokens = usage.completion_tokens
+    ctx.total_tokens = usage.total_tokens
+    if ctx.finish_reason is None:
+        ctx.finish_reason = usage.finish_reason
+    ctx.cost = request_cost(route.model, usage.prompt_tokens, usage.completion_tokens)
+
+
+def _wants_usage(body: JSONObject) -> bool:
+    opts = body.get("stream_options")
+    if isinstance(opts, dict) and opts.get("include_usage") is True:
+        return True
+    usage = body.get("usage")  # OpenRouter's {"usage": {"include": true}}
+    return isinstance(usage, dict) and usage.get("include") is True
+

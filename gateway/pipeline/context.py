@@ -1,0 +1,42 @@
+"""Per-request state shared by the middleware (metrics, access log, usage row) and the handlers."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from gateway.routing.catalog import Route
+from gateway.store.base import ApiKey
+
+
+def new_id(prefix: str) -> str:
+    """A random id with a readable prefix, e.g. gen-3f2a..."""
+    return prefix + os.urandom(12).hex()
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """Filled in as the request moves through the pipeline."""
+
+    request_id: str
+    endpoint: str = "other"
+    started: float = field(default_factory=time.perf_counter)
+    generation_id: str | None = None
+    key: ApiKey | None = None
+    route: Route | None = None
+    streamed: bool = False
+    cancelled: bool = False
+    status: int = 0
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+    cost: Decimal = Decimal(0)
+    ttft: float | None = None  # seconds from start to the first byte relayed
+    finish_reason: str | None = None
+    app_title: str | None = None
+    app_referer: str | None = None
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started

@@ -1,0 +1,112 @@
+"""Read usage and finish reason from OpenAI-format responses and streams without re-encoding them.
+
+The stream tap looks only at events that can carry something (a non-null ``usage`` or
+``finish_reason``, or ``[DONE]``), found by byte search; ordinary content chunks are not parsed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from gateway.sse import event_data, iter_events
+
+_NULLS = (b'"usage":null', b'"usage": null')
+
+
+class Usage:
+    """Token counts as reported (None when the upstream did not say)."""
+
+    __slots__ = ("completion_tokens", "finish_reason", "prompt_tokens", "total_tokens")
+
+    def __init__(self) -> None:
+        self.prompt_tokens: int | None = None
+        self.completion_tokens: int | None = None
+        self.total_tokens: int | None = None
+        self.finish_reason: str | None = None
+
+    def take(self, usage: Any) -> None:
+        if not isinstance(usage, dict):
+            return
+        p, c, t = usage.get("prompt_tokens"), usage.get("completion_tokens"), usage.get("total_tokens")
+        if isinstance(p, int):
+            self.prompt_tokens = p
+        if isinstance(c, int):
+            self.completion_tokens = c
+        if isinstance(t, int):
+            self.total_tokens = t
+        elif self.prompt_tokens is not None:
+            self.total_tokens = self.prompt_tokens + (self.completion_tokens or 0)
+
+
+def usage_from_body(raw: bytes) -> Usage:
+    """Usage and the first choice's finish reason from a chat completion or embeddings body."""
+    usage = Usage()
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return usage
+    if isinstance(doc, dict):
+        usage.take(doc.get("usage"))
+        choices = doc.get("choices")
+        if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+            reason = choices[0].get("finish_reason")
+            if isinstance(reason, str):
+                usage.finish_reason = reason
+    return usage
+
+
+class StreamTap:
+    """Watches an OpenAI chunk stream for usage, finish reason and the closing [DONE]."""
+
+    __slots__ = ("done", "strip_usage", "usage")
+
+    def __init__(self, *, strip_usage: bool) -> None:
+        self.usage = Usage()
+        self.done = False
+        self.strip_usage = strip_usage  # drop the usage-only chunk the client did not ask for
+
+    def inspect(self, block: bytes, sep: bytes) -> bytes:
+        """Look at a block of complete events; return what to forward (the same object when unchanged)."""
+        has_usage = b'"usage"' in block
+        has_finish = b'"finish_reason":"' in block or b'"finish_reason": "' in block
+        if b"[DONE]" in block:
+            self.done = True
+        if not has_usage and not has_finish:
+            return block
+        kept: list[bytes] = []
+        dropped = False
+        for event in iter_events(block, sep):
+            interesting = b'"finish_reason":' in event or (
+                b'"usage"' in event and not any(n in event for n in _NULLS)
+            )
+            if interesting and self._read(event):
+                dropped = True
+            else:
+                kept.append(event)
+        if not dropped:
+            return block
+        return b"".join(e + sep for e in kept)
+
+    def _read(self, event: bytes) -> bool:
+        """Take what the event says; True if it is a usage-only chunk to drop."""
+        data = event_data(event)
+        if data is None or data == b"[DONE]":
+            return False
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return False
+        if not isinstance(doc, dict):
+            return False
+        choices = doc.get("choices")
+        if isinstance(choices, list):
+            for choice in choices:
+                if isinstance(choice, dict) and isinstance(choice.get("finish_reason"), str):
+                    self.usage.finish_reason = choice["finish_reason"]
+        usage = doc.get("usage")
+        if isinstance(usage, dict):
+            self.usage.take(usage)
+            return self.strip_usage and not choices
+        return False

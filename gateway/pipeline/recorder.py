@@ -1,0 +1,88 @@
+"""Usage rows written in batches off the hot path.
+
+``record`` only appends to a list; a background task flushes every ``interval`` seconds (or sooner
+when a batch fills) with one multi-row insert. Rows survive a failed flush and are retried; a
+graceful stop flushes what is left. Inserts are idempotent on the generation id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from gateway.metrics import Metrics
+from gateway.store.base import Generation, Store
+
+log = logging.getLogger("arouter.recorder")
+
+
+class UsageRecorder:
+    """Buffers finished requests and writes them to the store in batches."""
+
+    def __init__(
+        self, store: Store, metrics: Metrics, *, interval: float = 0.2, batch: int = 500, max_buffer: int = 200_000
+    ) -> None:
+        self._store = store
+        self._metrics = metrics
+        self._interval = interval
+        self._batch = batch
+        self._max_buffer = max_buffer
+        self._rows: list[Generation] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def record(self, row: Generation) -> None:
+        """Queue a row; never blocks, never raises."""
+        self._rows.append(row)
+        if len(self._rows) >= self._batch:
+            self._wake.set()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="arouter-usage-recorder")
+
+    async def stop(self) -> None:
+        """Stop the flusher and write what is buffered."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Write everything buffered now (used by stop and by tests)."""
+        while self._rows:
+            rows, self._rows = self._rows[: self._batch], self._rows[self._batch :]
+            try:
+                await self._store.insert_generations(rows)
+            except Exception:
+                self._rows[:0] = rows
+                self._trim()
+                raise
+
+    def _trim(self) -> None:
+        excess = len(self._rows) - self._max_buffer
+        if excess > 0:
+            del self._rows[:excess]
+            self._metrics.recorder_dropped.inc(excess)
+            log.error("usage buffer full: dropped %d oldest rows", excess)
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.flush()
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                log.warning("usage flush failed (%d in a row, %d rows waiting): %s", failures, len(self._rows), exc)
+                await asyncio.sleep(min(5.0, self._interval * 2**failures))

@@ -1,0 +1,27 @@
+"""Typed keys for everything the app and each request carry (no module globals)."""
+
+from __future__ import annotations
+
+import aiohttp
+from aiohttp import web
+from redis.asyncio import Redis
+
+from gateway.auth.keycache import KeyCache
+from gateway.metrics import Metrics
+from gateway.pipeline.context import RequestContext
+from gateway.pipeline.recorder import UsageRecorder
+from gateway.routing.catalog import Catalog
+from gateway.settings import Settings
+from gateway.store.base import Store
+
+SETTINGS = web.AppKey("settings", Settings)
+STORE = web.AppKey("store", Store)
+KEYCACHE = web.AppKey("keycache", KeyCache)
+CATALOG = web.AppKey("catalog", Catalog)
+SESSION = web.AppKey("session", aiohttp.ClientSession)
+METRICS = web.AppKey("metrics", Metrics)
+RECORDER = web.AppKey("recorder", UsageRecorder)
+CTX = web.RequestKey("ctx", RequestContext)
+
+# Optional: present only when AROUTER_REDIS_URL is set.
+REDIS = web.AppKey("redis", Redis)

@@ -1,0 +1,306 @@
+"""Postgres backend on an asyncpg pool (1..10 connections).
+
+Money is numeric (costs numeric(24,10), key limits unconstrained numeric so a limit round-trips
+exactly), timestamps timestamptz. Writers that record a key change take ``LOCK TABLE key_changes
+IN EXCLUSIVE MODE`` just before inserting the change row, so change sequence numbers become visible
+in commit order and a reader that saw sequence N has seen every change up to N. Reads (SELECT) do
+not conflict with that lock.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Literal, cast
+
+import asyncpg  # type: ignore[import-untyped]
+
+from gateway.store import apply_patch, quantize_cost, require_utc, usage_window_starts
+from gateway.store.base import ApiKey, Generation, KeyKind, KeyPatch, KeyUsage
+from gateway.store.migrations import migrate_postgres
+
+POOL_MIN_SIZE = 1
+POOL_MAX_SIZE = 10
+
+SQL_PING = "SELECT 1"
+SQL_INSERT_TENANT = """
+INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING
+"""
+SQL_INSERT_KEY = """
+INSERT INTO api_keys (hash, tenant_id, kind, name, label, disabled, spend_limit, limit_reset,
+                      allowed_providers, allowed_models, expires_at, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+"""
+SQL_GET_KEY = """
+SELECT hash, tenant_id, kind, name, label, disabled, spend_limit, limit_reset,
+       allowed_providers, allowed_models, expires_at, created_at, updated_at
+FROM api_keys WHERE hash = $1
+"""
+SQL_LOCK_TENANT_KEY = """
+SELECT hash, tenant_id, kind, name, label, disabled, spend_limit, limit_reset,
+       allowed_providers, allowed_models, expires_at, created_at, updated_at
+FROM api_keys WHERE hash = $1 AND tenant_id = $2 FOR UPDATE
+"""
+SQL_LIST_KEYS = """
+SELECT hash, tenant_id, kind, name, label, disabled, spend_limit, limit_reset,
+       allowed_providers, allowed_models, expires_at, created_at, updated_at
+FROM api_keys WHERE tenant_id = $1 AND kind = $2 AND ($3 OR NOT disabled)
+ORDER BY created_at, hash LIMIT $4 OFFSET $5
+"""
+SQL_UPDATE_KEY = """
+UPDATE api_keys SET name = $3, disabled = $4, spend_limit = $5, limit_reset = $6, allowed_providers = $7,
+                    allowed_models = $8, expires_at = $9, updated_at = $10
+WHERE hash = $1 AND tenant_id = $2
+"""
+SQL_DELETE_KEY = "DELETE FROM api_keys WHERE hash = $1 AND tenant_id = $2 RETURNING hash"
+SQL_LOCK_CHANGES = "LOCK TABLE key_changes IN EXCLUSIVE MODE"
+SQL_INSERT_CHANGE = "INSERT INTO key_changes (key_hash, changed_at) VALUES ($1, $2)"
+SQL_LATEST_CHANGE = "SELECT COALESCE(MAX(seq), 0) FROM key_changes"
+SQL_CHANGES_SINCE = """
+SELECT (SELECT COALESCE(MAX(seq), 0) FROM key_changes) AS latest,
+       ARRAY(SELECT key_hash FROM key_changes WHERE seq > $1 GROUP BY key_hash ORDER BY MIN(seq)) AS hashes
+"""
+SQL_INSERT_GENERATION = """
+INSERT INTO generations (id, request_id, tenant_id, key_hash, endpoint, model, provider, upstream_model,
+                         status, streamed, cancelled, prompt_tokens, completion_tokens, total_tokens, cost,
+                         latency_ms, ttft_ms, finish_reason, app_title, app_referer, created_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
+ON CONFLICT (id) DO NOTHING
+"""
+SQL_GET_GENERATION = """
+SELECT id, request_id, tenant_id, key_hash, endpoint, model, provider, upstream_model,
+       status, streamed, cancelled, prompt_tokens, completion_tokens, total_tokens, cost,
+       latency_ms, ttft_ms, finish_reason, app_title, app_referer, created_at
+FROM generations WHERE id = $1 AND tenant_id = $2
+"""
+SQL_KEY_USAGE = """
+SELECT COALESCE(SUM(cost), 0) AS total,
+       COALESCE(SUM(cost) FILTER (WHERE created_at >= $2), 0) AS daily,
+       COALESCE(SUM(cost) FILTER (WHERE created_at >= $3), 0) AS weekly,
+       COALESCE(SUM(cost) FILTER (WHERE created_at >= $4), 0) AS monthly
+FROM generations WHERE key_hash = $1
+"""
+
+
+def _opt_utc(value: datetime | None) -> datetime | None:
+    return None if value is None else require_utc(value)
+
+
+def _names_to_json(value: tuple[str, ...] | None) -> str | None:
+    return None if value is None else json.dumps(list(value))
+
+
+def _names_from_json(value: str | None) -> tuple[str, ...] | None:
+    return None if value is None else tuple(str(v) for v in json.loads(value))
+
+
+def _check_limit(value: Decimal | None) -> Decimal | None:
+    if value is not None and not value.is_finite():
+        raise ValueError(f"limit must be a finite Decimal, got {value!r}")
+    return value
+
+
+def _key_from_record(rec: Any) -> ApiKey:
+    return ApiKey(
+        hash=rec["hash"],
+        tenant_id=rec["tenant_id"],
+        kind=rec["kind"],
+        name=rec["name"],
+        label=rec["label"],
+        disabled=rec["disabled"],
+        limit=rec["spend_limit"],
+        limit_reset=rec["limit_reset"],
+        allowed_providers=_names_from_json(rec["allowed_providers"]),
+        allowed_models=_names_from_json(rec["allowed_models"]),
+        expires_at=rec["expires_at"],
+        created_at=rec["created_at"],
+        updated_at=rec["updated_at"],
+    )
+
+
+def _generation_args(gen: Generation) -> tuple[Any, ...]:
+    return (
+        gen.id,
+        gen.request_id,
+        gen.tenant_id,
+        gen.key_hash,
+        gen.endpoint,
+        gen.model,
+        gen.provider,
+        gen.upstream_model,
+        gen.status,
+        gen.streamed,
+        gen.cancelled,
+        gen.prompt_tokens,
+        gen.completion_tokens,
+        gen.total_tokens,
+        quantize_cost(gen.cost),
+        gen.latency_ms,
+        gen.ttft_ms,
+        gen.finish_reason,
+        gen.app_title,
+        gen.app_referer,
+        require_utc(gen.created_at),
+    )
+
+
+def _generation_from_record(rec: Any) -> Generation:
+    return Generation(
+        id=rec["id"],
+        request_id=rec["request_id"],
+        tenant_id=rec["tenant_id"],
+        key_hash=rec["key_hash"],
+        endpoint=rec["endpoint"],
+        model=rec["model"],
+        provider=rec["provider"],
+        upstream_model=rec["upstream_model"],
+        status=rec["status"],
+        streamed=rec["streamed"],
+        cancelled=rec["cancelled"],
+        prompt_tokens=rec["prompt_tokens"],
+        completion_tokens=rec["completion_tokens"],
+        total_tokens=rec["total_tokens"],
+        cost=quantize_cost(rec["cost"]),
+        latency_ms=rec["latency_ms"],
+        ttft_ms=rec["ttft_ms"],
+        finish_reason=rec["finish_reason"],
+        app_title=rec["app_title"],
+        app_referer=rec["app_referer"],
+        created_at=rec["created_at"],
+    )
+
+
+class PostgresStore:
+    """The Store on a Postgres database (open with ``await PostgresStore.open(url, schema=...)``)."""
+
+    backend: Literal["sqlite", "postgres"] = "postgres"
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+
+    @classmethod
+    async def open(cls, url: str, *, schema: str | None = None) -> PostgresStore:
+        """Create the connection pool; ``schema`` becomes every connection's ``search_path``."""
+        server_settings = None if schema is None else {"search_path": schema}
+        pool = await asyncpg.create_pool(
+            url, min_size=POOL_MIN_SIZE, max_size=POOL_MAX_SIZE, server_settings=server_settings
+        )
+        return cls(pool)
+
+    async def close(self) -> None:
+        """Close the pool (idempotent)."""
+        await self._pool.close()
+
+    async def migrate(self) -> list[str]:
+        """Apply pending migrations in version order; return the versions applied now."""
+        async with self._pool.acquire() as conn:
+            return await migrate_postgres(conn)
+
+    async def ping(self) -> None:
+        """Run ``SELECT 1``."""
+        await self._pool.fetchval(SQL_PING)
+
+    async def ensure_tenant(self, tenant_id: str, name: str) -> None:
+        """Create the tenant if it does not exist; idempotent."""
+        await self._pool.execute(SQL_INSERT_TENANT, tenant_id, name, datetime.now(UTC))
+
+    async def insert_key(self, key: ApiKey) -> None:
+        """Insert a new key (its tenant must exist) and record a key change."""
+        args = (
+            key.hash,
+            key.tenant_id,
+            key.kind,
+            key.name,
+            key.label,
+            key.disabled,
+            _check_limit(key.limit),
+            key.limit_reset,
+            _names_to_json(key.allowed_providers),
+            _names_to_json(key.allowed_models),
+            _opt_utc(key.expires_at),
+            require_utc(key.created_at),
+            require_utc(key.updated_at),
+        )
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(SQL_INSERT_KEY, *args)
+            await conn.execute(SQL_LOCK_CHANGES)
+            await conn.execute(SQL_INSERT_CHANGE, key.hash, datetime.now(UTC))
+
+    async def get_key(self, key_hash: str) -> ApiKey | None:
+        """The key with this hash, or None."""
+        rec = await self._pool.fetchrow(SQL_GET_KEY, key_hash)
+        return None if rec is None else _key_from_record(rec)
+
+    async def list_keys(
+        self, tenant_id: str, *, kind: KeyKind, offset: int, limit: int, include_disabled: bool
+    ) -> list[ApiKey]:
+        """Keys of a tenant, oldest first (created_at, then hash)."""
+        recs = await self._pool.fetch(SQL_LIST_KEYS, tenant_id, kind, include_disabled, limit, offset)
+        return [_key_from_record(rec) for rec in recs]
+
+    async def update_key(self, tenant_id: str, key_hash: str, patch: KeyPatch, now: datetime) -> ApiKey | None:
+        """Apply a patch to a key of this tenant and record a key change; None if no such key."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            rec = await conn.fetchrow(SQL_LOCK_TENANT_KEY, key_hash, tenant_id)
+            if rec is None:
+                return None
+            key = apply_patch(_key_from_record(rec), patch, now)
+            await conn.execute(
+                SQL_UPDATE_KEY,
+                key_hash,
+                tenant_id,
+                key.name,
+                key.disabled,
+                _check_limit(key.limit),
+                key.limit_reset,
+                _names_to_json(key.allowed_providers),
+                _names_to_json(key.allowed_models),
+                _opt_utc(key.expires_at),
+                key.updated_at,
+            )
+            await conn.execute(SQL_LOCK_CHANGES)
+            await conn.execute(SQL_INSERT_CHANGE, key_hash, key.updated_at)
+        return key
+
+    async def delete_key(self, tenant_id: str, key_hash: str) -> bool:
+        """Delete a key of this tenant and record a key change; False if no such key."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            deleted = await conn.fetchval(SQL_DELETE_KEY, key_hash, tenant_id)
+            if deleted is None:
+                return False
+            await conn.execute(SQL_LOCK_CHANGES)
+            await conn.execute(SQL_INSERT_CHANGE, key_hash, datetime.now(UTC))
+        return True
+
+    async def key_changes_since(self, seq: int) -> tuple[int, list[str]]:
+        """Return (latest change sequence number, hashes of keys changed after ``seq``); -1: none."""
+        if seq < 0:
+            return int(await self._pool.fetchval(SQL_LATEST_CHANGE)), []
+        rec = await self._pool.fetchrow(SQL_CHANGES_SINCE, seq)
+        return int(rec["latest"]), [str(h) for h in rec["hashes"]]
+
+    async def insert_generations(self, rows: Sequence[Generation]) -> None:
+        """Insert finished requests in one transaction; a row whose id exists is skipped."""
+        if not rows:
+            return
+        args = [_generation_args(row) for row in rows]
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.executemany(SQL_INSERT_GENERATION, args)
+
+    async def get_generation(self, tenant_id: str, generation_id: str) -> Generation | None:
+        """The generation with this id if it belongs to the tenant, else None."""
+        rec = await self._pool.fetchrow(SQL_GET_GENERATION, generation_id, tenant_id)
+        return None if rec is None else _generation_from_record(rec)
+
+    async def key_usage(self, key_hash: str, now: datetime) -> KeyUsage:
+        """Sum of generation cost for the key: all time, and since the current UTC day/week/month began."""
+        day, week, month = usage_window_starts(now)
+        rec = await self._pool.fetchrow(SQL_KEY_USAGE, key_hash, day, week, month)
+        return KeyUsage(
+            total=quantize_cost(cast(Decimal, rec["total"])),
+            daily=quantize_cost(cast(Decimal, rec["daily"])),
+            weekly=quantize_cost(cast(Decimal, rec["weekly"])),
+            monthly=quantize_cost(cast(Decimal, rec["monthly"])),
+        )

@@ -1,0 +1,367 @@
+"""SQLite backend on aiosqlite: one connection per store object, WAL mode, shared by worker processes.
+
+Writes run in ``BEGIN IMMEDIATE`` transactions, so the write lock is taken up front and a busy
+database is waited for (``busy_timeout``) instead of failing half-way. An asyncio lock serialises
+this object's use of its single connection. Storage: timestamps are INTEGER microseconds since the
+epoch (UTC), costs INTEGER counts of 1e-10 USD (exact SUM), key limits TEXT (exact Decimal).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Literal
+
+import aiosqlite
+
+from gateway.store import apply_patch, quantize_cost, require_utc, usage_window_starts
+from gateway.store.base import ApiKey, Generation, KeyKind, KeyPatch, KeyUsage
+from gateway.store.migrations import migrate_sqlite
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_BUSY_TIMEOUT_MS = 5000
+_BUSY_RETRIES = 5  # extra attempts after busy_timeout expired (each waits up to _BUSY_TIMEOUT_MS again)
+
+_KEY_COLUMNS = (
+    "hash, tenant_id, kind, name, label, disabled, spend_limit, limit_reset, "
+    "allowed_providers, allowed_models, expires_at, created_at, updated_at"
+)
+_GEN_COLUMNS = (
+    "id, request_id, tenant_id, key_hash, endpoint, model, provider, upstream_model, status, streamed, "
+    "cancelled, prompt_tokens, completion_tokens, total_tokens, cost, latency_ms, ttft_ms, "
+    "finish_reason, app_title, app_referer, created_at"
+)
+
+SQL_INSERT_TENANT = "INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING"
+SQL_INSERT_KEY = f"INSERT INTO api_keys ({_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+SQL_GET_KEY = f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE hash = ?"
+SQL_GET_TENANT_KEY = f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE hash = ? AND tenant_id = ?"
+SQL_LIST_KEYS = (
+    f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE tenant_id = ? AND kind = ? AND (? OR disabled = 0) "
+    "ORDER BY created_at, hash LIMIT ? OFFSET ?"
+)
+SQL_UPDATE_KEY = (
+    "UPDATE api_keys SET name = ?, disabled = ?, spend_limit = ?, limit_reset = ?, allowed_providers = ?, "
+    "allowed_models = ?, expires_at = ?, updated_at = ? WHERE hash = ? AND tenant_id = ?"
+)
+SQL_DELETE_KEY = "DELETE FROM api_keys WHERE hash = ? AND tenant_id = ?"
+SQL_INSERT_CHANGE = "INSERT INTO key_changes (key_hash, changed_at) VALUES (?, ?)"
+SQL_LATEST_CHANGE = "SELECT COALESCE(MAX(seq), 0) FROM key_changes"
+SQL_CHANGED_KEYS = "SELECT key_hash FROM key_changes WHERE seq > ? GROUP BY key_hash ORDER BY MIN(seq)"
+SQL_INSERT_GENERATION = (
+    f"INSERT INTO generations ({_GEN_COLUMNS}) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
+)
+SQL_GET_GENERATION = f"SELECT {_GEN_COLUMNS} FROM generations WHERE id = ? AND tenant_id = ?"
+SQL_KEY_USAGE = (
+    "SELECT COALESCE(SUM(cost), 0), "
+    "COALESCE(SUM(CASE WHEN created_at >= ? THEN cost ELSE 0 END), 0), "
+    "COALESCE(SUM(CASE WHEN created_at >= ? THEN cost ELSE 0 END), 0), "
+    "COALESCE(SUM(CASE WHEN created_at >= ? THEN cost ELSE 0 END), 0) "
+    "FROM generations WHERE key_hash = ?"
+)
+
+
+def _to_us(value: datetime) -> int:
+    return (require_utc(value) - _EPOCH) // _MICROSECOND
+
+
+def _from_us(value: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=value)
+
+
+def _opt_us(value: datetime | None) -> int | None:
+    return None if value is None else _to_us(value)
+
+
+def _to_units(value: Decimal) -> int:
+    return int(quantize_cost(value).scaleb(10))
+
+
+def _from_units(value: int) -> Decimal:
+    return quantize_cost(Decimal(value).scaleb(-10))
+
+
+def _names_to_json(value: tuple[str, ...] | None) -> str | None:
+    return None if value is None else json.dumps(list(value))
+
+
+def _names_from_json(value: str | None) -> tuple[str, ...] | None:
+    return None if value is None else tuple(str(v) for v in json.loads(value))
+
+
+def _limit_to_text(value: Decimal | None) -> str | None:
+    if value is None:
+        return None
+    if not value.is_finite():
+        raise ValueError(f"limit must be a finite Decimal, got {value!r}")
+    return str(value)
+
+
+def _key_params(key: ApiKey) -> tuple[Any, ...]:
+    return (
+        key.hash,
+        key.tenant_id,
+        key.kind,
+        key.name,
+        key.label,
+        int(key.disabled),
+        _limit_to_text(key.limit),
+        key.limit_reset,
+        _names_to_json(key.allowed_providers),
+        _names_to_json(key.allowed_models),
+        _opt_us(key.expires_at),
+        _to_us(key.created_at),
+        _to_us(key.updated_at),
+    )
+
+
+def _key_from_row(row: sqlite3.Row) -> ApiKey:
+    return ApiKey(
+        hash=row[0],
+        tenant_id=row[1],
+        kind=row[2],
+        name=row[3],
+        label=row[4],
+        disabled=bool(row[5]),
+        limit=None if row[6] is None else Decimal(row[6]),
+        limit_reset=row[7],
+        allowed_providers=_names_from_json(row[8]),
+        allowed_models=_names_from_json(row[9]),
+        expires_at=None if row[10] is None else _from_us(row[10]),
+        created_at=_from_us(row[11]),
+        updated_at=_from_us(row[12]),
+    )
+
+
+def _generation_params(gen: Generation) -> tuple[Any, ...]:
+    return (
+        gen.id,
+        gen.request_id,
+        gen.tenant_id,
+        gen.key_hash,
+        gen.endpoint,
+        gen.model,
+        gen.provider,
+        gen.upstream_model,
+        gen.status,
+        int(gen.streamed),
+        int(gen.cancelled),
+        gen.prompt_tokens,
+        gen.completion_tokens,
+        gen.total_tokens,
+        _to_units(gen.cost),
+        gen.latency_ms,
+        gen.ttft_ms,
+        gen.finish_reason,
+        gen.app_title,
+        gen.app_referer,
+        _to_us(gen.created_at),
+    )
+
+
+def _generation_from_row(row: sqlite3.Row) -> Generation:
+    return Generation(
+        id=row[0],
+        request_id=row[1],
+        tenant_id=row[2],
+        key_hash=row[3],
+        endpoint=row[4],
+        model=row[5],
+        provider=row[6],
+        upstream_model=row[7],
+        status=row[8],
+        streamed=bool(row[9]),
+        cancelled=bool(row[10]),
+        prompt_tokens=row[11],
+        completion_tokens=row[12],
+        total_tokens=row[13],
+        cost=_from_units(row[14]),
+        latency_ms=row[15],
+        ttft_ms=row[16],
+        finish_reason=row[17],
+        app_title=row[18],
+        app_referer=row[19],
+        created_at=_from_us(row[20]),
+    )
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    message = str(exc).lower()
+    return "locked" in message or "busy" in message
+
+
+class SqliteStore:
+    """The Store on one SQLite file (open with ``await SqliteStore.open(path)``)."""
+
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: str) -> SqliteStore:
+        """Connect to (and create if needed) the database file and set the connection pragmas."""
+        conn = await aiosqlite.connect(path, isolation_level=None, timeout=_BUSY_TIMEOUT_MS / 1000)
+        try:
+            await conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+            for attempt in range(_BUSY_RETRIES + 1):
+                try:  # switching to WAL needs a moment of exclusive access when a file is new
+                    await conn.execute("PRAGMA journal_mode = WAL")
+                    break
+                except sqlite3.OperationalError as exc:
+                    if not _is_busy(exc) or attempt == _BUSY_RETRIES:
+                        raise
+            await conn.execute("PRAGMA synchronous = NORMAL")
+            await conn.execute("PRAGMA foreign_keys = ON")
+        except BaseException:
+            await conn.close()
+            raise
+        return cls(conn)
+
+    async def close(self) -> None:
+        """Close the connection (idempotent)."""
+        await self._conn.close()
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
+        """A ``BEGIN IMMEDIATE`` transaction: committed on success, rolled back on any exception."""
+        async with self._lock, self._immediate():
+            yield self._conn
+
+    @asynccontextmanager
+    async def _immediate(self) -> AsyncIterator[None]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` on the connection; the caller holds ``self._lock``."""
+        for attempt in range(_BUSY_RETRIES + 1):
+            try:
+                await self._conn.execute("BEGIN IMMEDIATE")
+                break
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or attempt == _BUSY_RETRIES:
+                    raise
+        try:
+            yield
+            await self._conn.execute("COMMIT")
+        except BaseException:
+            # Shielded: even if cancelled again, the ROLLBACK is queued on the connection's
+            # thread before anything that runs after the lock is released.
+            await asyncio.shield(self._conn.rollback())
+            raise
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[aiosqlite.Connection]:
+        """A deferred (read) transaction: one consistent snapshot for several SELECTs."""
+        async with self._lock:
+            await self._conn.execute("BEGIN")
+            try:
+                yield self._conn
+            finally:
+                await asyncio.shield(self._conn.rollback())
+
+    async def _fetch(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        async with self._lock:
+            return list(await self._conn.execute_fetchall(sql, params))
+
+    async def migrate(self) -> list[str]:
+        """Apply pending migrations in version order; return the versions applied now."""
+        async with self._lock:
+            return await migrate_sqlite(self._conn, self._immediate)
+
+    async def ping(self) -> None:
+        """Run ``SELECT 1``."""
+        await self._fetch("SELECT 1")
+
+    async def ensure_tenant(self, tenant_id: str, name: str) -> None:
+        """Create the tenant if it does not exist; idempotent."""
+        async with self._write() as conn:
+            await conn.execute(SQL_INSERT_TENANT, (tenant_id, name, _to_us(datetime.now(UTC))))
+
+    async def insert_key(self, key: ApiKey) -> None:
+        """Insert a new key (its tenant must exist) and record a key change."""
+        params = _key_params(key)
+        async with self._write() as conn:
+            await conn.execute(SQL_INSERT_KEY, params)
+            await conn.execute(SQL_INSERT_CHANGE, (key.hash, _to_us(datetime.now(UTC))))
+
+    async def get_key(self, key_hash: str) -> ApiKey | None:
+        """The key with this hash, or None."""
+        rows = await self._fetch(SQL_GET_KEY, (key_hash,))
+        return _key_from_row(rows[0]) if rows else None
+
+    async def list_keys(
+        self, tenant_id: str, *, kind: KeyKind, offset: int, limit: int, include_disabled: bool
+    ) -> list[ApiKey]:
+        """Keys of a tenant, oldest first (created_at, then hash)."""
+        rows = await self._fetch(SQL_LIST_KEYS, (tenant_id, kind, int(include_disabled), limit, offset))
+        return [_key_from_row(row) for row in rows]
+
+    async def update_key(self, tenant_id: str, key_hash: str, patch: KeyPatch, now: datetime) -> ApiKey | None:
+        """Apply a patch to a key of this tenant and record a key change; None if no such key."""
+        async with self._write() as conn:
+            rows = list(await conn.execute_fetchall(SQL_GET_TENANT_KEY, (key_hash, tenant_id)))
+            if not rows:
+                return None
+            key = apply_patch(_key_from_row(rows[0]), patch, now)
+            await conn.execute(
+                SQL_UPDATE_KEY,
+                (
+                    key.name,
+                    int(key.disabled),
+                    _limit_to_text(key.limit),
+                    key.limit_reset,
+                    _names_to_json(key.allowed_providers),
+                    _names_to_json(key.allowed_models),
+                    _opt_us(key.expires_at),
+                    _to_us(key.updated_at),
+                    key_hash,
+                    tenant_id,
+                ),
+            )
+            await conn.execute(SQL_INSERT_CHANGE, (key_hash, _to_us(key.updated_at)))
+        return key
+
+    async def delete_key(self, tenant_id: str, key_hash: str) -> bool:
+        """Delete a key of this tenant and record a key change; False if no such key."""
+        async with self._write() as conn:
+            async with conn.execute(SQL_DELETE_KEY, (key_hash, tenant_id)) as cursor:
+                deleted = cursor.rowcount > 0
+            if deleted:
+                await conn.execute(SQL_INSERT_CHANGE, (key_hash, _to_us(datetime.now(UTC))))
+        return deleted
+
+    async def key_changes_since(self, seq: int) -> tuple[int, list[str]]:
+        """Return (latest change sequence number, hashes of keys changed after ``seq``); -1: none."""
+        async with self._read() as conn:
+            (row,) = await conn.execute_fetchall(SQL_LATEST_CHANGE)
+            latest = int(row[0])
+            if seq < 0:
+                return latest, []
+            rows = await conn.execute_fetchall(SQL_CHANGED_KEYS, (seq,))
+        return latest, [str(row[0]) for row in rows]
+
+    async def insert_generations(self, rows: Sequence[Generation]) -> None:
+        """Insert finished requests in one transaction; a row whose id exists is skipped."""
+        if not rows:
+            return
+        params = [_generation_params(row) for row in rows]
+        async with self._write() as conn:
+            await conn.executemany(SQL_INSERT_GENERATION, params)
+
+    async def get_generation(self, tenant_id: str, generation_id: str) -> Generation | None:
+        """The generation with this id if it belongs to the tenant, else None."""
+        rows = await self._fetch(SQL_GET_GENERATION, (generation_id, tenant_id))
+        return _generation_from_row(rows[0]) if rows else None
+
+    async def key_usage(self, key_hash: str, now: datetime) -> KeyUsage:
+        """Sum of generation cost for the key: all time, and since the current UTC day/week/month began."""
+        day, week, month = usage_window_starts(now)
+        rows = await self._fetch(SQL_KEY_USAGE, (_to_us(day), _to_us(week), _to_us(month), key_hash))
+        total, daily, weekly, monthly = (_from_units(int(v)) for v in rows[0])
+        return KeyUsage(total=total, daily=daily, weekly=weekly, monthly=monthly)

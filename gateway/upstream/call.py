@@ -1,0 +1,140 @@
+"""The only code that sends requests to providers: headers, timeouts and error mapping.
+
+``open_call`` yields the upstream response once its headers arrived with a 2xx status; every other
+outcome (status, connect failure, timeout) comes out as an ``UpstreamError`` subclass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+
+import aiohttp
+import orjson
+
+from gateway.errors import UpstreamError, UpstreamRateLimited, UpstreamRejected, UpstreamTimeout
+from gateway.settings import ProviderSettings
+
+_ERROR_BODY_LIMIT = 64 * 1024
+_PASSED_ON_4XX = frozenset({400, 404, 409, 413, 415, 422})
+
+
+def auth_headers(provider: ProviderSettings) -> dict[str, str]:
+    """The provider's credential in the header its protocol expects, plus configured extra headers."""
+    headers = {"Content-Type": "application/json"}
+    if provider.api_key:
+        if provider.type == "anthropic":
+            headers["x-api-key"] = provider.api_key
+        elif provider.type == "gemini":
+            headers["x-goog-api-key"] = provider.api_key
+        else:
+            headers["Authorization"] = f"Bearer {provider.api_key}"
+    headers.update(provider.headers)
+    return headers
+
+
+@asynccontextmanager
+async def open_call(
+    session: aiohttp.ClientSession,
+    provider: ProviderSettings,
+    path: str,
+    body: bytes,
+    headers: Mapping[str, str],
+) -> AsyncIterator[aiohttp.ClientResponse]:
+    """POST ``body`` to ``provider.base_url + path``; yield the 2xx response, raise UpstreamError otherwise."""
+    t = provider.timeouts
+    timeout = aiohttp.ClientTimeout(total=t.total, connect=t.connect, sock_read=t.idle)
+    name = provider.name
+    try:
+        async with asyncio.timeout(t.first_token):
+            resp = await session.post(provider.base_url + path, data=body, headers=headers, timeout=timeout)
+    except TimeoutError:
+        raise UpstreamTimeout(f"provider '{name}' did not answer within {t.first_token:g}s", provider=name) from None
+    except aiohttp.ClientConnectorError as exc:
+        raise UpstreamError(f"could not connect to provider '{name}': {exc.os_error}", provider=name) from None
+    except aiohttp.ClientError as exc:
+        raise UpstreamError(f"request to provider '{name}' failed: {type(exc).__name__}", provider=name) from None
+    try:
+        if resp.status >= 300:
+            raise await _status_error(provider, resp)
+        yield resp
+    except TimeoutError:
+        raise UpstreamTimeout(f"provider '{name}' went silent for {t.idle:g}s", provider=name) from None
+    except aiohttp.ClientPayloadError:
+        raise UpstreamError(f"provider '{name}' sent a broken response body", provider=name) from None
+    except aiohttp.ClientError as exc:
+        raise UpstreamError(f"provider '{name}' connection failed: {type(exc).__name__}", provider=name) from None
+    finally:
+        resp.release()
+
+
+async def _status_error(provider: ProviderSettings, resp: aiohttp.ClientResponse) -> UpstreamError:
+    name, status = provider.name, resp.status
+    try:
+        raw = await resp.content.read(_ERROR_BODY_LIMIT)
+    except (aiohttp.ClientError, TimeoutError):
+        raw = b""
+    detail = upstream_message(raw)
+    if status == 429:
+        retry_after = retry_after_seconds(resp.headers)
+        return UpstreamRateLimited(
+            f"provider '{name}' is rate limiting requests" + (f": {detail}" if detail else ""),
+            provider=name,
+            upstream_status=status,
+            headers={"Retry-After": str(retry_after)} if retry_after is not None else None,
+        )
+    if status in (401, 403):
+        return UpstreamError(
+            f"provider '{name}' rejected the gateway's credentials (HTTP {status}); check its api_key",
+            provider=name,
+            upstream_status=status,
+        )
+    if status in _PASSED_ON_4XX:
+        return UpstreamRejected(
+            detail or f"provider '{name}' rejected the request (HTTP {status})", provider=name, upstream_status=status
+        )
+    if status in (408, 504, 524):
+        return UpstreamTimeout(f"provider '{name}' timed out (HTTP {status})", provider=name, upstream_status=status)
+    return UpstreamError(
+        f"provider '{name}' failed with HTTP {status}" + (f": {detail}" if detail else ""),
+        provider=name,
+        upstream_status=status,
+    )
+
+
+def upstream_message(raw: bytes) -> str:
+    """The human message from an OpenAI, Anthropic or Gemini error body (all use error.message)."""
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        text = raw.decode("utf-8", "replace").strip()
+        return text[:300] if text and not text.startswith("<") else ""
+    if isinstance(doc, list) and doc:
+        doc = doc[0]
+    if isinstance(doc, dict):
+        err = doc.get("error")
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return str(err["message"])[:1000]
+        if isinstance(err, str):
+            return err[:1000]
+        if isinstance(doc.get("message"), str):
+            return str(doc["message"])[:1000]
+    return ""
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> int | None:
+    """Seconds from Retry-After (or retry-after-ms), rounded up; None when absent or unreadable."""
+    value = headers.get("Retry-After")
+    if value:
+        try:
+            return max(1, int(float(value) + 0.999))
+        except ValueError:
+            return None
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(1, int(float(ms) / 1000 + 0.999))
+        except ValueError:
+            return None
+    return None

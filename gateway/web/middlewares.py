@@ -1,0 +1,143 @@
+"""The one middleware: request id, errors in the caller's protocol, metrics, access log, usage row."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from gateway.codec import json_response
+from gateway.errors import (
+    GatewayError,
+    InternalError,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+)
+from gateway.logs import ACCESS
+from gateway.pipeline.context import RequestContext, new_id
+from gateway.protocols.errors import error_body, protocol_for_path
+from gateway.state import CTX, METRICS, RECORDER, SETTINGS
+from gateway.store.base import Generation
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+log = logging.getLogger("arouter.http")
+access_log = logging.getLogger(ACCESS)
+
+
+def request_id_from(request: web.Request) -> str:
+    """The caller's X-Request-Id when it is sane (printable, at most 128 chars), else a new one."""
+    rid = request.headers.get("X-Request-Id")
+    if rid and len(rid) <= 128 and rid.isascii() and rid.isprintable():
+        return rid
+    return new_id("req_")
+
+
+def render_error(request: web.Request, err: GatewayError) -> web.Response:
+    """An error response in the protocol the request path speaks."""
+    status, body = error_body(protocol_for_path(request.path), err)
+    return json_response(body, status=status, headers=err.headers or None)
+
+
+@web.middleware
+async def gateway_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Wrap every request: give it an id and a context, turn any failure into a clean error, account it."""
+    ctx = RequestContext(request_id=request_id_from(request))
+    request[CTX] = ctx
+    try:
+        resp = await handler(request)
+    except GatewayError as err:
+        resp = render_error(request, err)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        resp = render_error(request, _http_error(request, exc))
+    except Exception:
+        log.exception("unhandled error", extra={"fields": {"request_id": ctx.request_id, "msg": "unhandled error"}})
+        resp = render_error(request, InternalError(f"internal error (request id {ctx.request_id})"))
+    if not resp.prepared:
+        resp.headers["X-Request-Id"] = ctx.request_id
+        if ctx.generation_id and "X-Generation-Id" not in resp.headers:
+            resp.headers["X-Generation-Id"] = ctx.generation_id
+    if not ctx.status or not resp.prepared:
+        ctx.status = resp.status
+    finish(request, ctx)
+    return resp
+
+
+def _http_error(request: web.Request, exc: web.HTTPException) -> GatewayError:
+    if exc.status == 404:
+        return NotFound(f"no route for {request.method} {request.path}")
+    if exc.status == 405:
+        return MethodNotAllowed(f"method {request.method} is not allowed on {request.path}")
+    if exc.status == 413:
+        return PayloadTooLarge(exc.reason)
+    return InvalidRequest(exc.reason)
+
+
+def finish(request: web.Request, ctx: RequestContext) -> None:
+    """Metrics, the access log line and (for routed requests) the usage row."""
+    app = request.app
+    elapsed = ctx.elapsed()
+    route = ctx.route
+    provider = route.provider.name if route else ""
+    model = (route.model_id if route.model is not None else f"{provider}/*") if route else ""
+    status = str(ctx.status)
+    metrics = app[METRICS]
+    metrics.requests.labels(ctx.endpoint, provider, model, status).inc()
+    metrics.latency.labels(ctx.endpoint, provider, model, status).observe(elapsed)
+    if ctx.ttft is not None:
+        metrics.ttft.labels(provider, model).observe(ctx.ttft)
+    if ctx.prompt_tokens:
+        metrics.tokens.labels(provider, model, "input").inc(ctx.prompt_tokens)
+    if ctx.completion_tokens:
+        metrics.tokens.labels(provider, model, "output").inc(ctx.completion_tokens)
+    key = ctx.key
+    if route is not None and key is not None and ctx.generation_id is not None:
+        app[RECORDER].record(
+            Generation(
+                id=ctx.generation_id,
+                request_id=ctx.request_id,
+                tenant_id=key.tenant_id,
+                key_hash=key.hash,
+                endpoint=ctx.endpoint,
+                model=route.model_id,
+                provider=provider,
+                upstream_model=route.upstream_model,
+                status=ctx.status,
+                streamed=ctx.streamed,
+                cancelled=ctx.cancelled,
+                prompt_tokens=ctx.prompt_tokens,
+                completion_tokens=ctx.completion_tokens,
+                total_tokens=ctx.total_tokens,
+                cost=ctx.cost,
+                latency_ms=int(elapsed * 1000),
+                ttft_ms=int(ctx.ttft * 1000) if ctx.ttft is not None else None,
+                finish_reason=ctx.finish_reason,
+                app_title=ctx.app_title,
+                app_referer=ctx.app_referer,
+                created_at=datetime.now(UTC),
+            )
+        )
+    if app[SETTINGS].server.access_log:
+        fields = {
+            "msg": "request",
+            "request_id": ctx.request_id,
+            "method": request.method,
+            "path": request.path,
+            "status": ctx.status,
+            "duration_ms": round(elapsed * 1000, 3),
+        }
+        if key is not None:
+            fields["key"] = key.hash[:12]
+        if route is not None:
+            fields.update(
+                model=route.model_id, provider=provider, generation_id=ctx.generation_id,
+                prompt_tokens=ctx.prompt_tokens, completion_tokens=ctx.completion_tokens,
+                cost=str(ctx.cost), streamed=ctx.streamed, cancelled=ctx.cancelled,
+            )
+        access_log.info("request", extra={"fields": fields})

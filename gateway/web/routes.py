@@ -1,0 +1,30 @@
+"""The route table."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.pipeline.chat import handle_chat
+from gateway.pipeline.embeddings import handle_embeddings
+from gateway.web import admin, health, models
+
+
+def add_routes(app: web.Application) -> None:
+    """Bind every path to its handler."""
+    r = app.router
+    r.add_get("/healthz", health.healthz)
+    r.add_get("/readyz", health.readyz)
+    r.add_get("/metrics", health.metrics)
+    r.add_get("/openapi.yaml", health.openapi)
+    r.add_post("/v1/chat/completions", handle_chat)
+    r.add_post("/v1/embeddings", handle_embeddings)
+    r.add_get("/v1/models", models.list_models)
+    r.add_get("/v1/models/{model:.+}", models.get_model)
+    r.add_get("/v1/key", admin.current_key)
+    r.add_get("/api/v1/key", admin.current_key)
+    r.add_post("/api/v1/keys", admin.create_key)
+    r.add_get("/api/v1/keys", admin.list_keys)
+    r.add_get("/api/v1/keys/{hash}", admin.get_key)
+    r.add_patch("/api/v1/keys/{hash}", admin.update_key)
+    r.add_delete("/api/v1/keys/{hash}", admin.delete_key)
+    r.add_get("/api/v1/generation", admin.get_generation)

@@ -1,0 +1,109 @@
+"""Shared fixtures: a fake OpenAI upstream, gateway settings pointing at it, a running gateway app."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from gateway.app import create_app
+from gateway.settings import Settings, parse_settings
+from tests.fakes.openai_upstream import FakeOpenAI
+
+MGMT_KEY = "lr_mgmt_" + "T" * 43
+POSTGRES_URL = os.environ.get("AROUTER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("AROUTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def config_dict(upstream_url: str, **extra_providers: dict[str, Any]) -> dict[str, Any]:
+    """A config document with one OpenAI-type provider at the fake upstream and a small catalog."""
+    providers: dict[str, Any] = {
+        "openai": {"type": "openai", "base_url": upstream_url, "api_key": "${FAKE_OPENAI_KEY}"},
+        "local": {
+            "type": "openai", "base_url": upstream_url, "allow_unlisted_models": True, "embeddings_base64": False,
+            "stream_usage": False,
+        },
+        "anthropic": {"type": "anthropic", "base_url": "http://127.0.0.1:9", "api_key": "x"},
+        **extra_providers,
+    }
+    return {
+        "default_model": "openai/gpt-4.1-mini",
+        "server": {"access_log": False},
+        "providers": providers,
+        "models": {
+            "openai/gpt-4.1-mini": {"prompt": "0.40", "completion": "1.60", "context_length": 1047576},
+            "openai/gpt-4.1": {"prompt": "2", "completion": "8", "aliases": ["flagship"]},
+            "openai/tool-model": {"prompt": "2", "completion": "8"},
+            "openai/rate-limited": {"prompt": "1", "completion": "1"},
+            "openai/broken": {"prompt": "1", "completion": "1"},
+            "openai/bad-request": {"prompt": "1", "completion": "1"},
+            "openai/bad-credentials": {"prompt": "1", "completion": "1"},
+            "openai/slow": {"prompt": "1", "completion": "1"},
+            "openai/dies-midstream": {"prompt": "1", "completion": "1"},
+            "openai/stalls-midstream": {"prompt": "1", "completion": "1"},
+            "openai/text-embedding-3-small": {"prompt": "0.02", "completion": "0", "kind": "embedding"},
+            "anthropic/claude-sonnet-4.6": {"prompt": "3", "completion": "15"},
+        },
+    }
+
+
+def make_settings(upstream_url: str, database_url: str, **overrides: Any) -> Settings:
+    raw = config_dict(upstream_url)
+    for section, values in overrides.items():
+        raw.setdefault(section, {}).update(values)
+    env = {"FAKE_OPENAI_KEY": "sk-upstream-secret-0000", "AROUTER_DATABASE_URL": database_url,
+           "AROUTER_MANAGEMENT_KEY": MGMT_KEY}
+    return parse_settings(raw, env, "test.toml")
+
+
+@pytest.fixture
+async def fake_openai(aiohttp_server: Callable[..., Any]) -> AsyncIterator[FakeOpenAI]:
+    fake = FakeOpenAI()
+    server: TestServer = await aiohttp_server(fake.app())
+    fake.url = str(server.make_url("/v1"))  # type: ignore[attr-defined]
+    yield fake
+    fake.release.set()
+
+
+@dataclass
+class Gateway:
+    """A running gateway app with its test client and a management key."""
+
+    client: TestClient[Any, Any]
+    app: web.Application
+    upstream: FakeOpenAI
+
+    @property
+    def mgmt(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {MGMT_KEY}"}
+
+    async def new_key(self, **fields: Any) -> tuple[str, dict[str, Any]]:
+        """Create an inference key through the management API; returns (secret, key object)."""
+        resp = await self.client.post("/api/v1/keys", json={"name": "test", **fields}, headers=self.mgmt)
+        assert resp.status == 201, await resp.text()
+        doc = await resp.json()
+        return doc["key"], doc["data"]
+
+    def url(self, path: str = "") -> str:
+        return str(self.client.make_url(path))
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'arouter.db'}"
+
+
+@pytest.fixture
+async def gateway(
+    aiohttp_client: Callable[..., Any], fake_openai: FakeOpenAI, db_url: str
+) -> AsyncIterator[Gateway]:
+    settings = make_settings(fake_openai.url, db_url)  # type: ignore[attr-defined]
+    app = create_app(settings)
+    client = await aiohttp_client(app)
+    yield Gateway(client, app, fake_openai)

@@ -1,0 +1,608 @@
+"""The Store contract: every test runs on both backends (see conftest.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import sqlite3
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from gateway.store import UNSET, ApiKey, Generation, KeyPatch, KeyUsage, Store, open_store
+from gateway.store.migrations import load_migrations, split_sqlite_script
+from gateway.store.sqlite import SqliteStore
+
+StoreFactory = Callable[[], Awaitable[Store]]
+
+T0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+def make_key(
+    hash: str = "h1",
+    tenant_id: str = "t1",
+    *,
+    created_at: datetime = T0,
+    **overrides: object,
+) -> ApiKey:
+    key = ApiKey(
+        hash=hash,
+        tenant_id=tenant_id,
+        kind="live",
+        name=f"key {hash}",
+        label=f"lr_live_{hash}...xyz",
+        disabled=False,
+        limit=None,
+        limit_reset=None,
+        allowed_providers=None,
+        allowed_models=None,
+        expires_at=None,
+        created_at=created_at,
+        updated_at=created_at,
+    )
+    return dataclasses.replace(key, **overrides)  # type: ignore[arg-type]
+
+
+def make_gen(
+    id: str,
+    *,
+    key_hash: str = "h1",
+    tenant_id: str = "t1",
+    cost: Decimal = Decimal("0"),
+    created_at: datetime = T0,
+    **overrides: object,
+) -> Generation:
+    gen = Generation(
+        id=id,
+        request_id=f"req-{id}",
+        tenant_id=tenant_id,
+        key_hash=key_hash,
+        endpoint="chat",
+        model="openai/gpt-4.1",
+        provider="openai",
+        upstream_model="gpt-4.1-2025-04-14",
+        status=200,
+        streamed=True,
+        cancelled=False,
+        prompt_tokens=10,
+        completion_tokens=20,
+        total_tokens=30,
+        cost=cost,
+        latency_ms=1234,
+        ttft_ms=321,
+        finish_reason="stop",
+        app_title="My App",
+        app_referer="https://example.com/",
+        created_at=created_at,
+    )
+    return dataclasses.replace(gen, **overrides)  # type: ignore[arg-type]
+
+
+async def with_tenants(store: Store, *tenant_ids: str) -> Store:
+    for tenant_id in tenant_ids:
+        await store.ensure_tenant(tenant_id, f"Tenant {tenant_id}")
+    return store
+
+
+# --- migrations and connection -------------------------------------------------------------------
+
+
+async def test_migrate_is_idempotent(store_factory: StoreFactory) -> None:
+    store = await store_factory()
+    all_versions = [m.version for m in load_migrations(store.backend)]
+    assert all_versions and all_versions[0] == "0001_init"
+    assert await store.migrate() == all_versions
+    assert await store.migrate() == []
+    other = await store_factory()
+    assert await other.migrate() == []
+    await store.ping()
+
+
+async def test_concurrent_migrate_applies_each_version_once(store_factory: StoreFactory) -> None:
+    stores = [await store_factory() for _ in range(3)]
+    results = await asyncio.gather(*(s.migrate() for s in stores))
+    applied = sorted(v for result in results for v in result)
+    assert applied == [m.version for m in load_migrations(stores[0].backend)]
+    for s in stores:  # every store sees the schema
+        await with_tenants(s, "t1")
+        assert await s.get_key("nope") is None
+
+
+async def test_ping(store: Store) -> None:
+    await store.ping()
+
+
+def test_split_sqlite_script() -> None:
+    script = "-- a comment\nCREATE TABLE a (x TEXT DEFAULT ';');\n\nCREATE INDEX i ON a (x);\n-- trailing\n"
+    assert split_sqlite_script(script) == [
+        "-- a comment\nCREATE TABLE a (x TEXT DEFAULT ';');",
+        "CREATE INDEX i ON a (x);",
+    ]
+    with pytest.raises(ValueError, match="incomplete"):
+        split_sqlite_script("CREATE TABLE a (x TEXT")
+
+
+async def test_open_store_rejects_unknown_urls() -> None:
+    with pytest.raises(ValueError, match="scheme"):
+        await open_store("mysql://localhost/db")
+    with pytest.raises(ValueError, match="sqlite"):
+        await open_store("sqlite://relative.db")
+
+
+async def test_open_sqlite_relative_path_creates_parent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = await open_store("sqlite:///var/sub/arouter.db")
+    try:
+        assert await store.migrate() == [m.version for m in load_migrations("sqlite")]
+        assert store.backend == "sqlite"
+    finally:
+        await store.close()
+    assert (tmp_path / "var" / "sub" / "arouter.db").is_file()
+    with sqlite3.connect(tmp_path / "var" / "sub" / "arouter.db") as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    conn.close()
+
+
+# --- keys ----------------------------------------------------------------------------------------
+
+
+async def test_key_round_trip_every_field(store: Store) -> None:
+    await with_tenants(store, "t1")
+    full = make_key(
+        "h-full",
+        kind="mgmt",
+        name="Production",
+        disabled=True,
+        limit=Decimal("150"),
+        limit_reset="monthly",
+        allowed_providers=("openai", "anthropic"),
+        allowed_models=("openai/gpt-4.1", "anthropic/*"),
+        expires_at=datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=UTC),
+        created_at=T0,
+        updated_at=T0 + timedelta(seconds=1, microseconds=7),
+    )
+    cents = make_key("h-cents", limit=Decimal("0.05"), limit_reset="daily", allowed_providers=(), allowed_models=())
+    bare = make_key("h-bare")
+    for key in (full, cents, bare):
+        await store.insert_key(key)
+    got_full = await store.get_key("h-full")
+    assert got_full == full
+    assert got_full is not None and str(got_full.limit) == "150"
+    assert got_full.created_at.tzinfo is not None and got_full.created_at.utcoffset() == timedelta(0)
+    got_cents = await store.get_key("h-cents")
+    assert got_cents == cents
+    assert got_cents is not None and str(got_cents.limit) == "0.05"
+    assert got_cents.allowed_providers == () and got_cents.allowed_models == ()
+    assert await store.get_key("h-bare") == bare
+    assert await store.get_key("missing") is None
+
+
+async def test_key_datetimes_in_other_zones_come_back_utc(store: Store) -> None:
+    await with_tenants(store, "t1")
+    plus5 = timezone(timedelta(hours=5))
+    key = make_key("h1", created_at=datetime(2024, 5, 1, 17, 0, tzinfo=plus5))
+    await store.insert_key(key)
+    got = await store.get_key("h1")
+    assert got is not None and got.created_at == datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    assert got.created_at.utcoffset() == timedelta(0)
+
+
+async def test_naive_datetimes_are_rejected(store: Store) -> None:
+    await with_tenants(store, "t1")
+    with pytest.raises(ValueError, match="naive"):
+        await store.insert_key(make_key("h1", created_at=datetime(2024, 5, 1)))
+    with pytest.raises(ValueError, match="naive"):
+        await store.key_usage("h1", datetime(2024, 5, 1))
+    assert await store.get_key("h1") is None
+
+
+async def test_insert_key_needs_existing_tenant_and_unique_hash(store: Store) -> None:
+    with pytest.raises(Exception):  # noqa: B017 - backend-specific integrity error
+        await store.insert_key(make_key("h1", tenant_id="ghost"))
+    assert await store.get_key("h1") is None
+    await with_tenants(store, "t1")
+    await store.insert_key(make_key("h1"))
+    with pytest.raises(Exception):  # noqa: B017
+        await store.insert_key(make_key("h1", name="dup"))
+    got = await store.get_key("h1")
+    assert got is not None and got.name == "key h1"
+
+
+async def test_ensure_tenant_is_idempotent(store: Store) -> None:
+    await store.ensure_tenant("t1", "one")
+    await store.ensure_tenant("t1", "one again")
+    await store.insert_key(make_key("h1"))
+    assert await store.get_key("h1") is not None
+
+
+async def test_list_keys_order_pagination_filters(store: Store) -> None:
+    await with_tenants(store, "t1", "t2")
+    keys = [
+        make_key("k-c", created_at=T0 + timedelta(seconds=2)),
+        make_key("k-b", created_at=T0),  # same created_at as k-a: ordered by hash
+        make_key("k-a", created_at=T0),
+        make_key("k-d", created_at=T0 + timedelta(seconds=3), disabled=True),
+        make_key("k-e", created_at=T0 + timedelta(seconds=4)),
+        make_key("k-m", created_at=T0 - timedelta(days=1), kind="mgmt"),
+        make_key("k-x", tenant_id="t2", created_at=T0 - timedelta(days=2)),
+    ]
+    for key in keys:
+        await store.insert_key(key)
+
+    async def hashes(tenant: str = "t1", **kw: object) -> list[str]:
+        args: dict[str, object] = {"kind": "live", "offset": 0, "limit": 100, "include_disabled": False}
+        args.update(kw)
+        return [k.hash for k in await store.list_keys(tenant, **args)]  # type: ignore[arg-type]
+
+    assert await hashes() == ["k-a", "k-b", "k-c", "k-e"]
+    assert await hashes(include_disabled=True) == ["k-a", "k-b", "k-c", "k-d", "k-e"]
+    assert await hashes(include_disabled=True, offset=1, limit=2) == ["k-b", "k-c"]
+    assert await hashes(include_disabled=True, offset=4, limit=2) == ["k-e"]
+    assert await hashes(include_disabled=True, offset=5, limit=2) == []
+    assert await hashes(limit=0) == []
+    assert await hashes(kind="mgmt") == ["k-m"]
+    assert await hashes("t2") == ["k-x"]
+    assert await hashes("nobody") == []
+    listed = await store.list_keys("t1", kind="live", offset=0, limit=1, include_disabled=False)
+    assert listed == [keys[2]]
+
+
+PATCHES: list[tuple[KeyPatch, dict[str, object]]] = [
+    (KeyPatch(name="renamed"), {"name": "renamed"}),
+    (KeyPatch(disabled=True), {"disabled": True}),
+    (KeyPatch(limit=Decimal("12.5")), {"limit": Decimal("12.5")}),
+    (KeyPatch(limit=None), {"limit": None}),
+    (KeyPatch(limit_reset="weekly"), {"limit_reset": "weekly"}),
+    (KeyPatch(limit_reset=None), {"limit_reset": None}),
+    (KeyPatch(allowed_providers=("gemini",)), {"allowed_providers": ("gemini",)}),
+    (KeyPatch(allowed_providers=None), {"allowed_providers": None}),
+    (KeyPatch(allowed_models=("x/*", "y/z")), {"allowed_models": ("x/*", "y/z")}),
+    (KeyPatch(allowed_models=None), {"allowed_models": None}),
+    (KeyPatch(expires_at=T0 + timedelta(days=9)), {"expires_at": T0 + timedelta(days=9)}),
+    (KeyPatch(expires_at=None), {"expires_at": None}),
+    (KeyPatch(), {}),
+    (
+        KeyPatch(name="all", disabled=False, limit=Decimal("0.0001"), allowed_models=()),
+        {"name": "all", "disabled": False, "limit": Decimal("0.0001"), "allowed_models": ()},
+    ),
+]
+
+
+@pytest.mark.parametrize(("patch", "changes"), PATCHES)
+async def test_update_key_patches_only_given_fields(store: Store, patch: KeyPatch, changes: dict[str, object]) -> None:
+    await with_tenants(store, "t1")
+    original = make_key(
+        "h1",
+        disabled=True,
+        limit=Decimal("150"),
+        limit_reset="monthly",
+        allowed_providers=("openai",),
+        allowed_models=("openai/*",),
+        expires_at=T0 + timedelta(days=30),
+    )
+    await store.insert_key(original)
+    now = T0 + timedelta(hours=1)
+    expected = dataclasses.replace(original, **changes, updated_at=now)  # type: ignore[arg-type]
+    assert await store.update_key("t1", "h1", patch, now) == expected
+    assert await store.get_key("h1") == expected
+
+
+async def test_update_key_unset_is_not_none(store: Store) -> None:
+    assert KeyPatch().limit is UNSET
+    await with_tenants(store, "t1")
+    await store.insert_key(make_key("h1", limit=Decimal("3")))
+    updated = await store.update_key("t1", "h1", KeyPatch(name="n"), T0)
+    assert updated is not None and updated.limit == Decimal("3")
+    updated = await store.update_key("t1", "h1", KeyPatch(limit=None), T0)
+    assert updated is not None and updated.limit is None
+
+
+async def test_update_and_delete_are_tenant_scoped(store: Store) -> None:
+    await with_tenants(store, "t1", "t2")
+    key = make_key("h1")
+    await store.insert_key(key)
+    assert await store.update_key("t2", "h1", KeyPatch(name="stolen"), T0) is None
+    assert await store.update_key("t1", "missing", KeyPatch(name="x"), T0) is None
+    assert await store.delete_key("t2", "h1") is False
+    assert await store.get_key("h1") == key
+
+
+async def test_delete_key(store: Store) -> None:
+    await with_tenants(store, "t1")
+    await store.insert_key(make_key("h1"))
+    await store.insert_key(make_key("h2"))
+    assert await store.delete_key("t1", "h1") is True
+    assert await store.get_key("h1") is None
+    assert await store.delete_key("t1", "h1") is False
+    assert [k.hash for k in await store.list_keys("t1", kind="live", offset=0, limit=9, include_disabled=True)] == [
+        "h2"
+    ]
+
+
+async def test_key_changes_sequence(store: Store) -> None:
+    assert await store.key_changes_since(-1) == (0, [])
+    assert await store.key_changes_since(0) == (0, [])
+    await with_tenants(store, "t1", "t2")
+    start, _ = await store.key_changes_since(-1)
+    assert start == 0  # tenants are not key changes
+
+    await store.insert_key(make_key("h1"))
+    await store.insert_key(make_key("h2"))
+    s2, changed = await store.key_changes_since(start)
+    assert s2 > start and changed == ["h1", "h2"]
+    assert await store.key_changes_since(-1) == (s2, [])
+    assert await store.key_changes_since(s2) == (s2, [])
+
+    await store.update_key("t1", "h1", KeyPatch(name="a"), T0)
+    await store.update_key("t1", "h1", KeyPatch(name="b"), T0)
+    s3, changed = await store.key_changes_since(s2)
+    assert s3 > s2 and changed == ["h1"]
+
+    await store.delete_key("t1", "h2")
+    s4, changed = await store.key_changes_since(s3)
+    assert s4 > s3 and changed == ["h2"]
+    _, changed = await store.key_changes_since(start)
+    assert sorted(changed) == ["h1", "h2"]
+
+    # failed operations record nothing
+    assert await store.update_key("t2", "h1", KeyPatch(name="x"), T0) is None
+    assert await store.delete_key("t2", "h1") is False
+    assert await store.delete_key("t1", "h2") is False
+    assert await store.key_changes_since(s4) == (s4, [])
+    assert await store.key_changes_since(-1) == (s4, [])
+
+
+# --- generations ---------------------------------------------------------------------------------
+
+
+async def test_generation_round_trip_and_tenant_scope(store: Store) -> None:
+    full = make_gen("gen-1", cost=Decimal("0.0123456789"))
+    nulls = make_gen(
+        "gen-2",
+        streamed=False,
+        cancelled=True,
+        status=499,
+        prompt_tokens=None,
+        completion_tokens=None,
+        total_tokens=None,
+        ttft_ms=None,
+        finish_reason=None,
+        app_title=None,
+        app_referer=None,
+        created_at=T0 + timedelta(microseconds=1),
+    )
+    other = make_gen("gen-3", tenant_id="t2", key_hash="h9")
+    await store.insert_generations([full, nulls, other])
+    assert await store.get_generation("t1", "gen-1") == full
+    assert await store.get_generation("t1", "gen-2") == nulls
+    assert await store.get_generation("t2", "gen-3") == other
+    assert await store.get_generation("t2", "gen-1") is None
+    assert await store.get_generation("t1", "gen-3") is None
+    assert await store.get_generation("t1", "missing") is None
+
+
+async def test_insert_generations_skips_existing_ids(store: Store) -> None:
+    await store.insert_generations([make_gen("gen-1", cost=Decimal("1"))])
+    await store.insert_generations(
+        [make_gen("gen-1", cost=Decimal("100"), model="changed"), make_gen("gen-2", cost=Decimal("2"))]
+    )
+    await store.insert_generations([make_gen("gen-3", cost=Decimal("4")), make_gen("gen-3", cost=Decimal("8"))])
+    await store.insert_generations([])
+    first = await store.get_generation("t1", "gen-1")
+    assert first is not None and first.model == "openai/gpt-4.1" and first.cost == Decimal("1")
+    assert (await store.key_usage("h1", T0)).total == Decimal("7")
+
+
+async def test_costs_are_quantized_half_even(store: Store) -> None:
+    rows = [
+        make_gen("g1", cost=Decimal("0.00000000005")),  # -> 0
+        make_gen("g2", cost=Decimal("0.00000000015")),  # -> 0.0000000002
+        make_gen("g3", cost=Decimal("0.00000000025")),  # -> 0.0000000002
+        make_gen("g4", cost=Decimal("12345678.123456789049")),  # -> 12345678.1234567890
+    ]
+    await store.insert_generations(rows)
+    costs = []
+    for row in rows:
+        got = await store.get_generation("t1", row.id)
+        assert got is not None
+        costs.append(got.cost)
+    assert costs == [
+        Decimal("0"),
+        Decimal("0.0000000002"),
+        Decimal("0.0000000002"),
+        Decimal("12345678.123456789"),
+    ]
+    assert (await store.key_usage("h1", T0)).total == Decimal("12345678.1234567894")
+
+
+async def test_insert_many_generations_in_one_batch(store: Store) -> None:
+    rows = [make_gen(f"gen-{i}", cost=Decimal("0.001"), created_at=T0 + timedelta(seconds=i)) for i in range(500)]
+    await store.insert_generations(rows)
+    assert (await store.key_usage("h1", T0)).total == Decimal("0.5")
+    assert await store.get_generation("t1", "gen-499") == rows[499]
+
+
+# --- usage ---------------------------------------------------------------------------------------
+
+
+async def test_key_usage_exact_decimal_sums(store: Store) -> None:
+    now = datetime(2024, 5, 15, 12, 0, tzinfo=UTC)
+    await store.insert_generations(
+        [
+            make_gen("a", cost=Decimal("0.1"), created_at=now),
+            make_gen("b", cost=Decimal("0.2"), created_at=now),
+        ]
+    )
+    usage = await store.key_usage("h1", now)
+    assert usage == KeyUsage(Decimal("0.3"), Decimal("0.3"), Decimal("0.3"), Decimal("0.3"))
+    assert usage.total + Decimal("0.7") == Decimal("1")
+    assert await store.key_usage("nobody", now) == KeyUsage(Decimal(0), Decimal(0), Decimal(0), Decimal(0))
+
+
+USEC = timedelta(microseconds=1)
+WINDOW_CASES = [
+    # now = Wednesday 2024-05-15: day 05-15, week Monday 05-13, month 05-01
+    pytest.param(
+        datetime(2024, 5, 15, 12, 0, tzinfo=UTC),
+        [
+            (datetime(2024, 5, 15, tzinfo=UTC), "0.1"),  # day starts here
+            (datetime(2024, 5, 15, 11, 59, tzinfo=UTC), "0.2"),
+            (datetime(2024, 5, 15, tzinfo=UTC) - USEC, "0.01"),  # yesterday, this week
+            (datetime(2024, 5, 13, tzinfo=UTC), "0.02"),  # Monday 00:00
+            (datetime(2024, 5, 13, tzinfo=UTC) - USEC, "0.001"),  # Sunday: this month only
+            (datetime(2024, 5, 1, tzinfo=UTC), "0.002"),  # 1st 00:00
+            (datetime(2024, 5, 1, tzinfo=UTC) - USEC, "0.0001"),  # last month
+            (datetime(2023, 5, 15, 12, tzinfo=UTC), "0.0002"),  # a year ago
+        ],
+        ("0.3333", "0.3", "0.33", "0.333"),
+        id="midweek",
+    ),
+    # now = Sunday 2024-06-02: week began Monday 05-27 in the previous month
+    pytest.param(
+        datetime(2024, 6, 2, 23, 59, 59, 999999, tzinfo=UTC),
+        [
+            (datetime(2024, 6, 2, tzinfo=UTC), "1"),
+            (datetime(2024, 6, 1, tzinfo=UTC), "2"),  # month start, week
+            (datetime(2024, 5, 28, tzinfo=UTC), "4"),  # this week, last month
+            (datetime(2024, 5, 27, tzinfo=UTC) - USEC, "8"),  # before the week
+        ],
+        ("15", "1", "7", "3"),
+        id="week-spans-months",
+    ),
+    # now given in another zone: 2024-03-01 02:00+05:00 is 2024-02-29 21:00 UTC (Thursday)
+    pytest.param(
+        datetime(2024, 3, 1, 2, 0, tzinfo=timezone(timedelta(hours=5))),
+        [
+            (datetime(2024, 2, 29, tzinfo=UTC), "1"),
+            (datetime(2024, 2, 29, tzinfo=UTC) - USEC, "2"),
+            (datetime(2024, 2, 26, tzinfo=UTC), "4"),
+            (datetime(2024, 2, 1, tzinfo=UTC), "8"),
+            (datetime(2024, 2, 1, tzinfo=UTC) - USEC, "16"),
+        ],
+        ("31", "1", "7", "15"),
+        id="utc-not-local",
+    ),
+    # rows after now still count (a clock a little ahead on another host)
+    pytest.param(
+        datetime(2024, 1, 1, 0, 0, tzinfo=UTC),  # a Monday, the 1st
+        [
+            (datetime(2024, 1, 1, 0, 0, 1, tzinfo=UTC), "0.5"),
+            (datetime(2023, 12, 31, 23, 59, 59, 999999, tzinfo=UTC), "0.25"),
+        ],
+        ("0.75", "0.5", "0.5", "0.5"),
+        id="year-start",
+    ),
+]
+
+
+@pytest.mark.parametrize(("now", "rows", "expected"), WINDOW_CASES)
+async def test_key_usage_windows(
+    store: Store, now: datetime, rows: list[tuple[datetime, str]], expected: tuple[str, str, str, str]
+) -> None:
+    gens = [make_gen(f"g{i}", cost=Decimal(cost), created_at=at) for i, (at, cost) in enumerate(rows)]
+    gens.append(make_gen("other-key", key_hash="h2", cost=Decimal("1000"), created_at=now))
+    await store.insert_generations(gens)
+    usage = await store.key_usage("h1", now)
+    assert usage == KeyUsage(*(Decimal(v) for v in expected))
+
+
+# --- SQLite concurrency --------------------------------------------------------------------------
+
+
+async def test_sqlite_two_stores_write_concurrently(tmp_path: Path) -> None:
+    path = str(tmp_path / "shared.db")
+    a, b = await SqliteStore.open(path), await SqliteStore.open(path)
+    try:
+        await asyncio.gather(a.migrate(), b.migrate())
+        await a.ensure_tenant("t1", "one")
+
+        async def work(store: SqliteStore, name: str) -> None:
+            for i in range(20):
+                await store.insert_key(make_key(f"{name}-{i}"))
+                await store.update_key("t1", f"{name}-{i}", KeyPatch(disabled=True), T0)
+
+        gens = [make_gen(f"gen-{i}", cost=Decimal("0.1")) for i in range(300)]
+        await asyncio.gather(
+            work(a, "a"),
+            work(b, "b"),
+            *((a if i % 2 else b).insert_generations(gens[i : i + 3]) for i in range(0, len(gens), 3)),
+            *(b.ensure_tenant(f"t{i}", "x") for i in range(2, 30)),
+            *(a.key_changes_since(0) for _ in range(10)),
+        )
+        assert (await b.key_usage("h1", T0)).total == Decimal("30")
+        keys = await a.list_keys("t1", kind="live", offset=0, limit=100, include_disabled=True)
+        assert len(keys) == 40 and all(k.disabled for k in keys)
+        latest, changed = await b.key_changes_since(0)
+        assert latest == 80 and len(changed) == 40
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_sqlite_store_serialises_its_own_transactions(tmp_path: Path) -> None:
+    store = await SqliteStore.open(str(tmp_path / "one.db"))
+    try:
+        await store.migrate()
+        await store.ensure_tenant("t1", "one")
+        await asyncio.gather(*(store.insert_key(make_key(f"k{i}")) for i in range(50)))
+        failing = store.insert_key(make_key("k0"))  # duplicate: rolled back, store stays usable
+        with pytest.raises(sqlite3.IntegrityError):
+            await failing
+        assert await store.key_changes_since(-1) == (50, [])
+    finally:
+        await store.close()
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+WORKER_SCRIPT = """
+import asyncio, sys
+from datetime import UTC, datetime
+from decimal import Decimal
+from gateway.store import ApiKey, Generation, KeyPatch, open_store
+
+async def main(url: str, name: str) -> None:
+    store = await open_store(url)
+    try:
+        await store.migrate()
+        await store.ensure_tenant("t1", "one")
+        now = datetime(2024, 5, 1, tzinfo=UTC)
+        for i in range(25):
+            key = ApiKey(f"{name}-{i}", "t1", "live", "n", "l", False, None, None, None, None, None, now, now)
+            await store.insert_key(key)
+            await store.update_key("t1", key.hash, KeyPatch(limit=Decimal("1.5")), now)
+            gen = Generation(f"{name}-gen-{i}", "r", "t1", "h1", "chat", "m", "p", "u", 200, False, False,
+                             1, 2, 3, Decimal("0.01"), 5, None, None, None, None, now)
+            await store.insert_generations([gen])
+    finally:
+        await store.close()
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+async def test_sqlite_worker_processes_share_one_file(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'workers.db'}"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-c", WORKER_SCRIPT, url, f"w{n}", env=env, stderr=asyncio.subprocess.PIPE
+        )
+        for n in range(4)
+    ]
+    for proc in procs:
+        _, stderr = await proc.communicate()
+        assert proc.returncode == 0, stderr.decode()
+    store = await open_store(url)
+    try:
+        assert await store.migrate() == []
+        keys = await store.list_keys("t1", kind="live", offset=0, limit=1000, include_disabled=True)
+        assert len(keys) == 100 and all(k.limit == Decimal("1.5") for k in keys)
+        assert (await store.key_usage("h1", T0)).total == Decimal("1")
+        assert await store.key_changes_since(-1) == (200, [])
+    finally:
+        await store.close()
