@@ -7,6 +7,7 @@ outcome (status, connect failure, timeout) comes out as an ``UpstreamError`` sub
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
@@ -17,6 +18,7 @@ from gateway.errors import UpstreamError, UpstreamRateLimited, UpstreamRejected,
 from gateway.settings import ProviderSettings
 
 _ERROR_BODY_LIMIT = 64 * 1024
+_INLINE_BODY_LIMIT = 1024 * 1024
 _PASSED_ON_4XX = frozenset({400, 404, 409, 413, 415, 422})
 
 
@@ -48,7 +50,8 @@ async def open_call(
     name = provider.name
     try:
         async with asyncio.timeout(t.first_token):
-            resp = await session.post(provider.base_url + path, data=body, headers=headers, timeout=timeout)
+            data = body if len(body) < _INLINE_BODY_LIMIT else io.BytesIO(body)  # aiohttp warns on big bytes
+            resp = await session.post(provider.base_url + path, data=data, headers=headers, timeout=timeout)
     except TimeoutError:
         raise UpstreamTimeout(f"provider '{name}' did not answer within {t.first_token:g}s", provider=name) from None
     except aiohttp.ClientConnectorError as exc:

@@ -1,0 +1,154 @@
+"""Bad input and failing upstreams get clean errors in the caller's protocol; never a 500 or a traceback."""
+
+from __future__ import annotations
+
+import io
+
+import orjson
+import pytest
+
+from tests.conftest import MGMT_KEY, Gateway
+
+MSG = [{"role": "user", "content": "hi"}]
+
+
+async def post_chat(gw: Gateway, body: bytes | dict[str, object], key: str | None) -> tuple[int, dict[str, object]]:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    data = body if isinstance(body, bytes) else orjson.dumps(body)
+    resp = await gw.client.post("/v1/chat/completions", data=data, headers=headers)
+    return resp.status, await resp.json()
+
+
+async def test_missing_and_unknown_keys_get_401(gateway: Gateway) -> None:
+    status, doc = await post_chat(gateway, {"messages": MSG}, None)
+    assert status == 401
+    assert doc == {"error": {"message": "missing or invalid Authorization header", "type": "authentication_error",
+                             "code": 401}}
+    status, doc = await post_chat(gateway, {"messages": MSG}, "lr_live_" + "x" * 43)
+    assert status == 401 and doc["error"]["message"] == "invalid api key"  # type: ignore[index]
+    status, doc = await post_chat(gateway, {"messages": MSG}, "sk-not-ours")
+    assert status == 401
+
+
+async def test_key_kinds_are_kept_apart(gateway: Gateway) -> None:
+    status, doc = await post_chat(gateway, {"messages": MSG}, MGMT_KEY)
+    assert status == 403 and doc["error"]["type"] == "permission_error"  # type: ignore[index]
+    key, _ = await gateway.new_key()
+    resp = await gateway.client.get("/api/v1/keys", headers={"Authorization": f"Bearer {key}"})
+    assert resp.status == 403
+    assert (await resp.json())["error"]["message"] == "Only management keys can perform this operation"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "fragment"),
+    [
+        (b"{not json", 400, "not valid JSON"),
+        (b"[1, 2]", 400, "must be a JSON object"),
+        (b"", 400, "empty"),
+        ({"messages": []}, 400, "'messages' must be a non-empty array"),
+        ({"messages": "hi"}, 400, "'messages' must be a non-empty array"),
+        ({"messages": MSG, "model": 42}, 400, "'model' must be a string"),
+        ({"messages": MSG, "stream": "yes"}, 400, "'stream' must be true or false"),
+        ({"messages": MSG, "model": "nope/gpt"}, 400, "unknown provider 'nope'"),
+        ({"messages": MSG, "model": "openai/gpt-99"}, 404, "not in the catalog"),
+        ({"messages": MSG, "model": "anthropic/claude-sonnet-4.6"}, 400, "anthropic-protocol provider"),
+    ],
+)
+async def test_bad_requests(gateway: Gateway, body: bytes | dict[str, object], status: int, fragment: str) -> None:
+    key, _ = await gateway.new_key()
+    got, doc = await post_chat(gateway, body, key)
+    assert got == status
+    err = doc["error"]
+    assert isinstance(err, dict) and fragment in err["message"] and err["code"] == status
+
+
+async def test_body_over_limit_gets_413(gateway: Gateway) -> None:
+    key, _ = await gateway.new_key()
+    big = orjson.dumps({"messages": [{"role": "user", "content": "x" * (10 * 1024 * 1024 + 10)}]})
+    resp = await gateway.client.post("/v1/chat/completions", data=io.BytesIO(big),
+                                     headers={"Authorization": f"Bearer {key}"})
+    status, doc = resp.status, await resp.json()
+    assert status == 413 and "larger than" in doc["error"]["message"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("model", "status", "etype", "fragment"),
+    [
+        ("openai/rate-limited", 429, "rate_limit_error", "Rate limit reached"),
+        ("openai/broken", 502, "server_error", "failed with HTTP 500"),
+        ("openai/bad-request", 400, "invalid_request_error", "Invalid value for 'temperature'"),
+        ("openai/bad-credentials", 502, "server_error", "rejected the gateway's credentials"),
+    ],
+)
+async def test_upstream_errors_are_mapped(gateway: Gateway, model: str, status: int, etype: str, fragment: str) -> None:
+    key, _ = await gateway.new_key()
+    for stream in (False, True):
+        resp = await gateway.client.post(
+            "/v1/chat/completions", json={"model": model, "messages": MSG, "stream": stream},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        doc = await resp.json()
+        assert resp.status == status
+        assert doc["error"]["type"] == etype and fragment in doc["error"]["message"]
+        assert "sk-upstream-secret" not in orjson.dumps(doc).decode() and "sk-proj" not in doc["error"]["message"]
+        if status == 429:
+            assert resp.headers["Retry-After"] == "7"
+
+
+async def test_upstream_timeout_gives_504(gateway: Gateway, db_url: str, aiohttp_client) -> None:  # type: ignore[no-untyped-def]
+    from gateway.app import create_app
+    from tests.conftest import make_settings
+
+    settings = make_settings(gateway.upstream.url, db_url)  # type: ignore[attr-defined]
+    raw_openai = settings.providers["openai"]
+    import dataclasses
+
+    fast = dataclasses.replace(raw_openai, timeouts=dataclasses.replace(raw_openai.timeouts, first_token=0.2))
+    settings = dataclasses.replace(settings, providers={**settings.providers, "openai": fast})
+    client = await aiohttp_client(create_app(settings))
+    key, _ = await gateway.new_key()
+    resp = await client.post("/v1/chat/completions", json={"model": "openai/slow", "messages": MSG},
+                             headers={"Authorization": f"Bearer {key}"})
+    assert resp.status == 504
+    assert (await resp.json())["error"]["type"] == "timeout_error"
+
+
+async def test_unreachable_upstream_gives_502(gateway: Gateway, db_url: str, aiohttp_client) -> None:  # type: ignore[no-untyped-def]
+    from gateway.app import create_app
+    from tests.conftest import make_settings
+
+    client = await aiohttp_client(create_app(make_settings("http://127.0.0.1:9/v1", db_url)))
+    key, _ = await gateway.new_key()
+    resp = await client.post("/v1/chat/completions", json={"messages": MSG}, headers={"Authorization": f"Bearer {key}"})
+    assert resp.status == 502
+    assert "could not connect to provider 'openai'" in (await resp.json())["error"]["message"]
+
+
+async def test_upstream_dying_midstream_ends_with_error_chunk(gateway: Gateway) -> None:
+    key, _ = await gateway.new_key()
+    resp = await gateway.client.post(
+        "/v1/chat/completions", json={"model": "openai/dies-midstream", "messages": MSG, "stream": True},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert resp.status == 200
+    events = [e for e in (await resp.read()).split(b"\n\n") if e]
+    assert events[-1] == b"data: [DONE]"
+    last = orjson.loads(events[-2][len(b"data: "):])
+    assert last["choices"][0]["finish_reason"] == "error" and last["error"]["code"] == 502
+    assert all(e.startswith(b"data: {") for e in events[:-1])  # no half event was forwarded
+
+
+async def test_unknown_path_and_method_are_json_errors(gateway: Gateway) -> None:
+    resp = await gateway.client.get("/v1/nothing-here")
+    assert resp.status == 404 and (await resp.json())["error"]["code"] == 404
+    resp = await gateway.client.get("/v1/chat/completions")
+    assert resp.status == 405 and (await resp.json())["error"]["type"] == "invalid_request_error"
+
+
+async def test_native_paths_render_native_error_envelopes(gateway: Gateway) -> None:
+    resp = await gateway.client.post("/v1/messages", json={})
+    doc = await resp.json()
+    assert doc["type"] == "error" and doc["error"]["type"] == "not_found_error"
+    resp = await gateway.client.post("/v1beta/models/gemini-2.5-flash:generateContent", json={})
+    doc = await resp.json()
+    assert doc["error"]["status"] == "NOT_FOUND" and doc["error"]["code"] == 404

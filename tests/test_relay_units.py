@@ -1,0 +1,80 @@
+"""The relay's pure parts: event cutting, the usage tap, pricing, key format."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.auth.apikey import hash_key, kind_of, new_key
+from gateway.billing.pricing import request_cost
+from gateway.pipeline.openai_usage import StreamTap
+from gateway.settings import ModelSettings
+from gateway.sse import EventCutter
+from tests.fakes.openai_upstream import fixture
+
+STREAM = fixture("chat_stream.sse")
+
+
+@given(st.lists(st.integers(min_value=1, max_value=len(STREAM) - 1), max_size=30))
+def test_cutter_forwards_only_whole_events_and_loses_nothing(cuts: list[int]) -> None:
+    points = sorted(set(cuts))
+    pieces = [STREAM[a:b] for a, b in zip([0, *points], [*points, len(STREAM)], strict=True)]
+    cutter = EventCutter()
+    out = b""
+    for piece in pieces:
+        block = cutter.feed(piece)
+        assert block == b"" or block.endswith(b"\n\n")
+        out += block
+    assert out == STREAM and cutter.rest() == b""
+
+
+def test_cutter_forwards_the_same_object_when_aligned() -> None:
+    cutter = EventCutter()
+    event = b'data: {"a":1}\n\n'
+    assert cutter.feed(event) is event
+
+
+def test_cutter_handles_crlf_streams() -> None:
+    cutter = EventCutter()
+    assert cutter.feed(b"data: 1\r\n\r\ndata: 2\r") == b"data: 1\r\n\r\n"
+    assert cutter.feed(b"\n\r\n") == b"data: 2\r\n\r\n"
+
+
+def test_tap_reads_usage_and_finish_and_strips_when_asked() -> None:
+    tap = StreamTap(strip_usage=True)
+    out = tap.inspect(STREAM, b"\n\n")
+    assert tap.done and tap.usage.prompt_tokens == 11 and tap.usage.completion_tokens == 9
+    assert tap.usage.total_tokens == 20 and tap.usage.finish_reason == "stop"
+    assert b'"choices":[]' not in out and out.endswith(b"data: [DONE]\n\n")
+    keep = StreamTap(strip_usage=False)
+    assert keep.inspect(STREAM, b"\n\n") is STREAM
+
+
+def test_tap_ignores_null_usage_chunks() -> None:
+    tap = StreamTap(strip_usage=True)
+    event = b'data: {"choices":[{"index":0,"delta":{"content":"x"},"finish_reason":null}],"usage":null}\n\n'
+    assert tap.inspect(event, b"\n\n") is event and tap.usage.prompt_tokens is None
+
+
+def model(prompt: str, completion: str) -> ModelSettings:
+    return ModelSettings(id="p/m", provider="p", upstream_id="m", name="m", prompt=Decimal(prompt),
+                         completion=Decimal(completion))
+
+
+def test_cost_is_exact_decimal() -> None:
+    assert request_cost(model("0.40", "1.60"), 11, 9) == Decimal("0.0000188")
+    assert request_cost(model("3", "15"), 1_000_000, 1_000_000) == Decimal("18")
+    assert request_cost(model("0.1", "0.2"), 1, 1) == Decimal("0.0000003")
+    assert request_cost(model("0.00001", "0"), 1, 0) == Decimal("0")  # 1e-11 rounds half-even to 0
+    assert request_cost(None, 100, 100) == Decimal(0)
+    assert request_cost(model("1", "1"), None, None) == Decimal(0)
+
+
+def test_keys_have_32_random_bytes_and_hash_ids() -> None:
+    a, b = new_key("live"), new_key("mgmt")
+    assert a.secret.startswith("lr_live_") and b.secret.startswith("lr_mgmt_")
+    assert len(a.secret) - len("lr_live_") >= 43  # 32 bytes url-safe base64
+    assert a.hash == hash_key(a.secret) and len(a.hash) == 64 and a.secret != b.secret
+    assert kind_of(a.secret) == "live" and kind_of(b.secret) == "mgmt" and kind_of("sk-x") is None

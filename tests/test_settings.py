@@ -1,0 +1,91 @@
+"""Configuration: the shipped file loads; bad files stop the start naming file, key and problem."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.settings import ConfigError, load_settings, parse_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def minimal(**extra: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "default_model": "openai/gpt-4.1",
+        "providers": {"openai": {"type": "openai", "base_url": "https://api.openai.com/v1", "api_key": "${K}"}},
+        "models": {"openai/gpt-4.1": {"prompt": "2.00", "completion": "8.00"}},
+    }
+    doc.update(extra)
+    return doc
+
+
+def test_shipped_config_loads() -> None:
+    s = load_settings(str(ROOT / "config" / "arouter.toml"), {"OPENAI_API_KEY": "sk-1"})
+    assert s.providers["openai"].api_key == "sk-1"
+    assert s.providers["ollama"].allow_unlisted_models and s.providers["vllm"].type == "openai"
+    assert s.database_url == "sqlite:///var/arouter.db" and s.redis_url is None
+    assert s.models["openai/gpt-4.1"].prompt == Decimal("2.00")
+    assert s.aliases["claude-sonnet-4.6"] == "anthropic/claude-sonnet-4.6"
+
+
+def test_env_interpolation_and_overrides() -> None:
+    env = {"K": "secret", "AROUTER_PORT": "9000", "AROUTER_WORKERS": "3", "AROUTER_HOST": "127.0.0.1",
+           "AROUTER_DATABASE_URL": "postgresql://u@h/db", "AROUTER_REDIS_URL": "redis://r:6379/0",
+           "AROUTER_MANAGEMENT_KEY": "lr_mgmt_abc"}
+    s = parse_settings(minimal(), env)
+    assert s.providers["openai"].api_key == "secret" and s.providers["openai"].api_key_env == ("K",)
+    assert (s.server.host, s.server.port, s.server.workers) == ("127.0.0.1", 9000, 3)
+    assert s.database_url == "postgresql://u@h/db" and s.redis_url == "redis://r:6379/0"
+    assert s.management_key == "lr_mgmt_abc"
+    assert parse_settings(minimal(), {}).providers["openai"].api_key == ""
+
+
+@pytest.mark.parametrize(
+    ("doc", "key", "fragment"),
+    [
+        (minimal(surprise=1), "surprise", "unknown key"),
+        (minimal(default_model=""), "default_model", "is required"),
+        ({**minimal(), "providers": {"openai": {"type": "soap", "base_url": "https://x"}}}, "providers.openai.type",
+         "must be one of openai, anthropic, gemini"),
+        ({**minimal(), "providers": {"openai": {"type": "openai", "base_url": "ftp://x"}}}, "providers.openai.base_url",
+         "http(s) URL"),
+        ({**minimal(), "providers": {"openai": {"type": "openai", "base_url": "https://x", "timeouts": {"idle": -1}}}},
+         "providers.openai.timeouts.idle", "must be a number"),
+        ({**minimal(), "models": {"openai/gpt-4.1": {"prompt": 2.5}}}, 'models."openai/gpt-4.1".prompt',
+         "write prices as strings"),
+        ({**minimal(), "models": {"openai/gpt-4.1": {"prompt": "two"}}}, 'models."openai/gpt-4.1".prompt',
+         "not a decimal"),
+        ({**minimal(), "models": {"nobody/x": {}}}, 'models."nobody/x"', "provider 'nobody' is not configured"),
+        ({**minimal(), "models": {"gpt": {}}}, 'models."gpt"', "provider/model-id"),
+        (minimal(server={"port": 0}), "server.port", "integer from 1 to 65535"),
+        (minimal(database={"url": "mysql://x"}), "database.url", "must start with"),
+    ],
+)
+def test_bad_config_names_the_key(doc: dict[str, Any], key: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_settings(doc, {"K": "x"}, "conf.toml")
+    assert info.value.key == key and fragment in info.value.problem
+    assert str(info.value).startswith(f"conf.toml: {key}: ")
+
+
+def test_bad_file_stops_arouter_with_a_clear_message(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('default_model = "openai/x"\n[providers.openai]\ntype = "openai"\nbase_url = 5\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway", "--config", str(bad), "migrate"], capture_output=True, text=True,
+        cwd=tmp_path, timeout=60,
+    )
+    assert proc.returncode == 2
+    assert f"{bad}: providers.openai.base_url: must be a string" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    not_toml = tmp_path / "broken.toml"
+    not_toml.write_text("default_model = \n")
+    proc = subprocess.run([sys.executable, "-m", "gateway", "--config", str(not_toml), "migrate"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert proc.returncode == 2 and "not valid TOML" in proc.stderr
