@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 import pytest
 from openai import AsyncOpenAI, RateLimitError
 
-from tests.fakes.openai_upstream import EMBEDDING
 from tests.conftest import Gateway
+from tests.fakes.openai_upstream import EMBEDDING
 
 
 @pytest.fixture
