@@ -390,9 +390,7 @@ def wait_http(proc: Proc, url: str, timeout: float) -> None:
         except OSError as e:
             last = str(e)
         time.sleep(0.1)
-    raise BenchError(
-        f"{proc.name} not ready at {url} after {timeout:.0f}s ({last}); log tail:\n{proc.tail()}"
-    )
+    raise BenchError(f"{proc.name} not ready at {url} after {timeout:.0f}s ({last}); log tail:\n{proc.tail()}")
 
 
 # ------------------------------------------------------------------------------------------- gateway
@@ -460,9 +458,7 @@ def start_gateway(
         {"Authorization": f"Bearer {mgmt}", "Content-Type": "application/json"},
     )
     if st != 201:
-        raise BenchError(
-            f"creating an inference key: HTTP {st}: {data[:400]!r}\ngateway log tail:\n{proc.tail()}"
-        )
+        raise BenchError(f"creating an inference key: HTTP {st}: {data[:400]!r}\ngateway log tail:\n{proc.tail()}")
     try:
         key = json.loads(data)["key"]
     except (ValueError, KeyError, TypeError):
@@ -517,9 +513,7 @@ class Wrk:
             p.write_text(WRK_LUA.format(body=request_body(scenario).decode(), token=token, mark=MARK))
         return p
 
-    def run(
-        self, target: str, url: str, scenario: str, token: str, conns: int, seconds: float
-    ) -> dict[str, Any]:
+    def run(self, target: str, url: str, scenario: str, token: str, conns: int, seconds: float) -> dict[str, Any]:
         self.n += 1
         secs = max(1, round(seconds))
         argv = [
@@ -608,9 +602,7 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
                 for conns in CONNS:
                     order = list(targets) if rnd % 2 == 0 else list(reversed(targets))
                     for target in order:
-                        res = wrk.run(
-                            target, url(target, scenario), scenario, targets[target][1], conns, duration
-                        )
+                        res = wrk.run(target, url(target, scenario), scenario, targets[target][1], conns, duration)
                         runs[scenario][target][conns].append(res)
                         log(
                             f"round {rnd + 1} {scenario:6} {target:7} c={conns:<2} "

@@ -61,9 +61,10 @@ def main(argv: list[str] | None = None) -> int:
 def _serve(settings: Settings) -> int:
     from gateway.server import prepare_metrics_dir, run_gunicorn
 
+    # Before anything imports prometheus_client: it picks its multiprocess value class at import.
+    prepare_metrics_dir(os.environ.get("AROUTER_METRICS_DIR") or f"var/prometheus-{settings.server.port}")
     _ensure_sqlite_dir(settings.database_url)
     asyncio.run(_migrate(settings))  # fail fast on a bad database before forking workers
-    prepare_metrics_dir(os.environ.get("AROUTER_METRICS_DIR") or f"var/prometheus-{settings.server.port}")
     print(
         f"arouter: serving on http://{settings.server.host}:{settings.server.port} with "
         f"{settings.server.workers} worker(s), database {_redact(settings.database_url)}"

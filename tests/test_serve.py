@@ -1,0 +1,143 @@
+"""`arouter serve` for real: gunicorn with two uvloop workers, shared SQLite, metrics across workers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from tests.conftest import MGMT_KEY
+from tests.fakes.openai_upstream import FakeOpenAI, fixture
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def worker_pids(metrics_dir: Path) -> set[str]:
+    return {p.stem.rsplit("_", 1)[1] for p in metrics_dir.glob("counter_*.db")}
+
+
+async def wait_until_up(base: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, f"arouter serve exited: {log.read_text()}"
+            try:
+                async with session.get(f"{base}/healthz") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"gateway did not come up: {log.read_text()}")
+
+
+@pytest.fixture
+async def served(tmp_path: Path, aiohttp_server: Any) -> AsyncIterator[tuple[str, FakeOpenAI, Path, Path]]:
+    fake = FakeOpenAI()
+    upstream = await aiohttp_server(fake.app())
+    config = tmp_path / "arouter.toml"
+    config.write_text(
+        f"""
+default_model = "openai/gpt-4.1-mini"
+[providers.openai]
+type = "openai"
+base_url = "{upstream.make_url('/v1')}"
+api_key = "${{TEST_UPSTREAM_KEY}}"
+[models."openai/gpt-4.1-mini"]
+prompt = "0.40"
+completion = "1.60"
+"""
+    )
+    port = free_port()
+    metrics_dir = tmp_path / "metrics"
+    log = tmp_path / "out.log"
+    env = {
+        **os.environ, "AROUTER_PORT": str(port), "AROUTER_HOST": "127.0.0.1", "AROUTER_WORKERS": "2",
+        "AROUTER_DATABASE_URL": f"sqlite:///{tmp_path / 'db' / 'arouter.db'}", "AROUTER_MANAGEMENT_KEY": MGMT_KEY,
+        "AROUTER_METRICS_DIR": str(metrics_dir), "TEST_UPSTREAM_KEY": "sk-test-upstream-0123456789",
+    }
+    env.pop("AROUTER_REDIS_URL", None)
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "--config", str(config), "serve"], env=env, cwd=tmp_path,
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await wait_until_up(base, proc, log)
+        yield base, fake, metrics_dir, log
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        fake.release.set()
+
+
+async def test_two_workers_share_keys_metrics_and_revocation(served: tuple[str, FakeOpenAI, Path, Path]) -> None:
+    base, fake, metrics_dir, log = served
+    mgmt = {"Authorization": f"Bearer {MGMT_KEY}"}
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{base}/api/v1/keys", json={"name": "e2e"}, headers=mgmt) as resp:
+            assert resp.status == 201
+            doc = await resp.json()
+        live = {"Authorization": f"Bearer {doc['key']}", "Connection": "close"}
+        body = {"messages": [{"role": "user", "content": "hi"}]}
+        async def one() -> None:
+            async with session.post(f"{base}/v1/chat/completions", json=body, headers=live) as resp:
+                assert resp.status == 200
+                assert await resp.read() == fixture("chat.json")
+
+        # Fresh connections in concurrent batches until both workers have served (the kernel picks).
+        sent = 0
+        while sent < 400 and (sent < 20 or len(worker_pids(metrics_dir)) < 2):
+            await asyncio.gather(*(one() for _ in range(4)))
+            sent += 4
+        assert len(worker_pids(metrics_dir)) >= 2, "requests were not spread over both workers"
+        async with session.post(f"{base}/v1/chat/completions", json={**body, "stream": True}, headers=live) as resp:
+            raw = await resp.read()
+            assert resp.status == 200 and raw.endswith(b"data: [DONE]\n\n")
+        async with session.get(f"{base}/readyz") as resp:
+            assert resp.status == 200 and (await resp.json())["checks"] == {"database": "ok"}
+        async with session.get(f"{base}/metrics") as resp:
+            text = await resp.text()
+        total = sum(
+            float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+            if line.startswith("arouter_requests_total{") and 'endpoint="chat"' in line
+        )
+        assert total == sent + 1
+
+        async with session.patch(f"{base}/api/v1/keys/{doc['data']['hash']}", json={"disabled": True},
+                                 headers=mgmt) as resp:
+            assert resp.status == 200
+        started = time.monotonic()
+        consecutive = 0
+        while consecutive < 10 and time.monotonic() - started < 3:
+            async with session.get(f"{base}/v1/models", headers=live) as resp:
+                consecutive = consecutive + 1 if resp.status == 401 else 0
+        assert consecutive == 10 and time.monotonic() - started < 1.0
+
+    lines = [orjson.loads(line) for line in log.read_bytes().splitlines() if line.startswith(b"{")]
+    access = [entry for entry in lines if entry.get("msg") == "request" and entry.get("path") == "/v1/chat/completions"]
+    assert len(access) == sent + 1 and all(entry["request_id"] and entry["status"] == 200 for entry in access)
+    assert b"sk-test-upstream-0123456789" not in log.read_bytes()
+    assert all(s.headers["Authorization"] == "Bearer sk-test-upstream-0123456789" for s in fake.seen)
