@@ -62,6 +62,7 @@ async def test_stream_is_relayed_byte_for_byte_with_usage_when_asked(gateway: Ga
     resp = await chat(gateway, key, body)
     assert resp.status == 200
     assert resp.headers["Content-Type"].startswith("text/event-stream")
+    assert resp.headers["X-Request-Id"] and resp.headers["X-Generation-Id"].startswith("gen-")
     assert await resp.read() == fixture("chat_stream.sse")
 
 

@@ -136,6 +136,8 @@ async def test_upstream_dying_midstream_ends_with_error_chunk(gateway: Gateway) 
     last = orjson.loads(events[-2][len(b"data: "):])
     assert last["choices"][0]["finish_reason"] == "error" and last["error"]["code"] == 502
     assert all(e.startswith(b"data: {") for e in events[:-1])  # no half event was forwarded
+    metrics = await (await gateway.client.get("/metrics")).text()
+    assert 'arouter_upstream_errors_total{kind="UpstreamError",provider="openai"} 1.0' in metrics
 
 
 async def test_unknown_path_and_method_are_json_errors(gateway: Gateway) -> None:

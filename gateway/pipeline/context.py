@@ -37,6 +37,8 @@ class RequestContext:
     finish_reason: str | None = None
     app_title: str | None = None
     app_referer: str | None = None
+    rate_headers: dict[str, str] = field(default_factory=dict)  # X-RateLimit-* for this key
+    upstream_error: str | None = None  # kind of upstream failure, for the metric
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started

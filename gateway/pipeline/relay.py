@@ -67,7 +67,7 @@ async def relay_sse(
 
 
 def stream_headers(ctx: RequestContext) -> dict[str, str]:
-    headers = {"X-Generation-Id": ctx.generation_id or ""}
+    headers = {"X-Request-Id": ctx.request_id, "X-Generation-Id": ctx.generation_id or "", **ctx.rate_headers}
     if ctx.route is not None:
         headers["X-ARouter-Provider"] = ctx.route.provider.name
         headers["X-ARouter-Model"] = ctx.route.model_id
@@ -90,6 +90,7 @@ def error_chunk(ctx: RequestContext, err: GatewayError) -> bytes:
 
 async def _end_with_error(resp: web.StreamResponse, ctx: RequestContext, err: GatewayError) -> None:
     ctx.finish_reason = "error"
+    ctx.upstream_error = type(err).__name__
     try:
         await resp.write(error_chunk(ctx, err))
     except ConnectionResetError:

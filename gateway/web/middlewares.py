@@ -16,6 +16,7 @@ from gateway.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    UpstreamError,
 )
 from gateway.logs import ACCESS
 from gateway.pipeline.context import RequestContext, new_id
@@ -51,6 +52,8 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
     try:
         resp = await handler(request)
     except GatewayError as err:
+        if isinstance(err, UpstreamError):
+            ctx.upstream_error = type(err).__name__
         resp = render_error(request, err)
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -61,6 +64,7 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
         resp = render_error(request, InternalError(f"internal error (request id {ctx.request_id})"))
     if not resp.prepared:
         resp.headers["X-Request-Id"] = ctx.request_id
+        resp.headers.update(ctx.rate_headers)
         if ctx.generation_id and "X-Generation-Id" not in resp.headers:
             resp.headers["X-Generation-Id"] = ctx.generation_id
     if not ctx.status or not resp.prepared:
@@ -90,6 +94,8 @@ def finish(request: web.Request, ctx: RequestContext) -> None:
     metrics = app[METRICS]
     metrics.requests.labels(ctx.endpoint, provider, model, status).inc()
     metrics.latency.labels(ctx.endpoint, provider, model, status).observe(elapsed)
+    if ctx.upstream_error is not None:
+        metrics.upstream_errors.labels(provider, ctx.upstream_error).inc()
     if ctx.ttft is not None:
         metrics.ttft.labels(provider, model).observe(ctx.ttft)
     if ctx.prompt_tokens:
