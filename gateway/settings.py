@@ -80,6 +80,18 @@ class ServerSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitSettings:
+    """Default per-key rate limits (0 = unlimited) and how the limiter behaves."""
+
+    requests_per_minute: int = 0
+    requests_per_day: int = 0
+    tokens_per_minute: int = 0
+    concurrency: int = 0
+    redis_failure: Literal["open", "closed"] = "open"
+    state_path: str = ""  # embedded limiter's shared file; "" = next to the SQLite database or var/
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     config_path: str
     default_model: str
@@ -91,6 +103,7 @@ class Settings:
     models: Mapping[str, ModelSettings]
     aliases: Mapping[str, str]  # alias -> model id
     key_cache_poll_seconds: float = 0.25
+    limits: LimitSettings = LimitSettings()
 
 
 def load_settings(path: str | None = None, environ: Mapping[str, str] | None = None) -> Settings:
@@ -109,7 +122,7 @@ def load_settings(path: str | None = None, environ: Mapping[str, str] | None = N
 def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], where: str = "<config>") -> Settings:
     """Validate a parsed TOML document; pure, so tests can feed dicts."""
     r = _Reader(where, env)
-    r.only(raw, "", {"default_model", "server", "database", "redis", "providers", "models", "auth"})
+    r.only(raw, "", {"default_model", "server", "database", "redis", "providers", "models", "auth", "limits"})
     server_raw = r.table(raw, "server")
     r.only(server_raw, "server", {"host", "port", "workers", "max_body_bytes", "access_log"})
     server = ServerSettings(
@@ -134,6 +147,7 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], where: str = 
         raise ConfigError(where, "AROUTER_MANAGEMENT_KEY", "a management key starts with lr_mgmt_")
     poll = r.number(auth_raw, "auth.key_cache_poll_seconds", 0.25, 0.01, 1.0)
 
+    limits = r.limits(r.table(raw, "limits"))
     providers: dict[str, ProviderSettings] = {}
     for name, p in r.table(raw, "providers").items():
         providers[name] = r.provider(name, p)
@@ -163,6 +177,7 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], where: str = 
         models=models,
         aliases=aliases,
         key_cache_poll_seconds=poll,
+        limits=limits,
     )
 
 
@@ -240,6 +255,24 @@ class _Reader:
         if not price.is_finite() or price < 0:
             raise self.fail(key, f"must be a finite price >= 0 (got {value!r})")
         return price
+
+    def limits(self, t: Mapping[str, Any]) -> LimitSettings:
+        self.only(
+            t, "limits",
+            {"requests_per_minute", "requests_per_day", "tokens_per_minute", "concurrency", "redis_failure",
+             "state_path"},
+        )
+        failure = t.get("redis_failure", "open")
+        if failure not in ("open", "closed"):
+            raise self.fail("limits.redis_failure", f"must be open or closed (got {failure!r})")
+        return LimitSettings(
+            requests_per_minute=self.int_(t, "limits.requests_per_minute", 0, 0, 10**9),
+            requests_per_day=self.int_(t, "limits.requests_per_day", 0, 0, 10**12),
+            tokens_per_minute=self.int_(t, "limits.tokens_per_minute", 0, 0, 10**12),
+            concurrency=self.int_(t, "limits.concurrency", 0, 0, 10**6),
+            redis_failure=failure,
+            state_path=self.string(t, "limits.state_path", ""),
+        )
 
     def provider(self, name: str, p: Any) -> ProviderSettings:
         key = f"providers.{name}"

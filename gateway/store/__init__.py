@@ -1,12 +1,14 @@
 """Persistent store: ``open_store(url)`` picks the backend (SQLite or Postgres) from the URL.
 
 Value rules shared by both backends also live here: costs are quantized to 1e-10 USD
-(ROUND_HALF_EVEN), datetimes must be timezone-aware and are normalised to UTC, and usage windows
-start at the current UTC day, week (Monday) and month.
+(ROUND_HALF_EVEN), datetimes must be timezone-aware and are normalised to UTC, usage windows
+start at the current UTC day, week (Monday) and month, and a key's rate-limit overrides are stored
+as a JSON object of its set (non-None) fields, NULL when none is set.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -21,7 +23,9 @@ from gateway.store.base import (
     KeyPatch,
     KeyUsage,
     LimitReset,
+    RateLimits,
     Store,
+    _Unset,
 )
 
 __all__ = [
@@ -33,10 +37,13 @@ __all__ = [
     "KeyPatch",
     "KeyUsage",
     "LimitReset",
+    "RateLimits",
     "Store",
     "apply_patch",
     "open_store",
     "quantize_cost",
+    "rate_limits_from_json",
+    "rate_limits_to_json",
     "require_utc",
     "usage_window_starts",
 ]
@@ -67,8 +74,42 @@ def usage_window_starts(now: datetime) -> tuple[datetime, datetime, datetime]:
     return day, week, month
 
 
+_RATE_LIMIT_FIELDS = tuple(f.name for f in fields(RateLimits))
+
+
+def rate_limits_to_json(value: RateLimits) -> str | None:
+    """The stored form of a key's rate limits: JSON of the set fields, None when none is set.
+
+    Each set field must be a non-negative int (0 = unlimited); bools are rejected.
+    """
+    data: dict[str, int] = {}
+    for name in _RATE_LIMIT_FIELDS:
+        limit = getattr(value, name)
+        if limit is None:
+            continue
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ValueError(f"rate_limit.{name} must be a non-negative int or None, got {limit!r}")
+        data[name] = limit
+    return json.dumps(data, separators=(",", ":")) if data else None
+
+
+def rate_limits_from_json(value: str | None) -> RateLimits:
+    """Parse the stored form back; NULL is ``RateLimits()``; unknown fields are ignored."""
+    if value is None:
+        return RateLimits()
+    data = json.loads(value)
+    if not isinstance(data, dict):
+        raise ValueError(f"stored rate_limit must be a JSON object, got {value!r}")
+    return RateLimits(**{name: int(data[name]) for name in _RATE_LIMIT_FIELDS if data.get(name) is not None})
+
+
 def apply_patch(key: ApiKey, patch: KeyPatch, now: datetime) -> ApiKey:
-    """The key with the patch's given (non-UNSET) fields applied and ``updated_at`` set to ``now``."""
+    """The key with the patch's given (non-UNSET) fields applied and ``updated_at`` set to ``now``.
+
+    A given ``rate_limit`` replaces the key's overrides as a whole (``RateLimits()`` clears them all).
+    """
+    if not isinstance(patch.rate_limit, RateLimits | _Unset):
+        raise TypeError(f"KeyPatch.rate_limit must be RateLimits or UNSET, got {patch.rate_limit!r}")
     changes: dict[str, Any] = {}
     for field in fields(patch):
         value = getattr(patch, field.name)

@@ -38,6 +38,16 @@ UNSET = _Unset()
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimits:
+    """Per-key rate limits; None = not set here (the configured default applies), 0 = unlimited."""
+
+    requests_per_minute: int | None = None
+    requests_per_day: int | None = None
+    tokens_per_minute: int | None = None
+    concurrency: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ApiKey:
     hash: str  # sha256 hex of the secret: the key's public id
     tenant_id: str
@@ -52,6 +62,7 @@ class ApiKey:
     expires_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    rate_limit: RateLimits = RateLimits()  # overrides of the configured [limits]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +76,7 @@ class KeyPatch:
     allowed_providers: tuple[str, ...] | None | _Unset = UNSET
     allowed_models: tuple[str, ...] | None | _Unset = UNSET
     expires_at: datetime | None | _Unset = UNSET
+    rate_limit: RateLimits | _Unset = UNSET  # replaces the key's overrides as a whole
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,8 @@
 """Postgres backend on an asyncpg pool (1..10 connections).
 
 Money is numeric (costs numeric(24,10), key limits unconstrained numeric so a limit round-trips
-exactly), timestamps timestamptz. Writers that record a key change take ``LOCK TABLE key_changes
+exactly), timestamps timestamptz, key rate limits jsonb (sent and read as JSON text; NULL = no
+overrides). Writers that record a key change take ``LOCK TABLE key_changes
 IN EXCLUSIVE MODE`` just before inserting the change row, so change sequence numbers become visible
 in commit order and a reader that saw sequence N has seen every change up to N. Reads (SELECT) do
 not conflict with that lock.
@@ -17,7 +18,14 @@ from typing import Any, Literal, cast
 
 import asyncpg  # type: ignore[import-untyped]
 
-from gateway.store import apply_patch, quantize_cost, require_utc, usage_window_starts
+from gateway.store import (
+    apply_patch,
+    quantize_cost,
+    rate_limits_from_json,
+    rate_limits_to_json,
+    require_utc,
+    usage_window_starts,
+)
 from gateway.store.base import ApiKey, Generation, KeyKind, KeyPatch, KeyUsage
 from gateway.store.migrations import migrate_postgres
 
@@ -30,28 +38,28 @@ INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT (id) 
 """
 SQL_INSERT_KEY = """
 INSERT INTO api_keys (hash, tenant_id, kind, name, label, disabled, spend_limit, limit_reset,
-                      allowed_providers, allowed_models, expires_at, created_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                      allowed_providers, allowed_models, expires_at, created_at, updated_at, rate_limit)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
 """
 SQL_GET_KEY = """
 SELECT hash, tenant_id, kind, name, label, disabled, spend_limit, limit_reset,
-       allowed_providers, allowed_models, expires_at, created_at, updated_at
+       allowed_providers, allowed_models, expires_at, created_at, updated_at, rate_limit
 FROM api_keys WHERE hash = $1
 """
 SQL_LOCK_TENANT_KEY = """
 SELECT hash, tenant_id, kind, name, label, disabled, spend_limit, limit_reset,
-       allowed_providers, allowed_models, expires_at, created_at, updated_at
+       allowed_providers, allowed_models, expires_at, created_at, updated_at, rate_limit
 FROM api_keys WHERE hash = $1 AND tenant_id = $2 FOR UPDATE
 """
 SQL_LIST_KEYS = """
 SELECT hash, tenant_id, kind, name, label, disabled, spend_limit, limit_reset,
-       allowed_providers, allowed_models, expires_at, created_at, updated_at
+       allowed_providers, allowed_models, expires_at, created_at, updated_at, rate_limit
 FROM api_keys WHERE tenant_id = $1 AND kind = $2 AND ($3 OR NOT disabled)
 ORDER BY created_at, hash LIMIT $4 OFFSET $5
 """
 SQL_UPDATE_KEY = """
 UPDATE api_keys SET name = $3, disabled = $4, spend_limit = $5, limit_reset = $6, allowed_providers = $7,
-                    allowed_models = $8, expires_at = $9, updated_at = $10
+                    allowed_models = $8, expires_at = $9, updated_at = $10, rate_limit = $11
 WHERE hash = $1 AND tenant_id = $2
 """
 SQL_DELETE_KEY = "DELETE FROM api_keys WHERE hash = $1 AND tenant_id = $2 RETURNING hash"
@@ -117,6 +125,7 @@ def _key_from_record(rec: Any) -> ApiKey:
         expires_at=rec["expires_at"],
         created_at=rec["created_at"],
         updated_at=rec["updated_at"],
+        rate_limit=rate_limits_from_json(rec["rate_limit"]),
     )
 
 
@@ -222,6 +231,7 @@ class PostgresStore:
             _opt_utc(key.expires_at),
             require_utc(key.created_at),
             require_utc(key.updated_at),
+            rate_limits_to_json(key.rate_limit),
         )
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(SQL_INSERT_KEY, *args)
@@ -259,6 +269,7 @@ class PostgresStore:
                 _names_to_json(key.allowed_models),
                 _opt_utc(key.expires_at),
                 key.updated_at,
+                rate_limits_to_json(key.rate_limit),
             )
             await conn.execute(SQL_LOCK_CHANGES)
             await conn.execute(SQL_INSERT_CHANGE, key_hash, key.updated_at)

@@ -3,7 +3,8 @@
 Writes run in ``BEGIN IMMEDIATE`` transactions, so the write lock is taken up front and a busy
 database is waited for (``busy_timeout``) instead of failing half-way. An asyncio lock serialises
 this object's use of its single connection. Storage: timestamps are INTEGER microseconds since the
-epoch (UTC), costs INTEGER counts of 1e-10 USD (exact SUM), key limits TEXT (exact Decimal).
+epoch (UTC), costs INTEGER counts of 1e-10 USD (exact SUM), key limits TEXT (exact Decimal), key
+rate limits TEXT JSON (NULL = no overrides).
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ from typing import Any, Literal
 
 import aiosqlite
 
-from gateway.store import apply_patch, quantize_cost, require_utc, usage_window_starts
+from gateway.store import (
+    apply_patch,
+    quantize_cost,
+    rate_limits_from_json,
+    rate_limits_to_json,
+    require_utc,
+    usage_window_starts,
+)
 from gateway.store.base import ApiKey, Generation, KeyKind, KeyPatch, KeyUsage
 from gateway.store.migrations import migrate_sqlite
 
@@ -30,7 +38,7 @@ _BUSY_RETRIES = 5  # extra attempts after busy_timeout expired (each waits up to
 
 _KEY_COLUMNS = (
     "hash, tenant_id, kind, name, label, disabled, spend_limit, limit_reset, "
-    "allowed_providers, allowed_models, expires_at, created_at, updated_at"
+    "allowed_providers, allowed_models, expires_at, created_at, updated_at, rate_limit"
 )
 _GEN_COLUMNS = (
     "id, request_id, tenant_id, key_hash, endpoint, model, provider, upstream_model, status, streamed, "
@@ -39,7 +47,7 @@ _GEN_COLUMNS = (
 )
 
 SQL_INSERT_TENANT = "INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING"
-SQL_INSERT_KEY = f"INSERT INTO api_keys ({_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+SQL_INSERT_KEY = f"INSERT INTO api_keys ({_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 SQL_GET_KEY = f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE hash = ?"
 SQL_GET_TENANT_KEY = f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE hash = ? AND tenant_id = ?"
 SQL_LIST_KEYS = (
@@ -48,7 +56,7 @@ SQL_LIST_KEYS = (
 )
 SQL_UPDATE_KEY = (
     "UPDATE api_keys SET name = ?, disabled = ?, spend_limit = ?, limit_reset = ?, allowed_providers = ?, "
-    "allowed_models = ?, expires_at = ?, updated_at = ? WHERE hash = ? AND tenant_id = ?"
+    "allowed_models = ?, expires_at = ?, updated_at = ?, rate_limit = ? WHERE hash = ? AND tenant_id = ?"
 )
 SQL_DELETE_KEY = "DELETE FROM api_keys WHERE hash = ? AND tenant_id = ?"
 SQL_INSERT_CHANGE = "INSERT INTO key_changes (key_hash, changed_at) VALUES (?, ?)"
@@ -119,6 +127,7 @@ def _key_params(key: ApiKey) -> tuple[Any, ...]:
         _opt_us(key.expires_at),
         _to_us(key.created_at),
         _to_us(key.updated_at),
+        rate_limits_to_json(key.rate_limit),
     )
 
 
@@ -137,6 +146,7 @@ def _key_from_row(row: sqlite3.Row) -> ApiKey:
         expires_at=None if row[10] is None else _from_us(row[10]),
         created_at=_from_us(row[11]),
         updated_at=_from_us(row[12]),
+        rate_limit=rate_limits_from_json(row[13]),
     )
 
 
@@ -320,6 +330,7 @@ class SqliteStore:
                     _names_to_json(key.allowed_models),
                     _opt_us(key.expires_at),
                     _to_us(key.updated_at),
+                    rate_limits_to_json(key.rate_limit),
                     key_hash,
                     tenant_id,
                 ),

@@ -14,8 +14,21 @@ from pathlib import Path
 
 import pytest
 
-from gateway.store import UNSET, ApiKey, Generation, KeyPatch, KeyUsage, Store, open_store
-from gateway.store.migrations import load_migrations, split_sqlite_script
+from gateway.store import (
+    UNSET,
+    ApiKey,
+    Generation,
+    KeyPatch,
+    KeyUsage,
+    RateLimits,
+    Store,
+    apply_patch,
+    open_store,
+    rate_limits_from_json,
+    rate_limits_to_json,
+)
+from gateway.store import migrations as migrations_module
+from gateway.store.migrations import Backend, Migration, load_migrations, split_sqlite_script
 from gateway.store.sqlite import SqliteStore
 
 StoreFactory = Callable[[], Awaitable[Store]]
@@ -95,12 +108,34 @@ async def with_tenants(store: Store, *tenant_ids: str) -> Store:
 async def test_migrate_is_idempotent(store_factory: StoreFactory) -> None:
     store = await store_factory()
     all_versions = [m.version for m in load_migrations(store.backend)]
-    assert all_versions and all_versions[0] == "0001_init"
-    assert await store.migrate() == all_versions
+    assert all_versions[:2] == ["0001_init", "0002_key_rate_limits"]
+    assert await store.migrate() == all_versions  # a fresh database gets every migration, in order
     assert await store.migrate() == []
     other = await store_factory()
     assert await other.migrate() == []
     await store.ping()
+
+
+async def test_migrate_0002_on_a_database_with_keys(
+    store_factory: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_load = migrations_module.load_migrations
+
+    def only_0001(backend: Backend) -> list[Migration]:
+        return [m for m in real_load(backend) if m.version == "0001_init"]
+
+    store = await store_factory()
+    with monkeypatch.context() as patched:
+        patched.setattr(migrations_module, "load_migrations", only_0001)
+        assert await store.migrate() == ["0001_init"]
+    other = await store_factory()  # opened before the upgrade ran
+    assert await store.migrate() == ["0002_key_rate_limits"]
+    assert await store.migrate() == []
+    assert await other.migrate() == []
+    await with_tenants(store, "t1")
+    await store.insert_key(make_key("h1", rate_limit=RateLimits(concurrency=2)))
+    got = await other.get_key("h1")
+    assert got is not None and got.rate_limit == RateLimits(concurrency=2)
 
 
 async def test_concurrent_migrate_applies_each_version_once(store_factory: StoreFactory) -> None:
@@ -180,6 +215,75 @@ async def test_key_round_trip_every_field(store: Store) -> None:
     assert got_cents.allowed_providers == () and got_cents.allowed_models == ()
     assert await store.get_key("h-bare") == bare
     assert await store.get_key("missing") is None
+
+
+async def test_key_rate_limit_round_trip(store: Store) -> None:
+    await with_tenants(store, "t1")
+    mixed = RateLimits(requests_per_minute=60, requests_per_day=None, tokens_per_minute=0, concurrency=None)
+    full = RateLimits(requests_per_minute=1, requests_per_day=10_000_000_000, tokens_per_minute=2, concurrency=3)
+    zeros = RateLimits(requests_per_minute=0, requests_per_day=0, tokens_per_minute=0, concurrency=0)
+    keys = [
+        make_key("h-mixed", rate_limit=mixed),
+        make_key("h-full", rate_limit=full, created_at=T0 + timedelta(seconds=1)),
+        make_key("h-zeros", rate_limit=zeros, created_at=T0 + timedelta(seconds=2)),
+        make_key("h-none", created_at=T0 + timedelta(seconds=3)),  # default: nothing stored
+    ]
+    for key in keys:
+        await store.insert_key(key)
+    for key in keys:
+        assert await store.get_key(key.hash) == key
+    got_none = await store.get_key("h-none")
+    assert got_none is not None and got_none.rate_limit == RateLimits()
+    assert await store.list_keys("t1", kind="live", offset=0, limit=10, include_disabled=True) == keys
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        RateLimits(requests_per_minute=-1),
+        RateLimits(concurrency=True),
+        RateLimits(tokens_per_minute=1.5),  # type: ignore[arg-type]
+        RateLimits(requests_per_day="10"),  # type: ignore[arg-type]
+    ],
+)
+async def test_invalid_rate_limits_are_rejected(store: Store, bad: RateLimits) -> None:
+    await with_tenants(store, "t1")
+    with pytest.raises(ValueError, match="rate_limit"):
+        await store.insert_key(make_key("h1", rate_limit=bad))
+    assert await store.get_key("h1") is None
+    await store.insert_key(make_key("h1"))
+    with pytest.raises(ValueError, match="rate_limit"):
+        await store.update_key("t1", "h1", KeyPatch(rate_limit=bad), T0)
+    got = await store.get_key("h1")
+    assert got is not None and got.rate_limit == RateLimits()
+    assert await store.key_changes_since(0) == (1, ["h1"])  # the failed update recorded nothing
+
+
+def test_rate_limits_json_holds_only_set_fields() -> None:
+    assert rate_limits_to_json(RateLimits()) is None
+    assert rate_limits_to_json(RateLimits(requests_per_minute=60, concurrency=0)) == (
+        '{"requests_per_minute":60,"concurrency":0}'
+    )
+    assert rate_limits_from_json(None) == RateLimits()
+    assert rate_limits_from_json("{}") == RateLimits()
+    assert rate_limits_from_json('{"concurrency": 0, "requests_per_day": null, "future_field": 7}') == RateLimits(
+        concurrency=0
+    )
+    every = RateLimits(1, 2, 3, 4)
+    assert rate_limits_from_json(rate_limits_to_json(every)) == every
+    with pytest.raises(ValueError, match="object"):
+        rate_limits_from_json("[1]")
+
+
+def test_apply_patch_rate_limit() -> None:
+    key = make_key("h1", rate_limit=RateLimits(requests_per_minute=5, concurrency=1))
+    now = T0 + timedelta(hours=1)
+    assert apply_patch(key, KeyPatch(), now).rate_limit == key.rate_limit
+    replaced = apply_patch(key, KeyPatch(rate_limit=RateLimits(tokens_per_minute=0)), now)
+    assert replaced.rate_limit == RateLimits(tokens_per_minute=0)  # replaced as a whole, not merged
+    assert apply_patch(key, KeyPatch(rate_limit=RateLimits()), now).rate_limit == RateLimits()
+    with pytest.raises(TypeError, match="rate_limit"):
+        apply_patch(key, KeyPatch(rate_limit=None), now)  # type: ignore[arg-type]
 
 
 async def test_key_datetimes_in_other_zones_come_back_utc(store: Store) -> None:
@@ -267,6 +371,12 @@ PATCHES: list[tuple[KeyPatch, dict[str, object]]] = [
     (KeyPatch(expires_at=None), {"expires_at": None}),
     (KeyPatch(), {}),
     (
+        KeyPatch(rate_limit=RateLimits(requests_per_day=1000, tokens_per_minute=0)),
+        {"rate_limit": RateLimits(requests_per_day=1000, tokens_per_minute=0)},  # replaced, not merged
+    ),
+    (KeyPatch(rate_limit=RateLimits()), {"rate_limit": RateLimits()}),
+    (KeyPatch(rate_limit=RateLimits(0, 0, 0, 0)), {"rate_limit": RateLimits(0, 0, 0, 0)}),
+    (
         KeyPatch(name="all", disabled=False, limit=Decimal("0.0001"), allowed_models=()),
         {"name": "all", "disabled": False, "limit": Decimal("0.0001"), "allowed_models": ()},
     ),
@@ -284,6 +394,7 @@ async def test_update_key_patches_only_given_fields(store: Store, patch: KeyPatc
         allowed_providers=("openai",),
         allowed_models=("openai/*",),
         expires_at=T0 + timedelta(days=30),
+        rate_limit=RateLimits(requests_per_minute=60, concurrency=0),
     )
     await store.insert_key(original)
     now = T0 + timedelta(hours=1)
@@ -300,6 +411,22 @@ async def test_update_key_unset_is_not_none(store: Store) -> None:
     assert updated is not None and updated.limit == Decimal("3")
     updated = await store.update_key("t1", "h1", KeyPatch(limit=None), T0)
     assert updated is not None and updated.limit is None
+
+
+async def test_update_key_unset_leaves_rate_limit(store: Store) -> None:
+    assert KeyPatch().rate_limit is UNSET
+    await with_tenants(store, "t1")
+    limits = RateLimits(requests_per_minute=10, tokens_per_minute=0)
+    await store.insert_key(make_key("h1", rate_limit=limits))
+    updated = await store.update_key("t1", "h1", KeyPatch(name="n", limit=Decimal("2")), T0)
+    assert updated is not None and updated.rate_limit == limits
+    got = await store.get_key("h1")
+    assert got is not None and got.rate_limit == limits and got.name == "n"
+    updated = await store.update_key("t1", "h1", KeyPatch(rate_limit=RateLimits(concurrency=4)), T0)
+    assert updated is not None and updated.rate_limit == RateLimits(concurrency=4)
+    updated = await store.update_key("t1", "h1", KeyPatch(rate_limit=RateLimits()), T0)
+    assert updated is not None and updated.rate_limit == RateLimits()
+    assert await store.get_key("h1") == updated
 
 
 async def test_update_and_delete_are_tenant_scoped(store: Store) -> None:

@@ -1,0 +1,73 @@
+"""The limiter interface and its in-process backend.
+
+Three backends share the arithmetic in ``gcra``:
+
+- ``MemoryLimiter``: one process (tests, ``python -m gateway`` style single workers);
+- ``SqliteLimiter``: every gunicorn worker of one host, exact through one shared SQLite file whose
+  write lock serialises the check-and-update (the embedded default);
+- ``RedisLimiter``: every worker of every host on one Redis, one script call per request.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from gateway.ratelimit.gcra import DAY, MINUTE, Decision, Limits, corrected_tat, decide
+
+
+class Limiter(Protocol):
+    """Admission by per-key limits; ``settle`` after the request releases and corrects."""
+
+    async def acquire(self, key: str, limits: Limits, tokens: int, request_id: str) -> Decision:
+        """Check every limit and, if all allow, consume them (1 request, ``tokens`` estimated tokens, a slot)."""
+        ...
+
+    async def settle(self, key: str, limits: Limits, token_delta: int, request_id: str) -> None:
+        """Release the concurrency slot and move the token bucket by actual minus estimated tokens."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class Clock(Protocol):
+    def __call__(self) -> float: ...
+
+
+BUCKET_PERIODS = {"requests_per_minute": MINUTE, "requests_per_day": DAY, "tokens_per_minute": MINUTE}
+
+
+class MemoryLimiter:
+    """Limits kept in this process's memory: exact for one process only."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._tats: dict[tuple[str, str], float] = {}
+        self._inflight: dict[str, set[str]] = {}
+
+    async def acquire(self, key: str, limits: Limits, tokens: int, request_id: str) -> Decision:
+        now = self._clock()
+        tats: dict[str, float | None] = {name: self._tats.get((key, name)) for name in BUCKET_PERIODS}
+        inflight = self._inflight.get(key)
+        decision, new_tats = decide(tats, limits, tokens, now, len(inflight) if inflight else 0)
+        if decision.allowed:
+            for name, tat in new_tats.items():
+                self._tats[(key, name)] = tat
+            if limits.concurrency > 0:
+                self._inflight.setdefault(key, set()).add(request_id)
+        return decision
+
+    async def settle(self, key: str, limits: Limits, token_delta: int, request_id: str) -> None:
+        inflight = self._inflight.get(key)
+        if inflight is not None:
+            inflight.discard(request_id)
+            if not inflight:
+                del self._inflight[key]
+        if limits.tokens_per_minute > 0 and token_delta:
+            slot = (key, "tokens_per_minute")
+            tat = corrected_tat(self._tats.get(slot), self._clock(), limits.tokens_per_minute, MINUTE, token_delta)
+            if tat is not None:
+                self._tats[slot] = tat
+
+    async def close(self) -> None:
+        self._tats.clear()
+        self._inflight.clear()
