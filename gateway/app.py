@@ -6,6 +6,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 from aiohttp import web
 from redis.asyncio import Redis
@@ -15,9 +16,12 @@ from gateway.auth.keycache import KeyCache
 from gateway.logs import configure_logging
 from gateway.metrics import Metrics
 from gateway.pipeline.recorder import UsageRecorder
+from gateway.ratelimit.limiter import Limiter
+from gateway.ratelimit.redis_limiter import RedisLimiter
+from gateway.ratelimit.sqlite_limiter import SqliteLimiter
 from gateway.routing.catalog import Catalog
 from gateway.settings import Settings, load_settings
-from gateway.state import CATALOG, KEYCACHE, METRICS, RECORDER, REDIS, SESSION, SETTINGS, STORE
+from gateway.state import CATALOG, KEYCACHE, LIMITER, METRICS, RECORDER, REDIS, SESSION, SETTINGS, STORE
 from gateway.store import open_store
 from gateway.store.base import ApiKey, Store
 from gateway.upstream.session import new_session
@@ -39,6 +43,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
     app.cleanup_ctx.append(_session_ctx)
     if settings.redis_url:
         app.cleanup_ctx.append(_redis_ctx)
+    app.cleanup_ctx.append(_limiter_ctx)
     add_routes(app)
     return app
 
@@ -93,6 +98,32 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     app[REDIS] = client
     yield
     await client.aclose()
+
+
+async def _limiter_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    limiter: Limiter
+    if settings.redis_url:
+        metrics = app[METRICS]
+        limiter = RedisLimiter(
+            app[REDIS], on_failure=settings.limits.redis_failure,
+            on_error=lambda policy: metrics.limiter_failures.labels(policy).inc(),
+        )
+    else:
+        limiter = SqliteLimiter(limiter_path(settings))
+    app[LIMITER] = limiter
+    yield
+    await limiter.close()
+
+
+def limiter_path(settings: Settings) -> str:
+    """The embedded limiter's file: configured, else beside the SQLite database, else under var/."""
+    if settings.limits.state_path:
+        return settings.limits.state_path
+    if settings.database_url.startswith("sqlite:///"):
+        db = Path(settings.database_url[len("sqlite:///") :])
+        return str(db.with_name(db.stem + "-limits.db"))
+    return "var/arouter-limits.db"
 
 
 async def register_management_key(store: Store, secret: str, tenant_id: str) -> None:

@@ -45,6 +45,12 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.limiter_failures = Counter(
+            "arouter_ratelimit_backend_failures_total",
+            "Rate-limit checks the backend (Redis) could not answer, by the policy applied (open, closed)",
+            ("policy",), registry=self.registry,
+        )
+
     def render(self) -> bytes:
         """The exposition text: all workers' values in multiprocess mode, this process's otherwise."""
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

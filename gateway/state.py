@@ -10,6 +10,7 @@ from gateway.auth.keycache import KeyCache
 from gateway.metrics import Metrics
 from gateway.pipeline.context import RequestContext
 from gateway.pipeline.recorder import UsageRecorder
+from gateway.ratelimit.limiter import Limiter
 from gateway.routing.catalog import Catalog
 from gateway.settings import Settings
 from gateway.store.base import Store
@@ -21,6 +22,7 @@ CATALOG = web.AppKey("catalog", Catalog)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 METRICS = web.AppKey("metrics", Metrics)
 RECORDER = web.AppKey("recorder", UsageRecorder)
+LIMITER = web.AppKey("limiter", Limiter)
 CTX = web.RequestKey("ctx", RequestContext)
 
 # Optional: present only when AROUTER_REDIS_URL is set.

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from gateway.ratelimit.gcra import Limits
 from gateway.routing.catalog import Route
 from gateway.store.base import ApiKey
 
@@ -39,6 +40,8 @@ class RequestContext:
     app_referer: str | None = None
     rate_headers: dict[str, str] = field(default_factory=dict)  # X-RateLimit-* for this key
     upstream_error: str | None = None  # kind of upstream failure, for the metric
+    limits: Limits | None = None  # set once the limiter admitted the request (settled after it)
+    token_estimate: int = 0
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started

@@ -7,20 +7,54 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from gateway.auth.policy import authenticate, check_model_allowed
-from gateway.codec import JSONObject, read_json
-from gateway.errors import InvalidRequest
+from gateway.codec import JSONObject, parse_object, read_body
+from gateway.errors import InvalidRequest, RateLimited
 from gateway.pipeline.context import new_id
+from gateway.ratelimit.gcra import Limits
 from gateway.routing.catalog import Route
-from gateway.state import CATALOG, CTX, KEYCACHE, SETTINGS
+from gateway.settings import LimitSettings
+from gateway.state import CATALOG, CTX, KEYCACHE, LIMITER, SETTINGS
+from gateway.store.base import RateLimits
 
 
 async def admit(request: web.Request, endpoint: str) -> JSONObject:
-    """Authenticate an inference (lr_live_) key, then read the JSON body."""
+    """Authenticate an inference (lr_live_) key, read the JSON body, apply the key's rate limits."""
     app = request.app
     ctx = request[CTX]
     ctx.endpoint = endpoint
-    ctx.key = await authenticate(request, app[KEYCACHE], "live", datetime.now(UTC))
-    return await read_json(request, app[SETTINGS].server.max_body_bytes)
+    key = ctx.key = await authenticate(request, app[KEYCACHE], "live", datetime.now(UTC))
+    raw = await read_body(request, app[SETTINGS].server.max_body_bytes)
+    limits = effective_limits(app[SETTINGS].limits, key.rate_limit)
+    tokens = estimate_tokens(raw)
+    decision = await app[LIMITER].acquire(key.hash, limits, tokens, ctx.request_id)
+    ctx.rate_headers = decision.headers()
+    if not decision.allowed:
+        raise RateLimited(
+            f"rate limit exceeded ({decision.reason}); retry after {decision.retry_after}s",
+            retry_after=decision.retry_after,
+            metadata={"limit": decision.reason, "retry_after": decision.retry_after},
+        )
+    ctx.limits, ctx.token_estimate = limits, tokens
+    return parse_object(raw)
+
+
+def estimate_tokens(raw: bytes) -> int:
+    """A prompt's tokens estimated from its JSON size (about four bytes a token); corrected by usage later."""
+    return len(raw) // 4 + 1
+
+
+def effective_limits(defaults: LimitSettings, own: RateLimits) -> Limits:
+    """A key's own limits where it has them, the configured defaults elsewhere."""
+
+    def pick(mine: int | None, default: int) -> int:
+        return default if mine is None else mine
+
+    return Limits(
+        requests_per_minute=pick(own.requests_per_minute, defaults.requests_per_minute),
+        requests_per_day=pick(own.requests_per_day, defaults.requests_per_day),
+        tokens_per_minute=pick(own.tokens_per_minute, defaults.tokens_per_minute),
+        concurrency=pick(own.concurrency, defaults.concurrency),
+    )
 
 
 def route_request(request: web.Request, body: JSONObject, *, streamed: bool) -> Route:

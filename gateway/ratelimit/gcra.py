@@ -3,8 +3,9 @@
 A limit of ``L`` per ``P`` seconds has emission interval ``T = P / L``. Each key keeps one number,
 its theoretical arrival time ``tat``. A request of cost ``n`` at time ``now`` is allowed when
 ``max(tat, now) + n*T - P <= now``; then ``tat`` becomes ``max(tat, now) + n*T``. So a full bucket
-admits exactly ``L`` units at once and refills at ``L`` per ``P``: 200 simultaneous requests on a
-key allowed 50 a minute get exactly 50 admissions. The Redis script (redis.lua) is this same
+admits exactly ``L`` units at once and refills continuously at ``L`` per ``P`` (a token bucket of
+capacity ``L``): 200 simultaneous requests on a key allowed 50 a minute get exactly 50 admissions,
+and over any stretch of ``d`` seconds at most ``L + d*L/P`` units pass. The Redis script (redis.lua) is this same
 arithmetic; the property tests pin both to it.
 """
 
@@ -83,7 +84,7 @@ def remaining(tat: float, now: float, limit: int, period: float) -> int:
     """Whole units still available in a bucket whose state is ``tat``."""
     interval = period / limit
     free = period - max(0.0, tat - now)
-    return max(0, min(limit, math.floor(free / interval + 1e-9)))
+    return max(0, min(limit, math.floor(free / interval + 1e-6)))
 
 
 def decide(

@@ -55,8 +55,10 @@ class RedisLimiter:
         return [base, base + ":inflight"]
 
     async def acquire(self, key: str, limits: Limits, tokens: int, request_id: str) -> Decision:
-        args: list[str | int | float] = [tokens, request_id, self._hold, limits.requests_per_minute, limits.requests_per_day,
-                limits.tokens_per_minute, limits.concurrency]
+        args: list[str | int | float] = [
+            tokens, request_id, self._hold, limits.requests_per_minute, limits.requests_per_day,
+            limits.tokens_per_minute, limits.concurrency,
+        ]
         try:
             async with asyncio.timeout(self._timeout):
                 allowed, now, head_tat, wait, reason = await self._acquire(keys=self._keys(key), args=args)

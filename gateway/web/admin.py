@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import asdict
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, cast
@@ -10,14 +11,19 @@ from typing import Any, cast
 from aiohttp import web
 
 from gateway.auth.apikey import new_key
-from gateway.auth.policy import authenticate
+from gateway.auth.policy import authenticate, model_allowed
 from gateway.codec import json_response, money, read_json
-from gateway.errors import InvalidRequest, NotFound
+from gateway.errors import Forbidden, InvalidRequest, NotFound
+from gateway.pipeline.inbound import effective_limits
+from gateway.settings import Settings
 from gateway.state import CTX, KEYCACHE, SETTINGS, STORE
-from gateway.store.base import ApiKey, Generation, KeyPatch, KeyUsage, LimitReset
+from gateway.store.base import ApiKey, Generation, KeyPatch, KeyUsage, LimitReset, RateLimits
 
 _MAX_LIMIT = Decimal("1000000000")
-_CREATE_FIELDS = frozenset({"name", "allowed_providers", "allowed_models", "limit", "limit_reset", "expires_at"})
+_CREATE_FIELDS = frozenset(
+    {"name", "allowed_providers", "allowed_models", "limit", "limit_reset", "expires_at", "rate_limit"}
+)
+_RATE_FIELDS = ("requests_per_minute", "requests_per_day", "tokens_per_minute", "concurrency")
 _PATCH_FIELDS = _CREATE_FIELDS | {"disabled"}
 
 
@@ -40,16 +46,17 @@ async def create_key(request: web.Request) -> web.Response:
         disabled=False,
         limit=_limit(body.get("limit")),
         limit_reset=_limit_reset(body.get("limit_reset")),
-        allowed_providers=_providers(request, body.get("allowed_providers")),
-        allowed_models=_models(body.get("allowed_models")),
+        allowed_providers=_within_providers(mgmt, _providers(request, body.get("allowed_providers"))),
+        allowed_models=_within_models(mgmt, _models(body.get("allowed_models"))),
         expires_at=_expires_at(body.get("expires_at")),
         created_at=now,
         updated_at=now,
+        rate_limit=_rate_limit(body.get("rate_limit"), RateLimits()),
     )
     store = request.app[STORE]
     await store.insert_key(key)
     usage = KeyUsage(Decimal(0), Decimal(0), Decimal(0), Decimal(0))
-    return json_response({"data": key_object(key, usage), "key": made.secret}, status=201)
+    return json_response({"data": key_object(key, usage, request.app[SETTINGS]), "key": made.secret}, status=201)
 
 
 async def list_keys(request: web.Request) -> web.Response:
@@ -64,7 +71,7 @@ async def list_keys(request: web.Request) -> web.Response:
         mgmt.tenant_id, kind="live", offset=offset, limit=page_size, include_disabled=include_disabled
     )
     now = datetime.now(UTC)
-    data = [key_object(k, await store.key_usage(k.hash, now)) for k in keys]
+    data = [key_object(k, await store.key_usage(k.hash, now), request.app[SETTINGS]) for k in keys]
     return json_response({"data": data})
 
 
@@ -73,7 +80,7 @@ async def get_key(request: web.Request) -> web.Response:
     mgmt = await _management_key(request)
     key = await _tenant_key(request, mgmt.tenant_id)
     usage = await request.app[STORE].key_usage(key.hash, datetime.now(UTC))
-    return json_response({"data": key_object(key, usage)})
+    return json_response({"data": key_object(key, usage, request.app[SETTINGS])})
 
 
 async def update_key(request: web.Request) -> web.Response:
@@ -96,9 +103,12 @@ async def update_key(request: web.Request) -> web.Response:
     if "limit_reset" in body:
         fields["limit_reset"] = _limit_reset(body["limit_reset"])
     if "allowed_providers" in body:
-        fields["allowed_providers"] = _providers(request, body["allowed_providers"])
+        fields["allowed_providers"] = _within_providers(mgmt, _providers(request, body["allowed_providers"]))
     if "allowed_models" in body:
-        fields["allowed_models"] = _models(body["allowed_models"])
+        fields["allowed_models"] = _within_models(mgmt, _models(body["allowed_models"]))
+    if "rate_limit" in body:
+        current = await request.app[STORE].get_key(request.match_info["hash"])
+        fields["rate_limit"] = _rate_limit(body["rate_limit"], current.rate_limit if current else RateLimits())
     if "expires_at" in body:
         fields["expires_at"] = _expires_at(body["expires_at"])
     store = request.app[STORE]
@@ -107,7 +117,7 @@ async def update_key(request: web.Request) -> web.Response:
     if key is None or key.kind != "live":
         raise NotFound("no such key")
     request.app[KEYCACHE].evict((key.hash,))
-    return json_response({"data": key_object(key, await store.key_usage(key.hash, now))})
+    return json_response({"data": key_object(key, await store.key_usage(key.hash, now), request.app[SETTINGS])})
 
 
 async def delete_key(request: web.Request) -> web.Response:
@@ -125,7 +135,7 @@ async def current_key(request: web.Request) -> web.Response:
     key = await authenticate(request, request.app[KEYCACHE], None, datetime.now(UTC))
     request[CTX].key = key
     usage = await request.app[STORE].key_usage(key.hash, datetime.now(UTC))
-    data = key_object(key, usage)
+    data = key_object(key, usage, request.app[SETTINGS])
     data["is_management_key"] = key.kind == "mgmt"
     data["is_free_tier"] = False
     return json_response({"data": data})
@@ -143,8 +153,8 @@ async def get_generation(request: web.Request) -> web.Response:
     return json_response({"data": generation_object(gen)})
 
 
-def key_object(key: ApiKey, usage: KeyUsage) -> dict[str, Any]:
-    """The wire form of a key; money as exact JSON numbers."""
+def key_object(key: ApiKey, usage: KeyUsage, settings: Settings) -> dict[str, Any]:
+    """The wire form of a key; money as exact JSON numbers; rate_limit as in force (defaults filled in)."""
     window = {"daily": usage.daily, "weekly": usage.weekly, "monthly": usage.monthly}.get(
         key.limit_reset or "", usage.total
     )
@@ -167,6 +177,7 @@ def key_object(key: ApiKey, usage: KeyUsage) -> dict[str, Any]:
         "created_at": key.created_at,
         "updated_at": key.updated_at,
         "expires_at": key.expires_at,
+        "rate_limit": asdict(effective_limits(settings.limits, key.rate_limit)),
     }
 
 
@@ -232,6 +243,50 @@ def _limit(value: Any) -> Decimal | None:
     if not limit.is_finite() or limit < 0 or limit > _MAX_LIMIT:
         raise InvalidRequest(f"'limit' must be from 0 to {_MAX_LIMIT} USD", param="limit")
     return limit
+
+
+def _rate_limit(value: Any, current: RateLimits) -> RateLimits:
+    """Merge a rate_limit object into the key's overrides: a number sets (0 = unlimited), null resets to default."""
+    if value is None:
+        return RateLimits()
+    if not isinstance(value, dict):
+        raise InvalidRequest("'rate_limit' must be an object or null", param="rate_limit")
+    merged = asdict(current)
+    for name, v in value.items():
+        if name not in _RATE_FIELDS:
+            raise InvalidRequest(
+                f"unknown field 'rate_limit.{name}' (allowed: {', '.join(_RATE_FIELDS)})", param=f"rate_limit.{name}"
+            )
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 10**12):
+            raise InvalidRequest(
+                f"'rate_limit.{name}' must be a whole number >= 0 (0 = unlimited) or null (use the default)",
+                param=f"rate_limit.{name}",
+            )
+        merged[name] = v
+    return RateLimits(**merged)
+
+
+def _within_providers(mgmt: ApiKey, wanted: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """A management key can only hand out what it has: a narrower or equal provider list."""
+    if mgmt.allowed_providers is None:
+        return wanted
+    if wanted is None:
+        return mgmt.allowed_providers
+    outside = [p for p in wanted if p not in mgmt.allowed_providers]
+    if outside:
+        raise Forbidden(f"provider '{outside[0]}' is outside this management key's scope")
+    return wanted
+
+
+def _within_models(mgmt: ApiKey, wanted: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    if mgmt.allowed_models is None:
+        return wanted
+    if wanted is None:
+        return mgmt.allowed_models
+    for pattern in wanted:
+        if not model_allowed(mgmt.allowed_models, pattern):
+            raise Forbidden(f"model '{pattern}' is outside this management key's scope")
+    return wanted
 
 
 def _limit_reset(value: Any) -> LimitReset | None:

@@ -21,7 +21,7 @@ from gateway.errors import (
 from gateway.logs import ACCESS
 from gateway.pipeline.context import RequestContext, new_id
 from gateway.protocols.errors import error_body, protocol_for_path
-from gateway.state import CTX, METRICS, RECORDER, SETTINGS
+from gateway.state import CTX, LIMITER, METRICS, RECORDER, SETTINGS
 from gateway.store.base import Generation
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -50,7 +50,11 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
     ctx = RequestContext(request_id=request_id_from(request))
     request[CTX] = ctx
     try:
-        resp = await handler(request)
+        try:
+            resp = await handler(request)
+        finally:
+            if ctx.limits is not None and ctx.key is not None:
+                await _settle_limits(request, ctx)
     except GatewayError as err:
         if isinstance(err, UpstreamError):
             ctx.upstream_error = type(err).__name__
@@ -71,6 +75,18 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
         ctx.status = resp.status
     finish(request, ctx)
     return resp
+
+
+async def _settle_limits(request: web.Request, ctx: RequestContext) -> None:
+    """Free the request's concurrency slot and correct its token estimate by the reported usage."""
+    assert ctx.limits is not None and ctx.key is not None
+    delta = 0
+    if ctx.total_tokens is not None:
+        delta = ctx.total_tokens - ctx.token_estimate
+    try:
+        await request.app[LIMITER].settle(ctx.key.hash, ctx.limits, delta, ctx.request_id)
+    except Exception:
+        log.exception("rate limiter settle failed", extra={"fields": {"request_id": ctx.request_id}})
 
 
 def _http_error(request: web.Request, exc: web.HTTPException) -> GatewayError:
