@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,77 +14,25 @@ import pytest
 
 from tests.conftest import MGMT_KEY
 from tests.fakes.openai_upstream import FakeOpenAI, fixture
+from tests.processes import serve, write_config
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def worker_pids(metrics_dir: Path) -> set[str]:
     return {p.stem.rsplit("_", 1)[1] for p in metrics_dir.glob("counter_*.db")}
 
 
-async def wait_until_up(base: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 60
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, f"arouter serve exited: {log.read_text()}"
-            try:
-                async with session.get(f"{base}/healthz") as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"gateway did not come up: {log.read_text()}")
-
-
 @pytest.fixture
 async def served(tmp_path: Path, aiohttp_server: Any) -> AsyncIterator[tuple[str, FakeOpenAI, Path, Path]]:
     fake = FakeOpenAI()
     upstream = await aiohttp_server(fake.app())
-    config = tmp_path / "arouter.toml"
-    config.write_text(
-        f"""
-default_model = "openai/gpt-4.1-mini"
-[providers.openai]
-type = "openai"
-base_url = "{upstream.make_url('/v1')}"
-api_key = "${{TEST_UPSTREAM_KEY}}"
-[models."openai/gpt-4.1-mini"]
-prompt = "0.40"
-completion = "1.60"
-"""
-    )
-    port = free_port()
-    metrics_dir = tmp_path / "metrics"
-    log = tmp_path / "out.log"
-    env = {
-        **os.environ, "AROUTER_PORT": str(port), "AROUTER_HOST": "127.0.0.1", "AROUTER_WORKERS": "2",
-        "AROUTER_DATABASE_URL": f"sqlite:///{tmp_path / 'db' / 'arouter.db'}", "AROUTER_MANAGEMENT_KEY": MGMT_KEY,
-        "AROUTER_METRICS_DIR": str(metrics_dir), "TEST_UPSTREAM_KEY": "sk-test-upstream-0123456789",
-    }
-    env.pop("AROUTER_REDIS_URL", None)
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "--config", str(config), "serve"], env=env, cwd=tmp_path,
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    base = f"http://127.0.0.1:{port}"
+    config = write_config(tmp_path / "arouter.toml", str(upstream.make_url("/v1")))
+    workdir = tmp_path / "gw"
     try:
-        await wait_until_up(base, proc, log)
-        yield base, fake, metrics_dir, log
+        async with serve(workdir, config, workers=2) as base:
+            yield base, fake, workdir / "metrics", workdir / "serve.log"
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
         fake.release.set()
 
 
