@@ -27,6 +27,11 @@ class Limits:
     tokens_per_minute: int = 0
     concurrency: int = 0
 
+    @property
+    def active(self) -> bool:
+        """Whether any limit applies (an unlimited key needs no limiter round trip)."""
+        return (self.requests_per_minute | self.requests_per_day | self.tokens_per_minute | self.concurrency) > 0
+
     def buckets(self, tokens: int) -> list[tuple[str, int, float, int]]:
         """(name, limit, period, cost) for every GCRA bucket that applies."""
         out: list[tuple[str, int, float, int]] = []
