@@ -1,0 +1,1 @@
+"""Anthropic Messages API upstreams (``POST /v1/messages``)."""

@@ -1,0 +1,1 @@
+"""Gemini generateContent upstreams (``/v1beta/models/{model}:generateContent`` and ``:streamGenerateContent``)."""
