@@ -36,7 +36,7 @@ async def handle_chat(request: web.Request) -> web.StreamResponse:
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise InvalidRequest("'stream' must be true or false", param="stream")
-    route = route_request(request, body, streamed=stream)
+    route = await route_request(request, body, streamed=stream)
     ctx = request[CTX]
     app = request.app
     client_wants_usage = _wants_usage(body)

@@ -26,7 +26,7 @@ async def handle_embeddings(request: web.Request) -> web.Response:
     encoding = body.get("encoding_format", "float")
     if encoding not in ("float", "base64"):
         raise InvalidRequest("'encoding_format' must be 'float' or 'base64'", param="encoding_format")
-    route = route_request(request, body, streamed=False)
+    route = await route_request(request, body, streamed=False)
     ctx = request[CTX]
     app = request.app
     encode_here = encoding == "base64" and not route.provider.embeddings_base64

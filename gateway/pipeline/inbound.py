@@ -59,7 +59,7 @@ def effective_limits(defaults: LimitSettings, own: RateLimits) -> Limits:
     )
 
 
-def route_request(request: web.Request, body: JSONObject, *, streamed: bool) -> Route:
+async def route_request(request: web.Request, body: JSONObject, *, streamed: bool) -> Route:
     """Resolve the body's model, check the key may use it, and open the generation record."""
     ctx = request[CTX]
     assert ctx.key is not None
