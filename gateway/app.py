@@ -13,6 +13,10 @@ from redis.asyncio import Redis
 
 from gateway.auth.apikey import hash_key, label_for
 from gateway.auth.keycache import KeyCache
+from gateway.billing.accounts import Accounts
+from gateway.billing.redis_accounts import RedisAccounts
+from gateway.billing.service import Billing
+from gateway.billing.sqlite_accounts import SqliteAccounts
 from gateway.logs import configure_logging
 from gateway.metrics import Metrics
 from gateway.pipeline.recorder import UsageRecorder
@@ -21,7 +25,7 @@ from gateway.ratelimit.redis_limiter import RedisLimiter
 from gateway.ratelimit.sqlite_limiter import SqliteLimiter
 from gateway.routing.catalog import Catalog
 from gateway.settings import Settings, load_settings
-from gateway.state import CATALOG, KEYCACHE, LIMITER, METRICS, RECORDER, REDIS, SESSION, SETTINGS, STORE
+from gateway.state import BILLING, CATALOG, KEYCACHE, LIMITER, METRICS, RECORDER, REDIS, SESSION, SETTINGS, STORE
 from gateway.store import open_store
 from gateway.store.base import ApiKey, Store
 from gateway.upstream.session import new_session
@@ -68,7 +72,7 @@ def _store_ctx(given: Store | None) -> Callable[[web.Application], AsyncIterator
             cache = KeyCache(store, settings.key_cache_poll_seconds)
             await cache.start()
             app[KEYCACHE] = cache
-            recorder = UsageRecorder(store, app[METRICS])
+            recorder = UsageRecorder(store, app[METRICS], journal_dir=journal_dir(settings))
             await recorder.start()
             app[RECORDER] = recorder
             _warn_missing_keys(settings)
@@ -112,18 +116,34 @@ async def _limiter_ctx(app: web.Application) -> AsyncIterator[None]:
     else:
         limiter = SqliteLimiter(limiter_path(settings))
     app[LIMITER] = limiter
+    accounts: Accounts
+    if settings.redis_url:
+        accounts = RedisAccounts(app[REDIS])
+    else:
+        accounts = SqliteAccounts(limiter_path(settings))
+    app[BILLING] = Billing(accounts, app[STORE], prepaid=settings.prepaid)
     yield
+    await accounts.close()
     await limiter.close()
 
 
 def limiter_path(settings: Settings) -> str:
-    """The embedded limiter's file: configured, else beside the SQLite database, else under var/."""
+    """The embedded hot-counter file (limits, money holds): configured, else beside the SQLite database."""
     if settings.limits.state_path:
         return settings.limits.state_path
     if settings.database_url.startswith("sqlite:///"):
         db = Path(settings.database_url[len("sqlite:///") :])
         return str(db.with_name(db.stem + "-limits.db"))
     return "var/arouter-limits.db"
+
+
+def journal_dir(settings: Settings) -> str:
+    """Where workers journal finished requests: configured, else beside the SQLite database, else var/."""
+    if settings.journal_dir:
+        return settings.journal_dir
+    if settings.database_url.startswith("sqlite:///"):
+        return str(Path(settings.database_url[len("sqlite:///") :]).parent / "journal")
+    return "var/journal"
 
 
 async def register_management_key(store: Store, secret: str, tenant_id: str) -> None:

@@ -29,6 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     create.add_argument("--name", default="cli")
     create.add_argument("--tenant", default="default")
     create.add_argument("--config", dest="config_sub", help=argparse.SUPPRESS)
+    credits = sub.add_parser("credits", help="manage a tenant's prepaid balance")
+    credits_sub = credits.add_subparsers(dest="credits_command", required=True)
+    add = credits_sub.add_parser("add", help="add credit (USD) to a tenant's balance")
+    add.add_argument("amount", help="USD, e.g. 25 or 12.50")
+    add.add_argument("--tenant", default="default")
+    add.add_argument("--description", default="Credit (CLI)")
+    add.add_argument("--config", dest="config_sub", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     config = getattr(args, "config_sub", None) or args.config
@@ -48,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
             applied = asyncio.run(_migrate(settings))
             print(f"applied {len(applied)} migration(s){': ' + ', '.join(applied) if applied else ''}")
             return 0
+        if args.command == "credits":
+            return asyncio.run(_add_credit(settings, args.amount, args.tenant, args.description))
         if args.command == "keys":
             secret = asyncio.run(_create_key(settings, args.management, args.name, args.tenant))
             print(secret)
@@ -114,6 +123,49 @@ async def _create_key(settings: Settings, management: bool, name: str, tenant: s
         )
         return made.secret
     finally:
+        await store.close()
+
+
+async def _add_credit(settings: Settings, amount_text: str, tenant: str, description: str) -> int:
+    from datetime import UTC, datetime
+
+    from redis.asyncio import Redis
+
+    from gateway.app import limiter_path
+    from gateway.billing.accounts import Accounts
+    from gateway.billing.holds import to_units
+    from gateway.billing.redis_accounts import RedisAccounts
+    from gateway.billing.sqlite_accounts import SqliteAccounts
+    from gateway.errors import InvalidRequest
+    from gateway.pipeline.context import new_id
+    from gateway.store import open_store
+    from gateway.store.base import Transaction
+    from gateway.web.billing import parse_amount
+
+    try:
+        amount = parse_amount(amount_text)
+    except InvalidRequest as exc:
+        print(f"arouter: {exc.message}", file=sys.stderr)
+        return 2
+    _ensure_sqlite_dir(settings.database_url)
+    store = await open_store(settings.database_url)
+    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+    accounts: Accounts = RedisAccounts(redis) if redis is not None else SqliteAccounts(limiter_path(settings))
+    try:
+        await store.migrate()
+        await store.ensure_tenant(tenant, tenant)
+        txn = Transaction(
+            id=new_id("txn_"), tenant_id=tenant, type="credit", amount=amount, description=description,
+            generation_id=None, key_hash=None, created_at=datetime.now(UTC),
+        )
+        balance = await store.add_credit(txn)
+        await accounts.credit(tenant, to_units(amount))
+        print(f"added {amount} USD to tenant {tenant}; balance {balance.normalize():f} USD ({txn.id})")
+        return 0
+    finally:
+        await accounts.close()
+        if redis is not None:
+            await redis.aclose()
         await store.close()
 
 

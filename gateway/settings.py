@@ -104,6 +104,8 @@ class Settings:
     aliases: Mapping[str, str]  # alias -> model id
     key_cache_poll_seconds: float = 0.25
     limits: LimitSettings = LimitSettings()
+    prepaid: bool = False  # [billing] prepaid: refuse (402) what the tenant's balance cannot cover
+    journal_dir: str = ""  # [billing] journal_dir: per-worker usage journals; "" = beside the database
 
 
 def load_settings(path: str | None = None, environ: Mapping[str, str] | None = None) -> Settings:
@@ -122,7 +124,9 @@ def load_settings(path: str | None = None, environ: Mapping[str, str] | None = N
 def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], where: str = "<config>") -> Settings:
     """Validate a parsed TOML document; pure, so tests can feed dicts."""
     r = _Reader(where, env)
-    r.only(raw, "", {"default_model", "server", "database", "redis", "providers", "models", "auth", "limits"})
+    r.only(
+        raw, "", {"default_model", "server", "database", "redis", "providers", "models", "auth", "limits", "billing"}
+    )
     server_raw = r.table(raw, "server")
     r.only(server_raw, "server", {"host", "port", "workers", "max_body_bytes", "access_log"})
     server = ServerSettings(
@@ -148,6 +152,10 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], where: str = 
     poll = r.number(auth_raw, "auth.key_cache_poll_seconds", 0.25, 0.01, 1.0)
 
     limits = r.limits(r.table(raw, "limits"))
+    billing_raw = r.table(raw, "billing")
+    r.only(billing_raw, "billing", {"prepaid", "journal_dir"})
+    prepaid = r.bool_(billing_raw, "billing.prepaid", False)
+    journal = r.string(billing_raw, "billing.journal_dir", "")
     providers: dict[str, ProviderSettings] = {}
     for name, p in r.table(raw, "providers").items():
         providers[name] = r.provider(name, p)
@@ -178,6 +186,8 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], where: str = 
         aliases=aliases,
         key_cache_poll_seconds=poll,
         limits=limits,
+        prepaid=prepaid,
+        journal_dir=journal,
     )
 
 

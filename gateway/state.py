@@ -7,6 +7,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from gateway.auth.keycache import KeyCache
+from gateway.billing.service import Billing
 from gateway.metrics import Metrics
 from gateway.pipeline.context import RequestContext
 from gateway.pipeline.recorder import UsageRecorder
@@ -23,6 +24,7 @@ SESSION = web.AppKey("session", aiohttp.ClientSession)
 METRICS = web.AppKey("metrics", Metrics)
 RECORDER = web.AppKey("recorder", UsageRecorder)
 LIMITER = web.AppKey("limiter", Limiter)
+BILLING = web.AppKey("billing", Billing)
 CTX = web.RequestKey("ctx", RequestContext)
 
 # Optional: present only when AROUTER_REDIS_URL is set.

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from gateway.billing.service import Hold
 from gateway.ratelimit.gcra import Limits
 from gateway.routing.catalog import Route
 from gateway.store.base import ApiKey
@@ -42,6 +43,9 @@ class RequestContext:
     upstream_error: str | None = None  # kind of upstream failure, for the metric
     limits: Limits | None = None  # set once the limiter admitted the request (settled after it)
     token_estimate: int = 0
+    body_bytes: int = 0
+    hold: Hold | None = None  # the money reserved for this request
+    billed: bool = False  # reserve ran: settle must run however the request ends
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started

@@ -27,6 +27,12 @@ async def handle_embeddings(request: web.Request) -> web.Response:
     if encoding not in ("float", "base64"):
         raise InvalidRequest("'encoding_format' must be 'float' or 'base64'", param="encoding_format")
     route = await route_request(request, body, streamed=False)
+    if route.provider.type != "openai":
+        raise InvalidRequest(
+            f"model '{route.model_id}' is served by a {route.provider.type}-protocol provider; "
+            "/v1/embeddings reaches OpenAI-compatible providers",
+            param="model",
+        )
     ctx = request[CTX]
     app = request.app
     encode_here = encoding == "base64" and not route.provider.embeddings_base64

@@ -13,7 +13,7 @@ from gateway.pipeline.context import new_id
 from gateway.ratelimit.gcra import Limits
 from gateway.routing.catalog import Route
 from gateway.settings import LimitSettings
-from gateway.state import CATALOG, CTX, KEYCACHE, LIMITER, SETTINGS
+from gateway.state import BILLING, CATALOG, CTX, KEYCACHE, LIMITER, SETTINGS
 from gateway.store.base import RateLimits
 
 
@@ -24,6 +24,7 @@ async def admit(request: web.Request, endpoint: str) -> JSONObject:
     ctx.endpoint = endpoint
     key = ctx.key = await authenticate(request, app[KEYCACHE], "live", datetime.now(UTC))
     raw = await read_body(request, app[SETTINGS].server.max_body_bytes)
+    ctx.body_bytes = len(raw)
     limits = effective_limits(app[SETTINGS].limits, key.rate_limit)
     if not limits.active:
         return parse_object(raw)
@@ -60,7 +61,7 @@ def effective_limits(defaults: LimitSettings, own: RateLimits) -> Limits:
 
 
 async def route_request(request: web.Request, body: JSONObject, *, streamed: bool) -> Route:
-    """Resolve the body's model, check the key may use it, and open the generation record."""
+    """Resolve the body's model, check the key may use it, open the generation record, reserve its cost."""
     ctx = request[CTX]
     assert ctx.key is not None
     model_name = body.get("model")
@@ -76,10 +77,6 @@ async def route_request(request: web.Request, body: JSONObject, *, streamed: boo
     referer = headers.get("HTTP-Referer") or headers.get("Referer")
     ctx.app_title = title[:200] if title else None  # recorded, never forwarded upstream
     ctx.app_referer = referer[:500] if referer else None
-    if route.provider.type != "openai":
-        raise InvalidRequest(
-            f"model '{route.model_id}' is served by a {route.provider.type}-protocol provider; "
-            f"{request.path} reaches OpenAI-compatible providers only in this version",
-            param="model",
-        )
+    ctx.hold = await request.app[BILLING].reserve(ctx.key, route.model, body, ctx.body_bytes, ctx.request_id)
+    ctx.billed = True
     return route

@@ -1,8 +1,10 @@
 """Usage rows written in batches off the hot path.
 
-``record`` only appends to a list; a background task flushes every ``interval`` seconds (or sooner
-when a batch fills) with one multi-row insert. Rows survive a failed flush and are retried; a
-graceful stop flushes what is left. Inserts are idempotent on the generation id.
+``record`` appends to a list and to this worker's journal file (see ``journal``); a background task
+flushes every ``interval`` seconds (or sooner when a batch fills) with one multi-row insert, then
+deletes the journal segment it covered. Rows survive a failed flush and are retried; a graceful
+stop flushes what is left; a killed worker's journal is inserted by the next worker to start.
+Inserts are idempotent on the generation id, so nothing is charged twice.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 import logging
 
 from gateway.metrics import Metrics
+from gateway.pipeline.journal import Journal, Segment
 from gateway.store.base import Generation, Store
 
 log = logging.getLogger("arouter.recorder")
@@ -20,7 +23,14 @@ class UsageRecorder:
     """Buffers finished requests and writes them to the store in batches."""
 
     def __init__(
-        self, store: Store, metrics: Metrics, *, interval: float = 0.2, batch: int = 500, max_buffer: int = 200_000
+        self,
+        store: Store,
+        metrics: Metrics,
+        *,
+        journal_dir: str | None = None,
+        interval: float = 0.2,
+        batch: int = 500,
+        max_buffer: int = 200_000,
     ) -> None:
         self._store = store
         self._metrics = metrics
@@ -30,14 +40,27 @@ class UsageRecorder:
         self._rows: list[Generation] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._journal = Journal(journal_dir) if journal_dir else None
+        self._segments: list[Segment] = []  # journal files whose rows are not stored yet
 
     def record(self, row: Generation) -> None:
-        """Queue a row; never blocks, never raises."""
+        """Queue a row and journal it; never blocks on the network, never raises."""
         self._rows.append(row)
+        if self._journal is not None:
+            self._journal.append(row)
         if len(self._rows) >= self._batch:
             self._wake.set()
 
     async def start(self) -> None:
+        """Open this worker's journal, take over dead workers' journals, start the flusher."""
+        if self._journal is not None:
+            self._journal.open()
+            rows, segments = self._journal.take_orphans()
+            if rows:
+                log.warning("recovering %d usage rows from %d journal file(s)", len(rows), len(segments))
+            self._rows[:0] = rows
+            self._segments.extend(segments)
+            await self.flush()
         self._task = asyncio.create_task(self._run(), name="arouter-usage-recorder")
 
     async def stop(self) -> None:
@@ -50,9 +73,15 @@ class UsageRecorder:
                 pass
             self._task = None
         await self.flush()
+        if self._journal is not None:
+            self._journal.close()
 
     async def flush(self) -> None:
-        """Write everything buffered now (used by stop and by tests)."""
+        """Write everything buffered now (used by stop and by tests); then drop the journal segments."""
+        if self._journal is not None:
+            seg = self._journal.rotate()
+            if seg is not None:
+                self._segments.append(seg)
         while self._rows:
             rows, self._rows = self._rows[: self._batch], self._rows[self._batch :]
             try:
@@ -61,6 +90,9 @@ class UsageRecorder:
                 self._rows[:0] = rows
                 self._trim()
                 raise
+        if self._segments:
+            Journal.release(self._segments)
+            self._segments = []
 
     def _trim(self) -> None:
         excess = len(self._rows) - self._max_buffer

@@ -1,23 +1,20 @@
 """Limits shared by the gunicorn workers of one host through one SQLite file.
 
-Each check is one ``BEGIN IMMEDIATE`` transaction: SQLite's write lock lets one worker at a time
-read the key's buckets, decide with ``gcra.decide`` and write the new state, so the counts are
-exact across processes. The file holds nothing durable (synchronous=OFF); the work runs on one
-thread per worker so a lock wait never blocks the event loop.
+Each check is one ``BEGIN IMMEDIATE`` transaction (see ``gateway.sqlite_counters``): SQLite's write
+lock lets one worker at a time read the key's buckets, decide with ``gcra.decide`` and write the
+new state, so the counts are exact across processes.
 """
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 from gateway.ratelimit.gcra import MINUTE, Decision, Limits, corrected_tat, decide
 from gateway.ratelimit.limiter import BUCKET_PERIODS
+from gateway.sqlite_counters import CounterFile
 
-_SCHEMA = """
+SCHEMA = """
 CREATE TABLE IF NOT EXISTS tats (key TEXT NOT NULL, bucket TEXT NOT NULL, tat REAL NOT NULL,
                                  PRIMARY KEY (key, bucket)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS inflight (key TEXT NOT NULL, request_id TEXT NOT NULL, expires REAL NOT NULL,
@@ -29,46 +26,11 @@ class SqliteLimiter:
     """Exact limits across the processes that open the same file."""
 
     def __init__(self, path: str, *, hold_seconds: float = 3600.0) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._path = path
+        self._file = CounterFile(path, SCHEMA)
         self._hold = hold_seconds  # a slot left by a crashed worker frees itself after this
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="arouter-limits")
-        self._db: sqlite3.Connection | None = None
-
-    def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
-            db = sqlite3.connect(self._path, timeout=10, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=OFF")
-            db.executescript(_SCHEMA)
-            self._db = db
-        return self._db
 
     async def acquire(self, key: str, limits: Limits, tokens: int, request_id: str) -> Decision:
-        return await asyncio.get_running_loop().run_in_executor(
-            self._pool, self._acquire, key, limits, tokens, request_id
-        )
-
-    async def settle(self, key: str, limits: Limits, token_delta: int, request_id: str) -> None:
-        if limits.concurrency <= 0 and not (limits.tokens_per_minute > 0 and token_delta):
-            return
-        await asyncio.get_running_loop().run_in_executor(
-            self._pool, self._settle, key, limits, token_delta, request_id
-        )
-
-    async def close(self) -> None:
-        def shut() -> None:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
-
-        await asyncio.get_running_loop().run_in_executor(self._pool, shut)
-        self._pool.shutdown(wait=True)
-
-    def _acquire(self, key: str, limits: Limits, tokens: int, request_id: str) -> Decision:
-        db = self._conn()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        def op(db: sqlite3.Connection) -> Decision:
             now = time.time()
             tats: dict[str, float | None] = dict.fromkeys(BUCKET_PERIODS)
             for bucket, tat in db.execute("SELECT bucket, tat FROM tats WHERE key = ?", (key,)):
@@ -89,16 +51,15 @@ class SqliteLimiter:
                         "INSERT OR REPLACE INTO inflight (key, request_id, expires) VALUES (?, ?, ?)",
                         (key, request_id, now + self._hold),
                     )
-            db.execute("COMMIT")
             return decision
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
-    def _settle(self, key: str, limits: Limits, token_delta: int, request_id: str) -> None:
-        db = self._conn()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        return await self._file.run(op)
+
+    async def settle(self, key: str, limits: Limits, token_delta: int, request_id: str) -> None:
+        if limits.concurrency <= 0 and not (limits.tokens_per_minute > 0 and token_delta):
+            return
+
+        def op(db: sqlite3.Connection) -> None:
             db.execute("DELETE FROM inflight WHERE key = ? AND request_id = ?", (key, request_id))
             if limits.tokens_per_minute > 0 and token_delta:
                 row = db.execute(
@@ -106,10 +67,9 @@ class SqliteLimiter:
                 ).fetchone()
                 tat = corrected_tat(row[0] if row else None, time.time(), limits.tokens_per_minute, MINUTE, token_delta)
                 if tat is not None:
-                    db.execute(
-                        "UPDATE tats SET tat = ? WHERE key = ? AND bucket = 'tokens_per_minute'", (tat, key)
-                    )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+                    db.execute("UPDATE tats SET tat = ? WHERE key = ? AND bucket = 'tokens_per_minute'", (tat, key))
+
+        await self._file.run(op)
+
+    async def close(self) -> None:
+        await self._file.close()

@@ -3,7 +3,9 @@
 Value rules shared by both backends also live here: costs are quantized to 1e-10 USD
 (ROUND_HALF_EVEN), datetimes must be timezone-aware and are normalised to UTC, usage windows
 start at the current UTC day, week (Monday) and month, and a key's rate-limit overrides are stored
-as a JSON object of its set (non-None) fields, NULL when none is set.
+as a JSON object of its set (non-None) fields, NULL when none is set. Ledger rules: a credit must be
+a positive amount (after quantizing), and a charged generation's usage transaction is built by
+``usage_transaction``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from gateway.store.base import (
     LimitReset,
     RateLimits,
     Store,
+    Transaction,
+    TransactionType,
     _Unset,
 )
 
@@ -39,12 +43,16 @@ __all__ = [
     "LimitReset",
     "RateLimits",
     "Store",
+    "Transaction",
+    "TransactionType",
     "apply_patch",
+    "check_credit",
     "open_store",
     "quantize_cost",
     "rate_limits_from_json",
     "rate_limits_to_json",
     "require_utc",
+    "usage_transaction",
     "usage_window_starts",
 ]
 
@@ -72,6 +80,34 @@ def usage_window_starts(now: datetime) -> tuple[datetime, datetime, datetime]:
     week = day - timedelta(days=day.weekday())
     month = day.replace(day=1)
     return day, week, month
+
+
+def check_credit(txn: Transaction) -> Transaction:
+    """The credit with its amount quantized and ``created_at`` in UTC; ValueError unless it is a
+    ``"credit"`` of a positive amount."""
+    if txn.type != "credit":
+        raise ValueError(f"add_credit takes a 'credit' transaction, got type {txn.type!r}")
+    amount = quantize_cost(txn.amount)
+    if amount <= 0:
+        raise ValueError(f"a credit must be a positive amount, got {txn.amount!r}")
+    return replace(txn, amount=amount, created_at=require_utc(txn.created_at))
+
+
+def usage_transaction(gen: Generation) -> Transaction | None:
+    """The usage transaction charging a newly recorded generation; None when its cost is zero."""
+    cost = quantize_cost(gen.cost)
+    if cost == 0:
+        return None
+    return Transaction(
+        id=f"txn_{gen.id}",
+        tenant_id=gen.tenant_id,
+        type="usage",
+        amount=-cost,
+        description=f"{gen.model} - {gen.prompt_tokens or 0} input tokens, {gen.completion_tokens or 0} output tokens",
+        generation_id=gen.id,
+        key_hash=gen.key_hash,
+        created_at=require_utc(gen.created_at),
+    )
 
 
 _RATE_LIMIT_FIELDS = tuple(f.name for f in fields(RateLimits))

@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Literal, Protocol
 
 KeyKind = Literal["live", "mgmt"]
+TransactionType = Literal["credit", "usage"]
 LimitReset = Literal["daily", "weekly", "monthly"]
 
 
@@ -107,6 +108,20 @@ class Generation:
 
 
 @dataclass(frozen=True, slots=True)
+class Transaction:
+    """One ledger line of a tenant: a credit (positive) or one request's usage (negative)."""
+
+    id: str  # "txn_..."; a usage transaction's id is "txn_" + its generation id (idempotent)
+    tenant_id: str
+    type: TransactionType
+    amount: Decimal  # USD, quantized to 1e-10; credits > 0, usage < 0
+    description: str
+    generation_id: str | None
+    key_hash: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class KeyUsage:
     """Spend of one key: total and since the start of the current day, week (Monday) and month (UTC)."""
 
@@ -163,7 +178,27 @@ class Store(Protocol):
         ...
 
     async def insert_generations(self, rows: Sequence[Generation]) -> None:
-        """Insert finished requests in one transaction; a row whose id exists is skipped."""
+        """Insert finished requests in one transaction; a row whose id exists is skipped.
+
+        Each newly inserted row with a non-zero cost also gets its usage transaction (amount = -cost,
+        id "txn_" + generation id, description "model - N input tokens, M output tokens") and its
+        tenant's balance goes down by the cost, in the same transaction: a retried batch charges once.
+        """
+        ...
+
+    async def add_credit(self, txn: Transaction) -> Decimal:
+        """Insert a credit transaction and raise the tenant's balance; return the new balance.
+
+        Idempotent on ``txn.id``: a repeated id changes nothing and returns the current balance.
+        """
+        ...
+
+    async def balance(self, tenant_id: str) -> Decimal:
+        """The tenant's balance: credits minus recorded usage (0 for a tenant with no transactions)."""
+        ...
+
+    async def list_transactions(self, tenant_id: str, *, offset: int, limit: int) -> list[Transaction]:
+        """The tenant's transactions, newest first (created_at, then id, descending)."""
         ...
 
     async def get_generation(self, tenant_id: str, generation_id: str) -> Generation | None: ...

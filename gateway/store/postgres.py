@@ -5,7 +5,9 @@ exactly), timestamps timestamptz, key rate limits jsonb (sent and read as JSON t
 overrides). Writers that record a key change take ``LOCK TABLE key_changes
 IN EXCLUSIVE MODE`` just before inserting the change row, so change sequence numbers become visible
 in commit order and a reader that saw sequence N has seen every change up to N. Reads (SELECT) do
-not conflict with that lock.
+not conflict with that lock. Balances change only by ``UPDATE tenants SET balance = balance + x``
+(atomic under concurrent writers); ``insert_generations`` charges exactly the rows its
+``INSERT ... ON CONFLICT DO NOTHING RETURNING`` reports as new, updating tenants in id order.
 """
 
 from __future__ import annotations
@@ -20,13 +22,15 @@ import asyncpg  # type: ignore[import-untyped]
 
 from gateway.store import (
     apply_patch,
+    check_credit,
     quantize_cost,
     rate_limits_from_json,
     rate_limits_to_json,
     require_utc,
+    usage_transaction,
     usage_window_starts,
 )
-from gateway.store.base import ApiKey, Generation, KeyKind, KeyPatch, KeyUsage
+from gateway.store.base import ApiKey, Generation, KeyKind, KeyPatch, KeyUsage, Transaction
 from gateway.store.migrations import migrate_postgres
 
 POOL_MIN_SIZE = 1
@@ -70,12 +74,36 @@ SQL_CHANGES_SINCE = """
 SELECT (SELECT COALESCE(MAX(seq), 0) FROM key_changes) AS latest,
        ARRAY(SELECT key_hash FROM key_changes WHERE seq > $1 GROUP BY key_hash ORDER BY MIN(seq)) AS hashes
 """
-SQL_INSERT_GENERATION = """
+SQL_INSERT_GENERATIONS = """
 INSERT INTO generations (id, request_id, tenant_id, key_hash, endpoint, model, provider, upstream_model,
                          status, streamed, cancelled, prompt_tokens, completion_tokens, total_tokens, cost,
                          latency_ms, ttft_ms, finish_reason, app_title, app_referer, created_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                     $8::text[], $9::integer[], $10::boolean[], $11::boolean[], $12::integer[], $13::integer[],
+                     $14::integer[], $15::numeric[], $16::integer[], $17::integer[], $18::text[], $19::text[],
+                     $20::text[], $21::timestamptz[])
 ON CONFLICT (id) DO NOTHING
+RETURNING id
+"""
+SQL_INSERT_TRANSACTIONS = """
+INSERT INTO transactions (id, tenant_id, type, amount, description, generation_id, key_hash, created_at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::numeric[], $5::text[], $6::text[], $7::text[],
+                     $8::timestamptz[])
+ON CONFLICT DO NOTHING
+RETURNING tenant_id, amount
+"""
+SQL_INSERT_TRANSACTION = """
+INSERT INTO transactions (id, tenant_id, type, amount, description, generation_id, key_hash, created_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT DO NOTHING
+RETURNING id
+"""
+SQL_ADD_BALANCE = "UPDATE tenants SET balance = balance + $2 WHERE id = $1 RETURNING balance"
+SQL_GET_BALANCE = "SELECT balance FROM tenants WHERE id = $1"
+SQL_LIST_TRANSACTIONS = """
+SELECT id, tenant_id, type, amount, description, generation_id, key_hash, created_at
+FROM transactions WHERE tenant_id = $1
+ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3
 """
 SQL_GET_GENERATION = """
 SELECT id, request_id, tenant_id, key_hash, endpoint, model, provider, upstream_model,
@@ -179,6 +207,37 @@ def _generation_from_record(rec: Any) -> Generation:
         app_referer=rec["app_referer"],
         created_at=rec["created_at"],
     )
+
+
+def _transaction_args(txn: Transaction) -> tuple[Any, ...]:
+    return (
+        txn.id,
+        txn.tenant_id,
+        txn.type,
+        quantize_cost(txn.amount),
+        txn.description,
+        txn.generation_id,
+        txn.key_hash,
+        require_utc(txn.created_at),
+    )
+
+
+def _transaction_from_record(rec: Any) -> Transaction:
+    return Transaction(
+        id=rec["id"],
+        tenant_id=rec["tenant_id"],
+        type=rec["type"],
+        amount=quantize_cost(rec["amount"]),
+        description=rec["description"],
+        generation_id=rec["generation_id"],
+        key_hash=rec["key_hash"],
+        created_at=rec["created_at"],
+    )
+
+
+def _columns(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
+    """Row tuples as per-column lists (the arrays ``unnest`` takes)."""
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
 class PostgresStore:
@@ -293,12 +352,54 @@ class PostgresStore:
         return int(rec["latest"]), [str(h) for h in rec["hashes"]]
 
     async def insert_generations(self, rows: Sequence[Generation]) -> None:
-        """Insert finished requests in one transaction; a row whose id exists is skipped."""
+        """Insert finished requests in one transaction; a row whose id exists is skipped.
+
+        Each newly inserted row with a non-zero cost also gets its usage transaction and its
+        tenant's balance goes down by the cost (a tenant without a row has no balance to charge).
+        """
         if not rows:
             return
-        args = [_generation_args(row) for row in rows]
+        first: dict[str, Generation] = {}
+        for row in rows:  # the first row of an id wins, as if inserted one by one
+            first.setdefault(row.id, row)
+        batch = sorted(first.values(), key=lambda row: row.id)  # one lock order for concurrent batches
+        args = _columns([_generation_args(row) for row in batch])
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.executemany(SQL_INSERT_GENERATION, args)
+            inserted = {str(rec["id"]) for rec in await conn.fetch(SQL_INSERT_GENERATIONS, *args)}
+            usage = [txn for row in batch if row.id in inserted and (txn := usage_transaction(row)) is not None]
+            if not usage:
+                return
+            recs = await conn.fetch(SQL_INSERT_TRANSACTIONS, *_columns([_transaction_args(txn) for txn in usage]))
+            totals: dict[str, Decimal] = {}
+            for rec in recs:
+                totals[rec["tenant_id"]] = totals.get(rec["tenant_id"], Decimal(0)) + rec["amount"]
+            await conn.executemany(SQL_ADD_BALANCE, sorted(totals.items()))
+
+    async def add_credit(self, txn: Transaction) -> Decimal:
+        """Insert a credit transaction and raise the tenant's balance; return the new balance.
+
+        Idempotent on ``txn.id``; ValueError for a non-credit or non-positive amount, LookupError
+        for an unknown tenant.
+        """
+        txn = check_credit(txn)
+        async with self._pool.acquire() as conn, conn.transaction():
+            if await conn.fetchval(SQL_INSERT_TRANSACTION, *_transaction_args(txn)) is None:
+                balance = await conn.fetchval(SQL_GET_BALANCE, txn.tenant_id)
+            else:
+                balance = await conn.fetchval(SQL_ADD_BALANCE, txn.tenant_id, txn.amount)
+            if balance is None:
+                raise LookupError(f"no tenant {txn.tenant_id!r}")  # rolls the credit back
+        return quantize_cost(cast(Decimal, balance))
+
+    async def balance(self, tenant_id: str) -> Decimal:
+        """The tenant's balance (0 for an unknown tenant)."""
+        balance = await self._pool.fetchval(SQL_GET_BALANCE, tenant_id)
+        return quantize_cost(Decimal(0) if balance is None else cast(Decimal, balance))
+
+    async def list_transactions(self, tenant_id: str, *, offset: int, limit: int) -> list[Transaction]:
+        """The tenant's transactions, newest first (created_at, then id, descending)."""
+        recs = await self._pool.fetch(SQL_LIST_TRANSACTIONS, tenant_id, limit, offset)
+        return [_transaction_from_record(rec) for rec in recs]
 
     async def get_generation(self, tenant_id: str, generation_id: str) -> Generation | None:
         """The generation with this id if it belongs to the tenant, else None."""

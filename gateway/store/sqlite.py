@@ -3,8 +3,10 @@
 Writes run in ``BEGIN IMMEDIATE`` transactions, so the write lock is taken up front and a busy
 database is waited for (``busy_timeout``) instead of failing half-way. An asyncio lock serialises
 this object's use of its single connection. Storage: timestamps are INTEGER microseconds since the
-epoch (UTC), costs INTEGER counts of 1e-10 USD (exact SUM), key limits TEXT (exact Decimal), key
-rate limits TEXT JSON (NULL = no overrides).
+epoch (UTC), costs, balances and transaction amounts INTEGER counts of 1e-10 USD (exact SUM), key
+limits TEXT (exact Decimal), key rate limits TEXT JSON (NULL = no overrides). A write transaction
+holds the database's write lock from its start, so ``insert_generations`` can read which ids exist
+and then insert exactly the new rows, their usage transactions and the balance changes.
 """
 
 from __future__ import annotations
@@ -22,19 +24,22 @@ import aiosqlite
 
 from gateway.store import (
     apply_patch,
+    check_credit,
     quantize_cost,
     rate_limits_from_json,
     rate_limits_to_json,
     require_utc,
+    usage_transaction,
     usage_window_starts,
 )
-from gateway.store.base import ApiKey, Generation, KeyKind, KeyPatch, KeyUsage
+from gateway.store.base import ApiKey, Generation, KeyKind, KeyPatch, KeyUsage, Transaction
 from gateway.store.migrations import migrate_sqlite
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 _BUSY_TIMEOUT_MS = 5000
 _BUSY_RETRIES = 5  # extra attempts after busy_timeout expired (each waits up to _BUSY_TIMEOUT_MS again)
+_IN_CHUNK = 400  # rows per "IN (...)" lookup: at most 800 parameters, under SQLite's oldest limit (999)
 
 _KEY_COLUMNS = (
     "hash, tenant_id, kind, name, label, disabled, spend_limit, limit_reset, "
@@ -66,6 +71,19 @@ SQL_INSERT_GENERATION = (
     f"INSERT INTO generations ({_GEN_COLUMNS}) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
 )
+SQL_EXISTING_GENERATIONS = "SELECT id FROM generations WHERE id IN ({marks})"
+SQL_CONFLICTING_TRANSACTIONS = (
+    "SELECT id, generation_id FROM transactions WHERE id IN ({marks}) OR generation_id IN ({marks})"
+)
+_TXN_COLUMNS = "id, tenant_id, type, amount, description, generation_id, key_hash, created_at"
+SQL_INSERT_TRANSACTION = (
+    f"INSERT INTO transactions ({_TXN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+)
+SQL_LIST_TRANSACTIONS = (
+    f"SELECT {_TXN_COLUMNS} FROM transactions WHERE tenant_id = ? ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
+)
+SQL_ADD_BALANCE = "UPDATE tenants SET balance = balance + ? WHERE id = ?"
+SQL_GET_BALANCE = "SELECT balance FROM tenants WHERE id = ?"
 SQL_GET_GENERATION = f"SELECT {_GEN_COLUMNS} FROM generations WHERE id = ? AND tenant_id = ?"
 SQL_KEY_USAGE = (
     "SELECT COALESCE(SUM(cost), 0), "
@@ -200,6 +218,40 @@ def _generation_from_row(row: sqlite3.Row) -> Generation:
         app_referer=row[19],
         created_at=_from_us(row[20]),
     )
+
+
+def _transaction_params(txn: Transaction) -> tuple[Any, ...]:
+    return (
+        txn.id,
+        txn.tenant_id,
+        txn.type,
+        _to_units(txn.amount),
+        txn.description,
+        txn.generation_id,
+        txn.key_hash,
+        _to_us(txn.created_at),
+    )
+
+
+def _transaction_from_row(row: sqlite3.Row) -> Transaction:
+    return Transaction(
+        id=row[0],
+        tenant_id=row[1],
+        type=row[2],
+        amount=_from_units(row[3]),
+        description=row[4],
+        generation_id=row[5],
+        key_hash=row[6],
+        created_at=_from_us(row[7]),
+    )
+
+
+def _chunks(values: Sequence[str]) -> Iterable[Sequence[str]]:
+    return (values[i : i + _IN_CHUNK] for i in range(0, len(values), _IN_CHUNK))
+
+
+def _marks(values: Sequence[object]) -> str:
+    return ", ".join("?" * len(values))
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
@@ -358,12 +410,82 @@ class SqliteStore:
         return latest, [str(row[0]) for row in rows]
 
     async def insert_generations(self, rows: Sequence[Generation]) -> None:
-        """Insert finished requests in one transaction; a row whose id exists is skipped."""
+        """Insert finished requests in one transaction; a row whose id exists is skipped.
+
+        Each newly inserted row with a non-zero cost also gets its usage transaction and its
+        tenant's balance goes down by the cost (a tenant without a row has no balance to charge).
+        """
         if not rows:
             return
         params = [_generation_params(row) for row in rows]
+        charges = [usage_transaction(row) for row in rows]
         async with self._write() as conn:
-            await conn.executemany(SQL_INSERT_GENERATION, params)
+            # The write lock is held from BEGIN IMMEDIATE: the ids read here stay exact until COMMIT.
+            seen: set[str] = set()
+            for chunk in _chunks(list(dict.fromkeys(row.id for row in rows))):
+                found = await conn.execute_fetchall(SQL_EXISTING_GENERATIONS.format(marks=_marks(chunk)), chunk)
+                seen.update(str(r[0]) for r in found)
+            new_params: list[tuple[Any, ...]] = []
+            usage: list[Transaction] = []
+            for row, param, charge in zip(rows, params, charges, strict=True):
+                if row.id in seen:
+                    continue
+                seen.add(row.id)
+                new_params.append(param)
+                if charge is not None:
+                    usage.append(charge)
+            await conn.executemany(SQL_INSERT_GENERATION, new_params)
+            if usage:
+                await self._charge(conn, usage)
+
+    @staticmethod
+    async def _charge(conn: aiosqlite.Connection, usage: list[Transaction]) -> None:
+        """Insert usage transactions (skipping any whose id or generation is taken) and lower balances."""
+        taken_ids: set[str] = set()
+        taken_gens: set[str] = set()
+        for start in range(0, len(usage), _IN_CHUNK):
+            chunk = usage[start : start + _IN_CHUNK]
+            params = [txn.id for txn in chunk] + [str(txn.generation_id) for txn in chunk]
+            found = await conn.execute_fetchall(SQL_CONFLICTING_TRANSACTIONS.format(marks=_marks(chunk)), params)
+            for txn_id, gen_id in found:
+                taken_ids.add(txn_id)
+                if gen_id is not None:
+                    taken_gens.add(gen_id)
+        fresh = [txn for txn in usage if txn.id not in taken_ids and txn.generation_id not in taken_gens]
+        await conn.executemany(SQL_INSERT_TRANSACTION, [_transaction_params(txn) for txn in fresh])
+        totals: dict[str, int] = {}
+        for txn in fresh:
+            totals[txn.tenant_id] = totals.get(txn.tenant_id, 0) + _to_units(txn.amount)
+        await conn.executemany(SQL_ADD_BALANCE, [(amount, tenant) for tenant, amount in sorted(totals.items())])
+
+    async def add_credit(self, txn: Transaction) -> Decimal:
+        """Insert a credit transaction and raise the tenant's balance; return the new balance.
+
+        Idempotent on ``txn.id``; ValueError for a non-credit or non-positive amount, LookupError
+        for an unknown tenant.
+        """
+        txn = check_credit(txn)
+        async with self._write() as conn:
+            rows = list(await conn.execute_fetchall(SQL_GET_BALANCE, (txn.tenant_id,)))
+            if not rows:
+                raise LookupError(f"no tenant {txn.tenant_id!r}")
+            async with conn.execute(SQL_INSERT_TRANSACTION, _transaction_params(txn)) as cursor:
+                inserted = cursor.rowcount > 0
+            if not inserted:
+                return _from_units(rows[0][0])
+            await conn.execute(SQL_ADD_BALANCE, (_to_units(txn.amount), txn.tenant_id))
+            (row,) = await conn.execute_fetchall(SQL_GET_BALANCE, (txn.tenant_id,))
+        return _from_units(row[0])
+
+    async def balance(self, tenant_id: str) -> Decimal:
+        """The tenant's balance (0 for an unknown tenant)."""
+        rows = await self._fetch(SQL_GET_BALANCE, (tenant_id,))
+        return _from_units(rows[0][0] if rows else 0)
+
+    async def list_transactions(self, tenant_id: str, *, offset: int, limit: int) -> list[Transaction]:
+        """The tenant's transactions, newest first (created_at, then id, descending)."""
+        rows = await self._fetch(SQL_LIST_TRANSACTIONS, (tenant_id, limit, offset))
+        return [_transaction_from_row(row) for row in rows]
 
     async def get_generation(self, tenant_id: str, generation_id: str) -> Generation | None:
         """The generation with this id if it belongs to the tenant, else None."""

@@ -18,6 +18,7 @@ from gateway.pipeline.inbound import effective_limits
 from gateway.settings import Settings
 from gateway.state import CTX, KEYCACHE, SETTINGS, STORE
 from gateway.store.base import ApiKey, Generation, KeyPatch, KeyUsage, LimitReset, RateLimits
+from gateway.web.query import bool_param, int_param
 
 _MAX_LIMIT = Decimal("1000000000")
 _CREATE_FIELDS = frozenset(
@@ -63,9 +64,9 @@ async def list_keys(request: web.Request) -> web.Response:
     """GET /api/v1/keys?offset=&page_size=&include_disabled=: the tenant's inference keys, oldest first."""
     mgmt = await _management_key(request)
     q = request.query
-    offset = _int_param(q, "offset", 0, 0, 10**9)
-    page_size = _int_param(q, "page_size", 100, 1, 500)
-    include_disabled = _bool_param(q, "include_disabled", False)
+    offset = int_param(q, "offset", 0, 0, 10**9)
+    page_size = int_param(q, "page_size", 100, 1, 500)
+    include_disabled = bool_param(q, "include_disabled", False)
     store = request.app[STORE]
     keys = await store.list_keys(
         mgmt.tenant_id, kind="live", offset=offset, limit=page_size, include_disabled=include_disabled
@@ -333,28 +334,3 @@ def _expires_at(value: Any) -> datetime | None:
     except ValueError:
         raise InvalidRequest(f"'expires_at' is not an ISO 8601 timestamp: {value!r}", param="expires_at") from None
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
-
-
-def _int_param(q: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
-    raw = q.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidRequest(f"'{name}' must be an integer", param=name) from None
-    if not lo <= value <= hi:
-        raise InvalidRequest(f"'{name}' must be from {lo} to {hi}", param=name)
-    return value
-
-
-def _bool_param(q: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = q.get(name)
-    if raw is None or raw == "":
-        return default
-    if raw.lower() in ("true", "1", "yes"):
-        return True
-    if raw.lower() in ("false", "0", "no"):
-        return False
-    raise InvalidRequest(f"'{name}' must be true or false", param=name)
-

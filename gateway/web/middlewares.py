@@ -21,7 +21,7 @@ from gateway.errors import (
 from gateway.logs import ACCESS
 from gateway.pipeline.context import RequestContext, new_id
 from gateway.protocols.errors import error_body, protocol_for_path
-from gateway.state import CTX, LIMITER, METRICS, RECORDER, SETTINGS
+from gateway.state import BILLING, CTX, LIMITER, METRICS, RECORDER, SETTINGS
 from gateway.store.base import Generation
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -53,6 +53,8 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
         try:
             resp = await handler(request)
         finally:
+            if ctx.billed and ctx.key is not None:
+                await _settle_billing(request, ctx)
             if ctx.limits is not None and ctx.key is not None:
                 await _settle_limits(request, ctx)
     except GatewayError as err:
@@ -75,6 +77,15 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
         ctx.status = resp.status
     finish(request, ctx)
     return resp
+
+
+async def _settle_billing(request: web.Request, ctx: RequestContext) -> None:
+    """Release the request's hold and charge its cost to the shared counters."""
+    assert ctx.key is not None
+    try:
+        await request.app[BILLING].settle(ctx.key, ctx.hold, ctx.cost, ctx.request_id)
+    except Exception:  # the ledger row is still written; the hold expires by itself
+        log.exception("billing settle failed", extra={"fields": {"request_id": ctx.request_id}})
 
 
 async def _settle_limits(request: web.Request, ctx: RequestContext) -> None:

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from gateway.pipeline.chat import handle_chat
 from gateway.pipeline.embeddings import handle_embeddings
-from gateway.web import admin, health, models
+from gateway.web import admin, billing, health, models
 
 
 def add_routes(app: web.Application) -> None:
@@ -28,3 +28,6 @@ def add_routes(app: web.Application) -> None:
     r.add_patch("/api/v1/keys/{hash}", admin.update_key)
     r.add_delete("/api/v1/keys/{hash}", admin.delete_key)
     r.add_get("/api/v1/generation", admin.get_generation)
+    r.add_post("/api/v1/credits", billing.add_credits)
+    r.add_get("/api/v1/balance", billing.get_balance)
+    r.add_get("/api/v1/transactions", billing.list_transactions)

@@ -22,13 +22,17 @@ from gateway.store import (
     KeyUsage,
     RateLimits,
     Store,
+    Transaction,
     apply_patch,
     open_store,
     rate_limits_from_json,
     rate_limits_to_json,
 )
 from gateway.store import migrations as migrations_module
+from gateway.store import postgres as postgres_module
+from gateway.store import sqlite as sqlite_module
 from gateway.store.migrations import Backend, Migration, load_migrations, split_sqlite_script
+from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SqliteStore
 
 StoreFactory = Callable[[], Awaitable[Store]]
@@ -96,6 +100,56 @@ def make_gen(
     return dataclasses.replace(gen, **overrides)  # type: ignore[arg-type]
 
 
+def credit(
+    id: str, amount: str, tenant_id: str = "t1", *, created_at: datetime = T0, **overrides: object
+) -> Transaction:
+    txn = Transaction(
+        id=id,
+        tenant_id=tenant_id,
+        type="credit",
+        amount=Decimal(amount),
+        description=f"credit {id}",
+        generation_id=None,
+        key_hash=None,
+        created_at=created_at,
+    )
+    return dataclasses.replace(txn, **overrides)  # type: ignore[arg-type]
+
+
+def usage(gen: Generation, amount: str, description: str) -> Transaction:
+    """The usage transaction the store must record for ``gen``."""
+    return Transaction(
+        id=f"txn_{gen.id}",
+        tenant_id=gen.tenant_id,
+        type="usage",
+        amount=Decimal(amount),
+        description=description,
+        generation_id=gen.id,
+        key_hash=gen.key_hash,
+        created_at=gen.created_at,
+    )
+
+
+def migrations_up_to(last: str) -> Callable[[Backend], list[Migration]]:
+    """A ``load_migrations`` stand-in that stops at version ``last`` (an older release's schema)."""
+    real_load = migrations_module.load_migrations
+
+    def load(backend: Backend) -> list[Migration]:
+        return [m for m in real_load(backend) if m.version <= last]
+
+    return load
+
+
+async def insert_generation_raw(store: Store, gen: Generation) -> None:
+    """Insert a generation row only, as a release before the ledger (0003) did."""
+    if isinstance(store, SqliteStore):
+        await store._conn.execute(sqlite_module.SQL_INSERT_GENERATION, sqlite_module._generation_params(gen))
+    else:
+        assert isinstance(store, PostgresStore)
+        args = postgres_module._columns([postgres_module._generation_args(gen)])
+        await store._pool.fetch(postgres_module.SQL_INSERT_GENERATIONS, *args)
+
+
 async def with_tenants(store: Store, *tenant_ids: str) -> Store:
     for tenant_id in tenant_ids:
         await store.ensure_tenant(tenant_id, f"Tenant {tenant_id}")
@@ -108,7 +162,7 @@ async def with_tenants(store: Store, *tenant_ids: str) -> Store:
 async def test_migrate_is_idempotent(store_factory: StoreFactory) -> None:
     store = await store_factory()
     all_versions = [m.version for m in load_migrations(store.backend)]
-    assert all_versions[:2] == ["0001_init", "0002_key_rate_limits"]
+    assert all_versions == ["0001_init", "0002_key_rate_limits", "0003_ledger"]
     assert await store.migrate() == all_versions  # a fresh database gets every migration, in order
     assert await store.migrate() == []
     other = await store_factory()
@@ -119,23 +173,51 @@ async def test_migrate_is_idempotent(store_factory: StoreFactory) -> None:
 async def test_migrate_0002_on_a_database_with_keys(
     store_factory: StoreFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_load = migrations_module.load_migrations
-
-    def only_0001(backend: Backend) -> list[Migration]:
-        return [m for m in real_load(backend) if m.version == "0001_init"]
-
     store = await store_factory()
     with monkeypatch.context() as patched:
-        patched.setattr(migrations_module, "load_migrations", only_0001)
+        patched.setattr(migrations_module, "load_migrations", migrations_up_to("0001_init"))
         assert await store.migrate() == ["0001_init"]
     other = await store_factory()  # opened before the upgrade ran
-    assert await store.migrate() == ["0002_key_rate_limits"]
+    with monkeypatch.context() as patched:
+        patched.setattr(migrations_module, "load_migrations", migrations_up_to("0002_key_rate_limits"))
+        assert await store.migrate() == ["0002_key_rate_limits"]
+    assert await store.migrate() == ["0003_ledger"]
     assert await store.migrate() == []
     assert await other.migrate() == []
     await with_tenants(store, "t1")
     await store.insert_key(make_key("h1", rate_limit=RateLimits(concurrency=2)))
     got = await other.get_key("h1")
     assert got is not None and got.rate_limit == RateLimits(concurrency=2)
+
+
+async def test_migrate_0003_on_a_database_with_usage(
+    store_factory: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await store_factory()
+    with monkeypatch.context() as patched:
+        patched.setattr(migrations_module, "load_migrations", migrations_up_to("0002_key_rate_limits"))
+        assert await store.migrate() == ["0001_init", "0002_key_rate_limits"]
+    await with_tenants(store, "t1")
+    key = make_key("h1", limit=Decimal("5"), rate_limit=RateLimits(requests_per_minute=7))
+    await store.insert_key(key)
+    old = make_gen("gen-old", cost=Decimal("0.5"))
+    await insert_generation_raw(store, old)
+    other = await store_factory()  # opened before the upgrade ran
+
+    assert await store.migrate() == ["0003_ledger"]
+    assert await other.migrate() == []
+    # existing rows are kept; the ledger starts empty (history is not back-filled) at balance 0
+    assert await other.get_key("h1") == key
+    assert await other.get_generation("t1", "gen-old") == old
+    assert (await other.key_usage("h1", T0)).total == Decimal("0.5")
+    assert await other.balance("t1") == Decimal(0)
+    assert await other.list_transactions("t1", offset=0, limit=10) == []
+    # a retried old row is still skipped and charges nothing; new rows and credits use the ledger
+    new = make_gen("gen-new", cost=Decimal("0.25"), created_at=T0 + timedelta(seconds=1))
+    await store.insert_generations([old, new])
+    assert await other.add_credit(credit("txn_c1", "1")) == Decimal("0.75")
+    assert await store.balance("t1") == Decimal("0.75")
+    assert [t.id for t in await store.list_transactions("t1", offset=0, limit=10)] == ["txn_gen-new", "txn_c1"]
 
 
 async def test_concurrent_migrate_applies_each_version_once(store_factory: StoreFactory) -> None:
@@ -548,10 +630,15 @@ async def test_costs_are_quantized_half_even(store: Store) -> None:
 
 
 async def test_insert_many_generations_in_one_batch(store: Store) -> None:
-    rows = [make_gen(f"gen-{i}", cost=Decimal("0.001"), created_at=T0 + timedelta(seconds=i)) for i in range(500)]
-    await store.insert_generations(rows)
-    assert (await store.key_usage("h1", T0)).total == Decimal("0.5")
-    assert await store.get_generation("t1", "gen-499") == rows[499]
+    await with_tenants(store, "t1")
+    rows = [make_gen(f"gen-{i}", cost=Decimal("0.001"), created_at=T0 + timedelta(seconds=i)) for i in range(1000)]
+    await store.insert_generations(rows[:700])
+    await store.insert_generations(rows)  # a retry of the first 700 plus 300 new rows
+    assert (await store.key_usage("h1", T0)).total == Decimal("1")
+    assert await store.get_generation("t1", "gen-999") == rows[999]
+    assert await store.balance("t1") == Decimal("-1")
+    txns = await store.list_transactions("t1", offset=0, limit=2000)
+    assert [t.id for t in txns] == [f"txn_gen-{i}" for i in reversed(range(1000))]
 
 
 # --- usage ---------------------------------------------------------------------------------------
@@ -636,6 +723,208 @@ async def test_key_usage_windows(
     await store.insert_generations(gens)
     usage = await store.key_usage("h1", now)
     assert usage == KeyUsage(*(Decimal(v) for v in expected))
+
+
+# --- ledger --------------------------------------------------------------------------------------
+
+
+async def test_credit_then_balance(store: Store) -> None:
+    await with_tenants(store, "t1", "t2")
+    assert await store.balance("t1") == Decimal(0)
+    assert await store.balance("ghost") == Decimal(0)
+    assert await store.add_credit(credit("txn_c1", "0.1")) == Decimal("0.1")
+    assert await store.add_credit(credit("txn_c2", "0.2", created_at=T0 + timedelta(seconds=1))) == Decimal("0.3")
+    assert await store.balance("t1") == Decimal("0.3")
+    assert await store.balance("t2") == Decimal(0)
+    assert await store.add_credit(credit("txn_c3", "12345678.123456789049")) == Decimal("12345678.4234567890")
+    got = await store.add_credit(credit("txn_c4", "0.00000000015", tenant_id="t2"))  # quantized half-even
+    assert got == Decimal("0.0000000002") and await store.balance("t2") == Decimal("0.0000000002")
+    assert str(await store.balance("t1")) == "12345678.4234567890"
+
+
+async def test_add_credit_round_trip(store: Store) -> None:
+    await with_tenants(store, "t1")
+    plus5 = timezone(timedelta(hours=5))
+    full = credit(
+        "txn_full",
+        "25",
+        created_at=datetime(2024, 5, 1, 17, 0, 0, 7, tzinfo=plus5),
+        key_hash="h1",
+        description="Top-up",
+    )
+    await store.add_credit(full)
+    (got,) = await store.list_transactions("t1", offset=0, limit=10)
+    assert got == dataclasses.replace(full, created_at=datetime(2024, 5, 1, 12, 0, 0, 7, tzinfo=UTC))
+    assert got.created_at.utcoffset() == timedelta(0) and got.amount == Decimal("25")
+
+
+async def test_add_credit_is_idempotent(store: Store) -> None:
+    await with_tenants(store, "t1")
+    assert await store.add_credit(credit("txn_c1", "5")) == Decimal("5")
+    assert await store.add_credit(credit("txn_c1", "5")) == Decimal("5")
+    assert await store.add_credit(credit("txn_c1", "100", description="changed")) == Decimal("5")
+    await store.insert_generations([make_gen("gen-1", cost=Decimal("1.5"))])
+    assert await store.add_credit(credit("txn_c1", "5")) == Decimal("3.5")  # the current balance
+    txns = await store.list_transactions("t1", offset=0, limit=10)
+    assert [(t.id, t.amount, t.description) for t in txns] == [
+        ("txn_gen-1", Decimal("-1.5"), "openai/gpt-4.1 - 10 input tokens, 20 output tokens"),
+        ("txn_c1", Decimal("5"), "credit txn_c1"),
+    ]  # same created_at: id descending
+    assert await store.balance("t1") == Decimal("3.5")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        credit("txn_bad", "0"),
+        credit("txn_bad", "-1"),
+        credit("txn_bad", "0.00000000004"),  # 0 once quantized
+        credit("txn_bad", "NaN"),
+        credit("txn_bad", "Infinity"),
+        credit("txn_bad", "5", type="usage"),
+        credit("txn_bad", "5", type="refund"),
+        credit("txn_bad", "5", created_at=datetime(2024, 5, 1)),  # naive
+    ],
+)
+async def test_bad_credit_is_rejected(store: Store, bad: Transaction) -> None:
+    await with_tenants(store, "t1")
+    await store.add_credit(credit("txn_ok", "1"))
+    with pytest.raises(ValueError):
+        await store.add_credit(bad)
+    assert await store.balance("t1") == Decimal("1")
+    assert [t.id for t in await store.list_transactions("t1", offset=0, limit=10)] == ["txn_ok"]
+
+
+async def test_credit_to_unknown_tenant_is_rejected(store: Store) -> None:
+    with pytest.raises(LookupError, match="ghost"):
+        await store.add_credit(credit("txn_c1", "1", tenant_id="ghost"))
+    assert await store.list_transactions("ghost", offset=0, limit=10) == []
+    await with_tenants(store, "ghost")  # the id was not used up by the failed credit
+    assert await store.add_credit(credit("txn_c1", "1", tenant_id="ghost")) == Decimal("1")
+
+
+async def test_insert_generations_records_usage(store: Store) -> None:
+    await with_tenants(store, "t1", "t2")
+    await store.add_credit(credit("txn_c1", "1", created_at=T0 - timedelta(days=1)))
+    at = [T0 + timedelta(seconds=i) for i in range(8)]
+    g1 = make_gen("gen-1", cost=Decimal("0.1"), created_at=at[1])
+    g2 = make_gen("gen-2", cost=Decimal("0.2"), created_at=at[2], key_hash="h2", model="anthropic/claude")
+    free = make_gen("gen-free", cost=Decimal("0"), created_at=at[3])
+    tiny = make_gen("gen-tiny", cost=Decimal("0.00000000004"), created_at=at[4])  # 0 once quantized
+    no_tokens = make_gen(
+        "gen-none",
+        cost=Decimal("0.3"),
+        created_at=at[5].astimezone(timezone(timedelta(hours=-3))),
+        prompt_tokens=None,
+        completion_tokens=None,
+        total_tokens=None,
+        status=499,
+        cancelled=True,
+    )
+    zero_tokens = make_gen("gen-zero", cost=Decimal("0.0000000001"), created_at=at[6], prompt_tokens=0)
+    other = make_gen("gen-t2", tenant_id="t2", key_hash="h9", cost=Decimal("0.05"), created_at=at[7])
+    await store.insert_generations([g1, g2, free, tiny, no_tokens, zero_tokens, other])
+
+    assert await store.balance("t1") == Decimal("0.3999999999")  # 1 - 0.1 - 0.2 - 0.3 - 1e-10, exactly
+    assert await store.balance("t2") == Decimal("-0.05")
+    assert await store.list_transactions("t1", offset=0, limit=10) == [
+        usage(zero_tokens, "-0.0000000001", "openai/gpt-4.1 - 0 input tokens, 20 output tokens"),
+        dataclasses.replace(
+            usage(no_tokens, "-0.3", "openai/gpt-4.1 - 0 input tokens, 0 output tokens"), created_at=at[5]
+        ),
+        usage(g2, "-0.2", "anthropic/claude - 10 input tokens, 20 output tokens"),
+        usage(g1, "-0.1", "openai/gpt-4.1 - 10 input tokens, 20 output tokens"),
+        credit("txn_c1", "1", created_at=T0 - timedelta(days=1)),
+    ]
+    assert await store.list_transactions("t2", offset=0, limit=10) == [
+        usage(other, "-0.05", "openai/gpt-4.1 - 10 input tokens, 20 output tokens")
+    ]
+    total = sum((t.amount for t in await store.list_transactions("t1", offset=0, limit=10)), Decimal(0))
+    assert total == await store.balance("t1")
+
+
+async def test_duplicate_batches_charge_once(store: Store) -> None:
+    await with_tenants(store, "t1", "t2")
+    batch = [
+        make_gen("gen-1", cost=Decimal("0.1")),
+        make_gen("gen-2", cost=Decimal("0.2"), tenant_id="t2"),
+        make_gen("gen-3", cost=Decimal("0")),
+    ]
+    await store.insert_generations(batch)
+    await store.insert_generations(batch)  # the recorder retried the whole batch
+    await store.insert_generations(
+        [
+            make_gen("gen-2", cost=Decimal("9"), tenant_id="t2"),  # exists: skipped, whatever its cost
+            make_gen("gen-4", cost=Decimal("0.4")),
+            make_gen("gen-4", cost=Decimal("40")),  # repeated in one batch: the first row wins
+        ]
+    )
+    assert await store.balance("t1") == Decimal("-0.5")
+    assert await store.balance("t2") == Decimal("-0.2")
+    txns = await store.list_transactions("t1", offset=0, limit=10)
+    assert sorted((t.id, t.amount) for t in txns) == [("txn_gen-1", Decimal("-0.1")), ("txn_gen-4", Decimal("-0.4"))]
+    gen4 = await store.get_generation("t1", "gen-4")
+    assert gen4 is not None and gen4.cost == Decimal("0.4")
+
+
+async def test_usage_id_taken_by_a_credit_is_not_charged_twice(store: Store) -> None:
+    await with_tenants(store, "t1")
+    await store.add_credit(credit("txn_gen-1", "1"))  # odd but possible: a credit with a usage-style id
+    await store.insert_generations([make_gen("gen-1", cost=Decimal("0.1")), make_gen("gen-2", cost=Decimal("0.2"))])
+    assert await store.balance("t1") == Decimal("0.8")  # gen-1 could not get its ledger line, so no charge
+    assert sorted(t.id for t in await store.list_transactions("t1", offset=0, limit=10)) == ["txn_gen-1", "txn_gen-2"]
+
+
+async def test_usage_of_a_tenant_without_a_row(store: Store) -> None:
+    await store.insert_generations([make_gen("gen-1", tenant_id="loose", cost=Decimal("0.1"))])
+    assert await store.balance("loose") == Decimal(0)  # no tenant row: nothing to charge
+    assert [t.id for t in await store.list_transactions("loose", offset=0, limit=10)] == ["txn_gen-1"]
+
+
+async def test_concurrent_credits_and_usage_end_exact(store_factory: StoreFactory) -> None:
+    stores = [await store_factory() for _ in range(3)]
+    for s in stores:
+        await s.migrate()
+    await with_tenants(stores[0], "t1", "t2")
+    credits = [credit(f"txn_c{i}", "0.1", tenant_id="t1" if i % 3 else "t2") for i in range(30)]
+    batches = [
+        [
+            make_gen(f"gen-{b}-{j}", tenant_id="t1" if (b + j) % 2 else "t2", cost=Decimal("0.01"))
+            for j in (range(5) if b % 2 else reversed(range(5)))
+        ]
+        for b in range(20)
+    ]
+    await asyncio.gather(
+        *(stores[i % 3].add_credit(c) for i, c in enumerate(credits)),
+        *(stores[(i + 1) % 3].add_credit(c) for i, c in enumerate(credits)),  # every credit sent twice
+        *(stores[i % 3].insert_generations(b) for i, b in enumerate(batches)),
+        *(stores[(i + 2) % 3].insert_generations(b) for i, b in enumerate(batches)),  # every batch retried
+        *(stores[i % 3].balance("t1") for i in range(10)),
+    )
+    # t1: 20 credits of 0.1, 50 usages of 0.01; t2: 10 credits, 50 usages
+    assert await stores[0].balance("t1") == Decimal("1.5")
+    assert await stores[1].balance("t2") == Decimal("0.5")
+    for tenant in ("t1", "t2"):
+        txns = await stores[2].list_transactions(tenant, offset=0, limit=1000)
+        assert sum((t.amount for t in txns), Decimal(0)) == await stores[2].balance(tenant)
+    assert len(await stores[2].list_transactions("t1", offset=0, limit=1000)) == 70
+
+
+async def test_list_transactions_order_pagination_tenants(store: Store) -> None:
+    await with_tenants(store, "t1", "t2")
+    await store.add_credit(credit("txn_b", "1", created_at=T0))
+    await store.add_credit(credit("txn_a", "1", created_at=T0))  # same created_at as txn_b: id descending
+    await store.add_credit(credit("txn_c", "1", created_at=T0 - timedelta(microseconds=1)))
+    await store.add_credit(credit("txn_x", "1", tenant_id="t2", created_at=T0 + timedelta(days=1)))
+    await store.insert_generations([make_gen("gen-1", cost=Decimal("0.5"), created_at=T0 + timedelta(hours=1))])
+    newest_first = ["txn_gen-1", "txn_b", "txn_a", "txn_c"]
+    assert [t.id for t in await store.list_transactions("t1", offset=0, limit=10)] == newest_first
+    assert [t.id for t in await store.list_transactions("t1", offset=1, limit=2)] == newest_first[1:3]
+    assert [t.id for t in await store.list_transactions("t1", offset=3, limit=2)] == newest_first[3:]
+    assert await store.list_transactions("t1", offset=4, limit=2) == []
+    assert await store.list_transactions("t1", offset=0, limit=0) == []
+    assert [t.id for t in await store.list_transactions("t2", offset=0, limit=10)] == ["txn_x"]
+    assert await store.list_transactions("ghost", offset=0, limit=10) == []
 
 
 # --- SQLite concurrency --------------------------------------------------------------------------

@@ -1,0 +1,62 @@
+"""Hot money counters: tenant balances, key spend per window, and the holds of requests in flight.
+
+The ledger (transactions in the database) is the record; these counters are what a request checks
+before it goes upstream, shared by every worker (and, with Redis, every host):
+
+- ``reserve`` atomically checks that the tenant's balance minus the holds in flight covers the
+  request's largest possible cost (when prepaid), and that the key's spend in its window plus its
+  holds stays within its limit, then records the hold;
+- ``settle`` drops the hold and charges the actual cost to the balance and to the key's day, week,
+  month and total windows.
+
+Amounts are integers of 1e-10 USD. A counter that does not exist yet is loaded from the database
+once (``Missing`` tells the caller which). Holds expire on their own, so a worker killed mid-request
+cannot pin money forever.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from gateway.billing.holds import KeyLimit
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """The outcome of a reserve: ok, or why not, with the figures for the 402's metadata."""
+
+    ok: bool
+    reason: str | None = None  # "balance" or "key_limit"
+    available: int = 0  # tenant balance minus holds, before this request
+    key_used: int = 0  # key spend in its window plus its holds, before this request
+
+
+class Missing(Exception):
+    """A counter is not loaded yet: ``what`` is "tenant" or "key"."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what
+
+
+class Accounts(Protocol):
+    async def reserve(
+        self, tenant: str, key: str, hold: int, limit: KeyLimit | None, prepaid: bool, request_id: str
+    ) -> Reservation:
+        """Check and hold; raises Missing when the tenant's or key's counters must be loaded first."""
+        ...
+
+    async def load(self, tenant: str, balance: int | None, key: str, windows: dict[str, int] | None) -> None:
+        """Create counters that do not exist yet (an existing counter is left as it is)."""
+        ...
+
+    async def settle(self, tenant: str, key: str, request_id: str, cost: int, windows: tuple[str, ...]) -> None:
+        """Drop the request's hold and charge ``cost`` to the balance and to each of the key's windows."""
+        ...
+
+    async def credit(self, tenant: str, amount: int) -> None:
+        """Add to a loaded tenant balance (an unloaded one will be read from the ledger anyway)."""
+        ...
+
+    async def close(self) -> None: ...

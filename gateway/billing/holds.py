@@ -1,0 +1,74 @@
+"""Reservations, pure: how much a request may cost at most, and the windows a key's spend counts in.
+
+Money inside the hot counters is an integer number of units of 1e-10 USD (the ledger's precision),
+so every counter backend does exact integer arithmetic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import ROUND_CEILING, Decimal
+from typing import Any
+
+from gateway.settings import ModelSettings
+from gateway.store.base import ApiKey
+
+UNIT = Decimal("1e-10")
+_MILLION = Decimal(1_000_000)
+DEFAULT_MAX_OUTPUT = 4096  # when neither the request nor the catalog bounds the answer
+
+
+def to_units(usd: Decimal) -> int:
+    """USD to whole 1e-10 units, rounded up (a hold never falls short)."""
+    return int((usd / UNIT).to_integral_value(rounding=ROUND_CEILING))
+
+
+def from_units(units: int) -> Decimal:
+    return (Decimal(units) * UNIT).quantize(UNIT)
+
+
+def max_output_tokens(body: dict[str, Any], model: ModelSettings | None) -> int:
+    """The most tokens the answer can have: the request's cap, else the catalog's, else a default."""
+    for name in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
+        value = body.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    if model is not None:
+        if model.max_output_tokens:
+            return model.max_output_tokens
+        if model.context_length:
+            return model.context_length
+    return DEFAULT_MAX_OUTPUT
+
+
+def hold_for(model: ModelSettings | None, body_bytes: int, max_out: int) -> Decimal:
+    """The largest cost a request can reach: every body byte a prompt token (a token is at least a
+    byte, so this bounds the prompt from above) plus ``max_out`` completion tokens."""
+    if model is None:
+        return Decimal(0)
+    return (model.prompt * body_bytes + model.completion * max_out) / _MILLION
+
+
+@dataclass(frozen=True, slots=True)
+class KeyLimit:
+    """A key's spend cap in units and the window its spend counts in (e.g. "d:2026-11-22")."""
+
+    limit: int
+    window: str
+
+
+def window_ids(now: datetime) -> tuple[str, str, str]:
+    """Ids of the UTC day, week (from Monday) and month containing ``now``."""
+    day = now.date()
+    monday = day - timedelta(days=day.weekday())
+    return f"d:{day.isoformat()}", f"w:{monday.isoformat()}", f"m:{day.year:04d}-{day.month:02d}"
+
+
+def key_limit(key: ApiKey, now: datetime) -> KeyLimit | None:
+    """The key's cap and current window, or None when the key has no cap."""
+    if key.limit is None:
+        return None
+    daily, weekly, monthly = window_ids(now)
+    window = {"daily": daily, "weekly": weekly, "monthly": monthly}.get(key.limit_reset or "", "total")
+    return KeyLimit(limit=to_units(key.limit) if key.limit > 0 else 0, window=window)

@@ -1,0 +1,104 @@
+"""Billing around one request: reserve its largest cost before it goes upstream, settle after.
+
+The hold is the request's worst case (every body byte a prompt token, plus its max output tokens at
+the completion price), so a settled cost never exceeds what was held and neither a prepaid balance
+nor a key's remaining limit can go below zero, however many requests run at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from gateway.billing.accounts import Accounts, Missing
+from gateway.billing.holds import from_units, hold_for, key_limit, max_output_tokens, to_units, window_ids
+from gateway.codec import money
+from gateway.errors import PaymentRequired
+from gateway.settings import ModelSettings
+from gateway.store.base import ApiKey, Store
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """A reservation in force for one request."""
+
+    tenant: str
+    key: str
+    request_id: str
+    units: int
+
+
+class Billing:
+    """Reserve and settle against the shared money counters, loading them from the ledger when absent."""
+
+    def __init__(
+        self, accounts: Accounts, store: Store, *, prepaid: bool, clock: Callable[[], datetime] = _utcnow
+    ) -> None:
+        self.accounts = accounts
+        self._store = store
+        self.prepaid = prepaid
+        self.clock = clock  # which day, week and month a spend counts in
+
+    async def reserve(
+        self, key: ApiKey, model: ModelSettings | None, body: dict[str, Any], body_bytes: int, request_id: str
+    ) -> Hold | None:
+        """Hold the request's largest cost, or raise PaymentRequired (402) with the figures."""
+        units = to_units(hold_for(model, body_bytes, max_output_tokens(body, model)))
+        now = self.clock()
+        limit = key_limit(key, now)
+        prepaid = self.prepaid and units > 0
+        if not prepaid and limit is None:
+            return None
+        for _ in range(3):
+            try:
+                result = await self.accounts.reserve(key.tenant_id, key.hash, units, limit, prepaid, request_id)
+                break
+            except Missing as missing:
+                await self._load(key, now, tenant=missing.what == "tenant")
+        else:  # pragma: no cover - only if counters vanish between load and reserve three times
+            raise PaymentRequired("billing counters are unavailable; try again")
+        if result.ok:
+            return Hold(key.tenant_id, key.hash, request_id, units)
+        needed = from_units(units)
+        if result.reason == "key_limit" and limit is not None:
+            raise PaymentRequired(
+                "Credit limit exceeded for this API key.",
+                metadata={"limit_usd": money(from_units(limit.limit)), "used_usd": money(from_units(result.key_used)),
+                          "required_usd": money(needed), "limit_reset": key.limit_reset},
+            )
+        raise PaymentRequired(
+            "Insufficient credits: this request may cost up to "
+            f"${needed.normalize():f} and the balance available is ${from_units(result.available).normalize():f}; "
+            "add credit with POST /api/v1/credits",
+            metadata={"balance_usd": money(from_units(result.available)), "required_usd": money(needed)},
+        )
+
+    async def settle(self, key: ApiKey, hold: Hold | None, cost: Decimal, request_id: str) -> None:
+        """Release the hold and charge the actual cost to the counters that exist."""
+        units = to_units(cost) if cost > 0 else 0
+        if hold is None and units == 0:
+            return
+        daily, weekly, monthly = window_ids(self.clock())
+        await self.accounts.settle(key.tenant_id, key.hash, request_id, units, (daily, weekly, monthly, "total"))
+
+    async def credit(self, tenant: str, amount: Decimal) -> None:
+        await self.accounts.credit(tenant, to_units(amount))
+
+    async def _load(self, key: ApiKey, now: datetime, *, tenant: bool) -> None:
+        if tenant:
+            balance = await self._store.balance(key.tenant_id)
+            await self.accounts.load(key.tenant_id, to_units(balance) if balance > 0 else -to_units(-balance),
+                                     key.hash, None)
+            return
+        usage = await self._store.key_usage(key.hash, now)
+        daily, weekly, monthly = window_ids(now)
+        windows = {daily: to_units(usage.daily), weekly: to_units(usage.weekly), monthly: to_units(usage.monthly),
+                   "total": to_units(usage.total)}
+        await self.accounts.load(key.tenant_id, None, key.hash, windows)

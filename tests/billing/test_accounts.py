@@ -1,0 +1,108 @@
+"""One contract for the money counters: SQLite (the host's workers) and Redis (every host)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from gateway.billing.accounts import Accounts, Missing
+from gateway.billing.holds import KeyLimit
+from gateway.billing.redis_accounts import RedisAccounts
+from gateway.billing.sqlite_accounts import SqliteAccounts
+from tests.conftest import REDIS_URL
+
+Factory = Callable[..., Accounts]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+async def make_accounts(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Factory]:
+    made: list[Accounts] = []
+    clients: list[Redis] = []
+    prefix = f"arouter:test:{os.urandom(6).hex()}:"
+
+    def factory(hold_seconds: float = 3600.0) -> Accounts:
+        accounts: Accounts
+        if request.param == "sqlite":
+            accounts = SqliteAccounts(str(tmp_path / "counters.db"), hold_seconds=hold_seconds)
+        else:
+            client = Redis.from_url(REDIS_URL)
+            clients.append(client)
+            accounts = RedisAccounts(client, prefix=prefix, hold_seconds=hold_seconds)
+        made.append(accounts)
+        return accounts
+
+    yield factory
+    for accounts in made:
+        await accounts.close()
+    for client in clients:
+        keys = [k async for k in client.scan_iter(match=prefix + "*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+
+async def test_missing_counters_are_reported_then_loaded(make_accounts: Factory) -> None:
+    acct = make_accounts()
+    with pytest.raises(Missing) as info:
+        await acct.reserve("t", "k", 10, None, True, "r1")
+    assert info.value.what == "tenant"
+    await acct.load("t", 100, "k", None)
+    with pytest.raises(Missing) as info:
+        await acct.reserve("t", "k", 10, KeyLimit(50, "d:2026-11-22"), True, "r1")
+    assert info.value.what == "key"
+    await acct.load("t", None, "k", {"d:2026-11-22": 45})
+    await acct.load("t", 999, "k", {"d:2026-11-22": 0})  # existing counters are kept
+    r = await acct.reserve("t", "k", 5, KeyLimit(50, "d:2026-11-22"), True, "r1")
+    assert r.ok and r.available == 100 and r.key_used == 45
+    r = await acct.reserve("t", "k", 1, KeyLimit(50, "d:2026-11-22"), True, "r2")
+    assert not r.ok and r.reason == "key_limit" and r.key_used == 50
+
+
+async def test_hundred_concurrent_holds_against_a_balance_for_ten(make_accounts: Factory) -> None:
+    a, b = make_accounts(), make_accounts()
+    await a.load("t", 1000, "k", None)
+    results = await asyncio.gather(*((a if i % 2 else b).reserve("t", "k", 100, None, True, f"r{i}")
+                                     for i in range(100)))
+    ok = [i for i, r in enumerate(results) if r.ok]
+    assert len(ok) == 10
+    assert all(r.reason == "balance" and r.available < 100 for r in results if not r.ok)
+    for i in ok:  # each actually cost 60 of its 100 hold
+        await a.settle("t", "k", f"r{i}", 60, ("d:x", "total"))
+    r = await a.reserve("t", "k", 400, None, True, "again")
+    assert r.ok and r.available == 400  # 1000 - 10 * 60
+    r = await b.reserve("t", "k", 1, None, True, "more")
+    assert not r.ok and r.available == 0  # the 400 is still held
+
+
+async def test_settle_charges_windows_and_credit_tops_up(make_accounts: Factory) -> None:
+    acct = make_accounts()
+    await acct.load("t", 0, "k", {"d:1": 0, "total": 0})
+    assert not (await acct.reserve("t", "k", 1, None, True, "r")).ok
+    await acct.credit("t", 50)
+    assert (await acct.reserve("t", "k", 50, KeyLimit(100, "d:1"), True, "r")).ok
+    await acct.settle("t", "k", "r", 30, ("d:1", "total"))
+    r = await acct.reserve("t", "k", 0, KeyLimit(100, "d:1"), True, "probe")
+    assert r.available == 20 and r.key_used == 30
+    await acct.settle("t", "k", "probe", 0, ())
+    r = await acct.reserve("t", "k", 0, KeyLimit(100, "total"), False, "probe2")
+    assert r.key_used == 30
+
+
+async def test_holds_expire(make_accounts: Factory) -> None:
+    acct = make_accounts(hold_seconds=0.05)
+    await acct.load("t", 100, "k", None)
+    assert (await acct.reserve("t", "k", 100, None, True, "dies")).ok
+    assert not (await acct.reserve("t", "k", 1, None, True, "r")).ok
+    await asyncio.sleep(0.1)  # the hold's own lifetime passing is the behaviour under test
+    assert (await acct.reserve("t", "k", 100, None, True, "r")).ok
+
+
+async def test_unprepaid_reserve_ignores_the_balance(make_accounts: Factory) -> None:
+    acct = make_accounts()
+    r = await acct.reserve("t", "k", 10**9, None, False, "r")  # no tenant counter needed
+    assert r.ok
