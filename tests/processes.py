@@ -86,6 +86,7 @@ async def serve(workdir: Path, config: Path, *, workers: int = 2, **env: str) ->
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
     base = f"http://127.0.0.1:{port}"
+    (workdir / "serve.pid").write_text(str(proc.pid))  # the gunicorn master
     try:
         await _wait_http(f"{base}/healthz", proc, log)
         yield base

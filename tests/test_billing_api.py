@@ -1,0 +1,112 @@
+"""Prepaid balance, exact costs, the ledger, and key spend limits, as a client sees them."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import pytest
+
+from gateway.app import create_app
+from gateway.billing.holds import hold_for, to_units
+from gateway.state import BILLING, CATALOG, RECORDER, STORE
+from tests.conftest import MGMT_KEY, Gateway, make_settings
+
+MGMT = {"Authorization": f"Bearer {MGMT_KEY}"}
+
+
+def body(model: str, max_tokens: int = 100) -> bytes:
+    return orjson.dumps({"model": model, "max_tokens": max_tokens, "messages": [{"role": "user", "content": "hi"}]})
+
+
+@pytest.fixture
+async def prepaid(gateway: Gateway, db_url: str, aiohttp_client: Any) -> Any:
+    settings = make_settings(gateway.upstream.url, db_url, billing={"prepaid": True})  # type: ignore[attr-defined]
+    client = await aiohttp_client(create_app(settings))
+    client.gw = gateway
+    return client
+
+
+async def new_key(client: Any, **fields: Any) -> dict[str, str]:
+    resp = await client.post("/api/v1/keys", json={"name": "billing", **fields}, headers=MGMT)
+    assert resp.status == 201, await resp.text()
+    return {"Authorization": f"Bearer {(await resp.json())['key']}"}
+
+
+async def test_prepaid_refuses_then_serves_and_charges_exactly(prepaid: Any) -> None:
+    auth = await new_key(prepaid)
+    resp = await prepaid.post("/v1/chat/completions", data=body("openai/gpt-4.1-mini"), headers=auth)
+    doc = await resp.json()
+    assert resp.status == 402 and doc["error"]["type"] == "payment_required" and doc["error"]["code"] == 402
+    assert doc["error"]["metadata"]["balance_usd"] == 0 and doc["error"]["metadata"]["required_usd"] > 0
+    resp = await prepaid.post("/api/v1/credits", json={"amount": "0.5", "description": "top-up"}, headers=MGMT)
+    assert resp.status == 201 and (await resp.json())["data"]["amount"] == 0.5
+    for _ in range(3):
+        resp = await prepaid.post("/v1/chat/completions", data=body("openai/gpt-4.1-mini"), headers=auth)
+        assert resp.status == 200
+    await prepaid.app[RECORDER].flush()
+    balance = await (await prepaid.get("/api/v1/balance", headers=auth)).json()
+    # each: 11 input tokens at $0.40/M + 9 output tokens at $1.60/M = $0.0000188
+    assert balance == {"balance": 0.4999436, "currency": "USD"}
+    assert await prepaid.app[STORE].balance("default") == Decimal("0.5") - 3 * Decimal("0.0000188")
+    txns = (await (await prepaid.get("/api/v1/transactions?limit=10", headers=MGMT)).json())["transactions"]
+    assert [t["type"] for t in txns] == ["usage", "usage", "usage", "credit"]
+    assert txns[0]["amount"] == -0.0000188
+    assert txns[0]["description"] == "openai/gpt-4.1-mini - 11 input tokens, 9 output tokens"
+    assert txns[-1]["description"] == "top-up"
+
+
+async def test_hundred_concurrent_requests_against_a_balance_for_ten(prepaid: Any) -> None:
+    auth = await new_key(prepaid)
+    raw = body("openai/slow", max_tokens=1000)
+    model = prepaid.app[CATALOG].resolve("openai/slow").model
+    hold = hold_for(model, len(raw), 1000)
+    credit = (Decimal(to_units(hold)) * Decimal("1e-10")) * 10
+    assert (await prepaid.post("/api/v1/credits", json={"amount": str(credit)}, headers=MGMT)).status == 201
+    upstream = prepaid.gw.upstream
+    tasks = [asyncio.create_task(prepaid.post("/v1/chat/completions", data=raw, headers=auth)) for _ in range(100)]
+    while sum(1 for s in upstream.seen if s.body.get("model") == "slow") < 10 or sum(t.done() for t in tasks) < 90:
+        await asyncio.sleep(0.01)  # until ten are held upstream and ninety have been answered
+    upstream.release.set()
+    statuses = [(await t).status for t in tasks]
+    assert statuses.count(200) == 10 and statuses.count(402) == 90
+    await prepaid.app[RECORDER].flush()
+    left = await prepaid.app[STORE].balance("default")
+    assert left == credit - 10 * Decimal("0.00002") and left >= 0
+
+
+async def test_key_limit_402_and_reset_at_midnight_utc(gateway: Gateway, db_url: str, aiohttp_client: Any) -> None:
+    client = await aiohttp_client(create_app(make_settings(gateway.upstream.url, db_url)))  # type: ignore[attr-defined]
+    now = [datetime(2026, 11, 22, 23, 59, 58, tzinfo=UTC)]
+    client.app[BILLING].clock = lambda: now[0]
+    raw = body("openai/gpt-4.1-mini", max_tokens=10)
+    hold = hold_for(client.app[CATALOG].resolve("openai/gpt-4.1-mini").model, len(raw), 10)
+    auth = await new_key(client, limit=str(hold + Decimal("0.00001")), limit_reset="daily")
+    assert (await client.post("/v1/chat/completions", data=raw, headers=auth)).status == 200
+    resp = await client.post("/v1/chat/completions", data=raw, headers=auth)
+    doc = await resp.json()
+    assert resp.status == 402 and doc["error"]["message"] == "Credit limit exceeded for this API key."
+    meta = doc["error"]["metadata"]
+    assert meta["used_usd"] == 0.0000188 and meta["limit_reset"] == "daily"
+    now[0] += timedelta(seconds=2)  # midnight UTC: a new day
+    assert (await client.post("/v1/chat/completions", data=raw, headers=auth)).status == 200
+
+
+async def test_weekly_and_monthly_windows(gateway: Gateway, db_url: str, aiohttp_client: Any) -> None:
+    from gateway.billing.holds import window_ids
+
+    assert window_ids(datetime(2026, 11, 22, tzinfo=UTC)) == ("d:2026-11-22", "w:2026-11-16", "m:2026-11")
+    assert window_ids(datetime(2026, 11, 23, tzinfo=UTC)) == ("d:2026-11-23", "w:2026-11-23", "m:2026-11")
+    assert window_ids(datetime(2026, 12, 1, tzinfo=UTC))[2] == "m:2026-12"
+
+
+async def test_bad_credit_requests(prepaid: Any) -> None:
+    for amount in (0, -5, "abc", True, None, "1e400", 10_000_000, "0.00000000001"):
+        resp = await prepaid.post("/api/v1/credits", json={"amount": amount}, headers=MGMT)
+        assert resp.status == 400, amount
+    auth = await new_key(prepaid)
+    assert (await prepaid.post("/api/v1/credits", json={"amount": 1}, headers=auth)).status == 403
+    assert (await prepaid.get("/api/v1/transactions?limit=0", headers=MGMT)).status == 400
