@@ -40,6 +40,20 @@ class Usage:
             self.total_tokens = self.prompt_tokens + (self.completion_tokens or 0)
 
 
+def with_estimate(usage: Usage, prompt_estimate: int, fragments: int) -> Usage:
+    """Usage for a stream that ended without the upstream's figures (the client went away, or the
+    upstream died): the prompt estimated from the request, the completion counted as one token per
+    streamed content or tool-argument fragment (OpenAI-compatible servers stream one token a chunk)."""
+    if usage.prompt_tokens is not None:
+        return usage
+    estimated = Usage()
+    estimated.prompt_tokens = prompt_estimate
+    estimated.completion_tokens = fragments
+    estimated.total_tokens = prompt_estimate + fragments
+    estimated.finish_reason = usage.finish_reason
+    return estimated
+
+
 def usage_from_body(raw: bytes) -> Usage:
     """Usage and the first choice's finish reason from a chat completion or embeddings body."""
     usage = Usage()
@@ -60,15 +74,17 @@ def usage_from_body(raw: bytes) -> Usage:
 class StreamTap:
     """Watches an OpenAI chunk stream for usage, finish reason and the closing [DONE]."""
 
-    __slots__ = ("done", "strip_usage", "usage")
+    __slots__ = ("done", "fragments", "strip_usage", "usage")
 
     def __init__(self, *, strip_usage: bool) -> None:
         self.usage = Usage()
         self.done = False
+        self.fragments = 0  # content and tool-argument deltas relayed: about one token each
         self.strip_usage = strip_usage  # drop the usage-only chunk the client did not ask for
 
     def inspect(self, block: bytes, sep: bytes) -> bytes:
         """Look at a block of complete events; return what to forward (the same object when unchanged)."""
+        self.fragments += block.count(b'"content":"') + block.count(b'"arguments":"')
         has_usage = b'"usage"' in block
         has_finish = b'"finish_reason":"' in block or b'"finish_reason": "' in block
         if b"[DONE]" in block:
