@@ -122,6 +122,8 @@ async def _limiter_ctx(app: web.Application) -> AsyncIterator[None]:
     else:
         accounts = SqliteAccounts(limiter_path(settings))
     app[BILLING] = Billing(accounts, app[STORE], prepaid=settings.prepaid)
+    if not settings.prepaid:
+        await accounts.forget_balances()  # not kept current while prepaid is off: reload if it comes back
     yield
     await accounts.close()
     await limiter.close()

@@ -110,3 +110,17 @@ async def test_bad_credit_requests(prepaid: Any) -> None:
     auth = await new_key(prepaid)
     assert (await prepaid.post("/api/v1/credits", json={"amount": 1}, headers=auth)).status == 403
     assert (await prepaid.get("/api/v1/transactions?limit=0", headers=MGMT)).status == 400
+
+
+async def test_changing_a_limit_counts_what_was_already_spent(gateway: Gateway) -> None:
+    key, data = await gateway.new_key(limit=1, limit_reset="monthly")
+    auth = {"Authorization": f"Bearer {key}"}
+    for _ in range(2):
+        assert (await gateway.client.post("/v1/chat/completions", data=body("openai/gpt-4.1-mini", 10),
+                                          headers=auth)).status == 200
+    await gateway.app[RECORDER].flush()
+    resp = await gateway.client.patch(f"/api/v1/keys/{data['hash']}", json={"limit": "0.00004"},
+                                      headers=gateway.mgmt)
+    assert (await resp.json())["data"]["limit_remaining"] == 0.0000024  # 0.00004 - 2 x 0.0000188
+    resp = await gateway.client.post("/v1/chat/completions", data=body("openai/gpt-4.1-mini", 10), headers=auth)
+    assert resp.status == 402 and (await resp.json())["error"]["metadata"]["used_usd"] == 0.0000376

@@ -77,6 +77,15 @@ class RedisAccounts:
         async with asyncio.timeout(self._timeout):
             await self._credit(keys=self._keys(tenant, "")[:1], args=[amount])
 
+    async def forget_key(self, tenant: str, key: str) -> None:
+        async with asyncio.timeout(self._timeout):
+            await self._redis.delete(self._keys(tenant, key)[2])
+
+    async def forget_balances(self) -> None:
+        async with asyncio.timeout(self._timeout * 10):
+            async for name in self._redis.scan_iter(match=f"{self._prefix}*:t", count=1000):
+                await self._redis.delete(name)
+
     async def close(self) -> None:
         return None
 

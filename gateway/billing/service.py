@@ -83,8 +83,8 @@ class Billing:
     async def settle(self, key: ApiKey, hold: Hold | None, cost: Decimal, request_id: str) -> None:
         """Release the hold and charge the actual cost to the counters that exist."""
         units = to_units(cost) if cost > 0 else 0
-        if hold is None and units == 0:
-            return
+        if hold is None and (units == 0 or not (self.prepaid or key.limit is not None)):
+            return  # no counter tracks this spend (the ledger still records it)
         daily, weekly, monthly = window_ids(self.clock())
         await self.accounts.settle(key.tenant_id, key.hash, request_id, units, (daily, weekly, monthly, "total"))
 

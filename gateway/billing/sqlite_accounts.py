@@ -89,5 +89,17 @@ class SqliteAccounts:
 
         await self._file.run(op)
 
+    async def forget_key(self, tenant: str, key: str) -> None:
+        def op(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM acct_keys WHERE key = ?", (key,))
+
+        await self._file.run(op)
+
+    async def forget_balances(self) -> None:
+        def op(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM acct_tenants")
+
+        await self._file.run(op)
+
     async def close(self) -> None:
         await self._file.close()

@@ -16,7 +16,7 @@ from gateway.codec import json_response, money, read_json
 from gateway.errors import Forbidden, InvalidRequest, NotFound
 from gateway.pipeline.inbound import effective_limits
 from gateway.settings import Settings
-from gateway.state import CTX, KEYCACHE, SETTINGS, STORE
+from gateway.state import BILLING, CTX, KEYCACHE, SETTINGS, STORE
 from gateway.store.base import ApiKey, Generation, KeyPatch, KeyUsage, LimitReset, RateLimits
 from gateway.web.query import bool_param, int_param
 
@@ -118,6 +118,8 @@ async def update_key(request: web.Request) -> web.Response:
     if key is None or key.kind != "live":
         raise NotFound("no such key")
     request.app[KEYCACHE].evict((key.hash,))
+    if "limit" in fields or "limit_reset" in fields:
+        await request.app[BILLING].accounts.forget_key(key.tenant_id, key.hash)
     return json_response({"data": key_object(key, await store.key_usage(key.hash, now), request.app[SETTINGS])})
 
 

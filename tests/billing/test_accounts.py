@@ -106,3 +106,14 @@ async def test_unprepaid_reserve_ignores_the_balance(make_accounts: Factory) -> 
     acct = make_accounts()
     r = await acct.reserve("t", "k", 10**9, None, False, "r")  # no tenant counter needed
     assert r.ok
+
+
+async def test_forgotten_counters_must_be_loaded_again(make_accounts: Factory) -> None:
+    acct = make_accounts()
+    await acct.load("t", 100, "k", {"d:1": 5})
+    await acct.forget_key("t", "k")
+    with pytest.raises(Missing):
+        await acct.reserve("t", "k", 1, KeyLimit(10, "d:1"), False, "r")
+    await acct.forget_balances()
+    with pytest.raises(Missing):
+        await acct.reserve("t", "k", 1, None, True, "r")
