@@ -51,7 +51,8 @@ async def test_key_kinds_are_kept_apart(gateway: Gateway) -> None:
         ({"messages": MSG, "stream": "yes"}, 400, "'stream' must be true or false"),
         ({"messages": MSG, "model": "nope/gpt"}, 400, "unknown provider 'nope'"),
         ({"messages": MSG, "model": "openai/gpt-99"}, 404, "not in the catalog"),
-        ({"messages": MSG, "model": "anthropic/claude-sonnet-4.6"}, 400, "anthropic-protocol provider"),
+        ({"messages": [{"role": "wizard", "content": "hi"}], "model": "anthropic/claude-sonnet-4.6"}, 400,
+         "messages[0].role: expected one of"),
     ],
 )
 async def test_bad_requests(gateway: Gateway, body: bytes | dict[str, object], status: int, fragment: str) -> None:

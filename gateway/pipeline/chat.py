@@ -2,7 +2,7 @@
 
 To an OpenAI-type upstream the body passes through with only ``model`` rewritten and the gateway's
 own routing fields removed; the response (or each stream event) goes back as the upstream's bytes,
-while usage is read from them.
+while usage is read from them. Anthropic and Gemini upstreams are translated (pipeline.translated).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from gateway.pipeline.context import RequestContext
 from gateway.pipeline.inbound import admit, route_request
 from gateway.pipeline.openai_usage import StreamTap, Usage, usage_from_body
 from gateway.pipeline.relay import relay_sse, stream_headers
+from gateway.pipeline.translated import handle_translated
 from gateway.routing.catalog import Route
 from gateway.state import CTX, SESSION
 from gateway.upstream.call import auth_headers, open_call
@@ -38,6 +39,8 @@ async def handle_chat(request: web.Request) -> web.StreamResponse:
         raise InvalidRequest("'stream' must be true or false", param="stream")
     route = await route_request(request, body, streamed=stream)
     ctx = request[CTX]
+    if route.provider.type != "openai":
+        return await handle_translated(request, ctx, body, route, stream)
     app = request.app
     client_wants_usage = _wants_usage(body)
     payload = passthrough_body(body, route, add_stream_usage=stream and route.provider.stream_usage)

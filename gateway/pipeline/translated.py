@@ -1,0 +1,242 @@
+"""Chat completions to a non-OpenAI upstream (Anthropic, Gemini): parse, translate, call, translate back.
+
+The client's OpenAI body is parsed into the canonical ``ChatRequest``, the provider's adapter builds
+the upstream request, and the answer (or each stream event) is decoded into canonical events and
+rendered as OpenAI ``chat.completion`` JSON or ``chat.completion.chunk`` SSE. Errors before the first
+byte reach the client as ordinary HTTP errors (the adapter maps the provider's status and body);
+after it, the stream ends with an error chunk and ``[DONE]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from gateway.billing.pricing import request_cost
+from gateway.codec import JSONObject
+from gateway.core.assemble import StreamAssembler
+from gateway.core.events import ReasoningDelta, StreamEvent, StreamFailure, TextDelta, ToolCallStart
+from gateway.core.response import Usage
+from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
+from gateway.pipeline.context import RequestContext
+from gateway.pipeline.relay import SSE_HEADERS, stream_headers
+from gateway.protocols.openai_chat.parse import parse_chat_request
+from gateway.protocols.openai_chat.render import render_chat_completion_bytes
+from gateway.protocols.openai_chat.stream import OpenAIStreamEncoder
+from gateway.providers import adapter_for
+from gateway.providers.base import BuildParams, CallContext, ProviderAdapter, StreamDecoder, UpstreamRequest
+from gateway.routing.catalog import Route
+from gateway.settings import ProviderSettings
+from gateway.sse import EventCutter, event_data, iter_events
+from gateway.state import SESSION
+from gateway.upstream.call import auth_headers
+
+DROPPED_HEADER = "X-ARouter-Dropped-Params"
+_ERROR_BODY_LIMIT = 64 * 1024
+_INLINE_BODY_LIMIT = 1024 * 1024
+
+
+async def handle_translated(
+    request: web.Request, ctx: RequestContext, body: JSONObject, route: Route, stream: bool
+) -> web.StreamResponse:
+    """Serve one OpenAI chat request from a provider that speaks another protocol."""
+    req = parse_chat_request(body)  # InvalidRequest -> 400 in the OpenAI envelope (middleware)
+    provider = route.provider
+    adapter = adapter_for(provider.type, provider.name)
+    limit = route.model.max_output_tokens if route.model is not None else None
+    built = adapter.build_request(req, BuildParams(upstream_model=route.upstream_model, max_output_tokens=limit))
+    headers = stream_headers(ctx)
+    if built.dropped:
+        headers[DROPPED_HEADER] = ",".join(built.dropped)
+    call_ctx = CallContext(id=ctx.generation_id or "", created=int(time.time()), model=route.model_id)
+    session = request.app[SESSION]
+    if not stream:
+        async with open_translated(session, provider, adapter, built.request) as up:
+            raw = await up.read()
+        resp = adapter.parse_response(raw, call_ctx)
+        settle_usage(ctx, route, resp.usage, resp.finish.reason.value)
+        return web.Response(body=render_chat_completion_bytes(resp), content_type="application/json",
+                            headers=headers)
+    encoder = OpenAIStreamEncoder(
+        id=call_ctx.id, created=call_ctx.created, model=route.model_id, provider=provider.name,
+        include_usage=req.include_usage or _wants_usage(body),
+    )
+    relay = _TranslatedStream(request, ctx, adapter.stream_decoder(call_ctx), encoder, headers)
+    try:
+        async with open_translated(session, provider, adapter, built.request) as up:
+            await relay.run(up)
+    except UpstreamError as err:
+        if relay.resp is None:
+            raise
+        await relay.fail(err)
+    finally:
+        relay.settle(route)
+    assert relay.resp is not None
+    return relay.resp
+
+
+class _TranslatedStream:
+    """Upstream SSE -> decoder -> OpenAI encoder -> client; the response is prepared at the first content."""
+
+    def __init__(
+        self,
+        request: web.Request,
+        ctx: RequestContext,
+        decoder: StreamDecoder,
+        encoder: OpenAIStreamEncoder,
+        headers: dict[str, str],
+    ) -> None:
+        self.request, self.ctx, self.decoder, self.encoder, self.headers = request, ctx, decoder, encoder, headers
+        self.assembler = StreamAssembler()
+        self.resp: web.StreamResponse | None = None
+        self.pending = bytearray()  # encoded, not yet written (held back until the first content)
+        self.content = False  # the upstream produced text, reasoning or a tool call
+        self.closed = False  # the client went away
+
+    async def run(self, upstream: aiohttp.ClientResponse) -> None:
+        cutter = EventCutter()
+        async for chunk in upstream.content.iter_any():
+            block = cutter.feed(chunk)
+            if not block:
+                continue
+            events: list[StreamEvent] = []
+            for event in iter_events(block, cutter.separator):
+                data = event_data(event)
+                if data is not None:
+                    events.extend(self.decoder.feed(event_name(event), data))
+            if events and not await self.emit(events):
+                return
+            if self.encoder.done:
+                return
+        await self.emit(self.decoder.close())
+
+    async def fail(self, err: UpstreamError) -> None:
+        """The upstream connection broke after the stream started: end it with ``err``."""
+        if self.closed or self.encoder.done:
+            return
+        events = [StreamFailure(err) if isinstance(e, StreamFailure) else e for e in self.decoder.close()]
+        if not any(isinstance(e, StreamFailure) for e in events):
+            events.append(StreamFailure(err))
+        await self.emit(events)
+
+    async def emit(self, events: list[StreamEvent]) -> bool:
+        """Fold and encode ``events`` and write them; False once the client is gone.
+
+        Nothing is sent until the first content (text, reasoning or a tool call) or the end of the
+        stream, so an upstream that fails before producing anything gets an ordinary HTTP error.
+        """
+        failure: GatewayError | None = None
+        for ev in events:
+            self.assembler.add(ev)
+            if isinstance(ev, TextDelta | ReasoningDelta | ToolCallStart):
+                self.content = True
+            elif isinstance(ev, StreamFailure):
+                failure = ev.error
+            self.pending += self.encoder.feed(ev)
+        if failure is not None:
+            self.ctx.finish_reason = "error"
+            self.ctx.upstream_error = type(failure).__name__
+            if self.resp is None and not self.content:
+                raise failure
+        if not self.pending or (self.resp is None and not self.content and not self.encoder.done):
+            return True
+        if self.resp is None:
+            self.resp = web.StreamResponse(headers={**SSE_HEADERS, **self.headers})
+            await self.resp.prepare(self.request)
+            self.ctx.status = 200
+        if self.ctx.ttft is None:
+            self.ctx.ttft = self.ctx.elapsed()
+        out, self.pending = bytes(self.pending), bytearray()
+        try:
+            await self.resp.write(out)
+        except ConnectionResetError:
+            self.ctx.cancelled = True
+            self.closed = True
+            return False
+        return True
+
+    def settle(self, route: Route) -> None:
+        finish = self.assembler.response().finish.reason.value if self.assembler.finished else None
+        if self.ctx.finish_reason is not None:
+            finish = self.ctx.finish_reason
+        settle_usage(self.ctx, route, self.assembler.usage, finish)
+
+
+def event_name(event: bytes) -> str | None:
+    """The ``event:`` field of one SSE event, if it has one."""
+    if b"event:" not in event:
+        return None
+    for line in event.splitlines():
+        if line.startswith(b"event:"):
+            return line[6:].strip().decode("utf-8", "replace")
+    return None
+
+
+def settle_usage(ctx: RequestContext, route: Route, usage: Usage, finish_reason: str | None) -> None:
+    """Copy canonical usage into the request context and price it (as chat.settle does for passthrough)."""
+    ctx.prompt_tokens = usage.input_tokens
+    ctx.completion_tokens = usage.output_tokens
+    ctx.total_tokens = usage.total
+    if ctx.finish_reason is None:
+        ctx.finish_reason = finish_reason
+    ctx.cost = request_cost(route.model, usage.input_tokens, usage.output_tokens)
+
+
+def _wants_usage(body: JSONObject) -> bool:
+    """OpenRouter's ``{"usage": {"include": true}}`` asks for the usage chunk too."""
+    usage = body.get("usage")
+    return bool(body.get("stream")) and isinstance(usage, dict) and usage.get("include") is True
+
+
+@asynccontextmanager
+async def open_translated(
+    session: aiohttp.ClientSession,
+    provider: ProviderSettings,
+    adapter: ProviderAdapter,
+    upstream: UpstreamRequest,
+) -> AsyncIterator[aiohttp.ClientResponse]:
+    """Send ``upstream`` with the provider's credential and timeouts; yield the 2xx response.
+
+    Like ``gateway.upstream.call.open_call``, but a non-2xx status is mapped by the adapter, which
+    understands the provider's error bodies (Anthropic 529 overloaded, Gemini RESOURCE_EXHAUSTED, ...).
+    """
+    headers: CIMultiDict[str] = CIMultiDict(upstream.headers)
+    headers.update(auth_headers(provider))  # credential and configured headers win
+    t = provider.timeouts
+    timeout = aiohttp.ClientTimeout(total=t.total, connect=t.connect, sock_read=t.idle)
+    name = provider.name
+    url = provider.base_url.rstrip("/") + upstream.path
+    body = upstream.body
+    try:
+        async with asyncio.timeout(t.first_token):
+            data = body if len(body) < _INLINE_BODY_LIMIT else io.BytesIO(body)
+            resp = await session.request(upstream.method, url, data=data, headers=headers, timeout=timeout)
+    except TimeoutError:
+        raise UpstreamTimeout(f"provider '{name}' did not answer within {t.first_token:g}s", provider=name) from None
+    except aiohttp.ClientConnectorError as exc:
+        raise UpstreamError(f"could not connect to provider '{name}': {exc.os_error}", provider=name) from None
+    except aiohttp.ClientError as exc:
+        raise UpstreamError(f"request to provider '{name}' failed: {type(exc).__name__}", provider=name) from None
+    try:
+        if resp.status >= 300:
+            try:
+                raw = await resp.content.read(_ERROR_BODY_LIMIT)
+            except (aiohttp.ClientError, TimeoutError):
+                raw = b""
+            raise adapter.map_error(resp.status, resp.headers, raw)
+        yield resp
+    except TimeoutError:
+        raise UpstreamTimeout(f"provider '{name}' went silent for {t.idle:g}s", provider=name) from None
+    except aiohttp.ClientPayloadError:
+        raise UpstreamError(f"provider '{name}' sent a broken response body", provider=name) from None
+    except aiohttp.ClientError as exc:
+        raise UpstreamError(f"provider '{name}' connection failed: {type(exc).__name__}", provider=name) from None
+    finally:
+        resp.release()

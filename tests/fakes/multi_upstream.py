@@ -1,0 +1,119 @@
+"""A gateway wired to three fake upstreams: OpenAI (passthrough), Anthropic and Gemini (translated).
+
+Not a fixture module: test modules call ``start_gateway`` from their own fixture.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from gateway.app import create_app
+from gateway.settings import Settings, parse_settings
+from tests.conftest import MGMT_KEY, config_dict
+from tests.fakes.anthropic_upstream import FakeAnthropic
+from tests.fakes.gemini_upstream import FakeGemini
+from tests.fakes.openai_upstream import FakeOpenAI, Seen
+
+ANTHROPIC_KEY = "sk-ant-api03-upstream-secret-0000"
+GEMINI_KEY = "AIzaSy-upstream-secret-0000"
+OPENAI_KEY = "sk-upstream-secret-0000"
+OPENAI_JSON = Path(__file__).resolve().parent.parent / "translate" / "fixtures" / "openai" / "chat_json.json"
+
+# The same scenario on each upstream type: model names the fakes understand.
+MODELS: dict[str, dict[str, str]] = {
+    "openai": {"chat": "openai/gpt-4.1-mini", "tool": "openai/tool-model", "json": "openai/json-model"},
+    "anthropic": {"chat": "anthropic/claude-sonnet-4.6", "tool": "anthropic/tool-model",
+                  "json": "anthropic/json-model"},
+    "gemini": {"chat": "google/gemini-2.5-flash", "tool": "google/tool-model", "json": "google/json-model"},
+}
+
+
+class FakeOpenAIWithJSON(FakeOpenAI):
+    """FakeOpenAI plus ``json-model``, which answers (non-streamed) with a JSON object."""
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        body = orjson.loads(await request.read())
+        if body.get("model") == "json-model" and not body.get("stream"):
+            self.seen.append(Seen(request.path, dict(request.headers), body))
+            return web.Response(body=OPENAI_JSON.read_bytes(), content_type="application/json")
+        return await super().chat(request)
+
+
+def multi_settings(openai_url: str, anthropic_url: str, gemini_url: str, database_url: str) -> Settings:
+    raw = config_dict(
+        openai_url,
+        anthropic={"type": "anthropic", "base_url": anthropic_url, "api_key": "${FAKE_ANTHROPIC_KEY}",
+                   "allow_unlisted_models": True},
+        google={"type": "gemini", "base_url": gemini_url, "api_key": "${FAKE_GEMINI_KEY}",
+                "allow_unlisted_models": True},
+    )
+    raw["models"].update({
+        "openai/json-model": {"prompt": "1", "completion": "1"},
+        "anthropic/claude-sonnet-4.6": {"prompt": "3", "completion": "15", "upstream_id": "claude-sonnet-4-6",
+                                        "max_output_tokens": 64000},
+        "google/gemini-2.5-flash": {"prompt": "0.30", "completion": "2.50"},
+    })
+    env = {"FAKE_OPENAI_KEY": OPENAI_KEY, "FAKE_ANTHROPIC_KEY": ANTHROPIC_KEY, "FAKE_GEMINI_KEY": GEMINI_KEY,
+           "AROUTER_DATABASE_URL": database_url, "AROUTER_MANAGEMENT_KEY": MGMT_KEY}
+    return parse_settings(raw, env, "test.toml")
+
+
+class ProductionLikeServer(TestServer):
+    """The gateway as gunicorn's aiohttp worker serves it: handlers are not cancelled when a client leaves
+    (aiohttp's TestServer cancels them), so a disconnect shows up as a failed write."""
+
+    async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
+        kwargs["handler_cancellation"] = False
+        return web.AppRunner(self.app, **kwargs)
+
+
+@dataclass
+class MultiGateway:
+    client: TestClient[Any, Any]
+    app: web.Application
+    openai: FakeOpenAIWithJSON
+    anthropic: FakeAnthropic
+    gemini: FakeGemini
+
+    async def new_key(self) -> str:
+        resp = await self.client.post("/api/v1/keys", json={"name": "test"},
+                                      headers={"Authorization": f"Bearer {MGMT_KEY}"})
+        assert resp.status == 201, await resp.text()
+        key: str = (await resp.json())["key"]
+        return key
+
+    def url(self, path: str = "") -> str:
+        return str(self.client.make_url(path))
+
+    def last_seen(self, upstream: str) -> tuple[dict[str, str], dict[str, Any]]:
+        """(headers, body) of the last request the named upstream type received."""
+        if upstream == "anthropic":
+            return self.anthropic.seen[-1].headers, self.anthropic.seen[-1].body
+        if upstream == "gemini":
+            return self.gemini.seen[-1].headers, self.gemini.seen[-1].body
+        return self.openai.seen[-1].headers, self.openai.seen[-1].body
+
+
+async def start_gateway(
+    aiohttp_server: Callable[..., Any], aiohttp_client: Callable[..., Any], database_url: str
+) -> MultiGateway:
+    openai = FakeOpenAIWithJSON()
+    anthropic = FakeAnthropic()
+    gemini = FakeGemini()
+    openai_server = await aiohttp_server(openai.app())
+    anthropic_server = await aiohttp_server(anthropic.app())
+    gemini_server = await aiohttp_server(gemini.app())
+    openai.url = str(openai_server.make_url("/v1"))  # type: ignore[attr-defined]
+    anthropic.url = str(anthropic_server.make_url("")).rstrip("/")
+    gemini.url = str(gemini_server.make_url("")).rstrip("/")
+    settings = multi_settings(openai.url, anthropic.url, gemini.url, database_url)  # type: ignore[attr-defined]
+    app = create_app(settings)
+    client = await aiohttp_client(ProductionLikeServer(app))
+    return MultiGateway(client, app, openai, anthropic, gemini)
