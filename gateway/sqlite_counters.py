@@ -9,6 +9,7 @@ worker so a lock wait never blocks the event loop.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -30,10 +31,14 @@ class CounterFile:
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
-            db = sqlite3.connect(self._path, timeout=10, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=OFF")
-            db.executescript(self._schema)
+            # Switching a new file to WAL can fail with "locked" without waiting when several processes
+            # open it at once; one at a time under a lock file, the set-up is safe.
+            with open(self._path + ".lock", "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                db = sqlite3.connect(self._path, timeout=10, isolation_level=None, check_same_thread=False)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=OFF")
+                db.executescript(self._schema)
             self._db = db
         return self._db
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 
 from gateway.state import RECORDER, STORE
@@ -19,7 +21,10 @@ async def test_json_response_is_the_upstream_bytes(gateway: Gateway) -> None:
     key, _ = await gateway.new_key()
     resp = await chat(gateway, key, {"model": "openai/gpt-4.1-mini", "messages": [{"role": "user", "content": "hi"}]})
     assert resp.status == 200
-    assert await resp.read() == fixture("chat.json")
+    raw = await resp.read()
+    # the upstream's bytes, with only the cost added as the first member of "usage"
+    assert raw == fixture("chat.json").replace(b'"usage": {', b'"usage": {"cost":0.0000188,')
+    assert orjson.loads(raw)["usage"]["cost"] == 0.0000188 and resp.headers["X-ARouter-Cost"] == "0.0000188"
     assert resp.headers["X-Generation-Id"].startswith("gen-")
     assert resp.headers["X-Request-Id"]
     assert "openai-organization" not in resp.headers
@@ -63,7 +68,11 @@ async def test_stream_is_relayed_byte_for_byte_with_usage_when_asked(gateway: Ga
     assert resp.status == 200
     assert resp.headers["Content-Type"].startswith("text/event-stream")
     assert resp.headers["X-Request-Id"] and resp.headers["X-Generation-Id"].startswith("gen-")
-    assert await resp.read() == fixture("chat_stream.sse")
+    raw = await resp.read()
+    priced = b'"usage":{"cost":0.0000188,"prompt_tokens"'
+    assert raw == fixture("chat_stream.sse").replace(b'"usage":{"prompt_tokens"', priced)
+    usage_chunk = orjson.loads(next(e for e in raw.split(b"\n\n") if b'"choices":[]' in e)[6:])
+    assert usage_chunk["usage"]["cost"] == 0.0000188 and usage_chunk["usage"]["total_tokens"] == 20
 
 
 async def test_stream_usage_is_read_but_not_shown_when_not_asked(gateway: Gateway) -> None:
@@ -111,3 +120,28 @@ async def test_stream_from_provider_without_stream_usage(gateway: Gateway) -> No
     assert "stream_options" not in gateway.upstream.seen[-1].body
     assert gateway.upstream.seen[-1].body["model"] == "llama3"
     assert "Authorization" not in gateway.upstream.seen[-1].headers  # no key configured: none sent
+
+
+async def test_a_cancelled_stream_is_billed_for_what_was_generated(gateway: Gateway) -> None:
+    from decimal import Decimal
+
+    key, _ = await gateway.new_key()
+    body = orjson.dumps({"model": "openai/stalls-midstream", "messages": [{"role": "user", "content": "hi"}],
+                         "stream": True})
+    resp = await gateway.client.post("/v1/chat/completions", data=body, headers={"Authorization": f"Bearer {key}"})
+    gen_id = resp.headers["X-Generation-Id"]
+    first = await resp.content.readuntil(b"\n\n")
+    assert first.startswith(b"data: {")
+    resp.close()  # the client goes away mid-stream
+    gateway.upstream.release.set()
+    gen = None
+    for _ in range(200):
+        await gateway.app[RECORDER].flush()
+        gen = await gateway.app[STORE].get_generation("default", gen_id)
+        if gen is not None:
+            break
+        await asyncio.sleep(0.01)  # until the gateway has noticed and recorded the request
+    assert gen is not None and gen.cancelled
+    assert gen.prompt_tokens == len(body) // 4 + 1  # no upstream usage: estimated from the request
+    assert gen.completion_tokens == 1  # one streamed fragment
+    assert gen.cost == Decimal(gen.prompt_tokens + 1) / 1_000_000 and gen.cost > 0

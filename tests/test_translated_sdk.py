@@ -76,6 +76,8 @@ async def test_chat(upstream: str, gw: MultiGateway, sdk: AsyncOpenAI) -> None:
     assert resp.choices[0].finish_reason == "stop"
     assert resp.usage is not None
     assert (resp.usage.prompt_tokens, resp.usage.completion_tokens, resp.usage.total_tokens) == USAGE[upstream]
+    assert resp.usage.model_extra is not None and Decimal(str(resp.usage.model_extra["cost"])) == COST[upstream]
+    assert Decimal(raw.headers["X-ARouter-Cost"]) == COST[upstream]
     gen_id = raw.headers["X-Generation-Id"]
     assert raw.headers["X-ARouter-Model"] == model and "X-ARouter-Dropped-Params" not in raw.headers
     if upstream != "openai":
@@ -139,6 +141,7 @@ async def test_stream_with_include_usage(upstream: str, gw: MultiGateway, sdk: A
     assert all(c["choices"] and c.get("usage") is None for c in content)
     usage = last["usage"]
     assert (usage["prompt_tokens"], usage["completion_tokens"], usage["total_tokens"]) == STREAM_USAGE[upstream]
+    assert usage["cost"] > 0
 
     # the same through the SDK
     stream = await sdk.chat.completions.create(
@@ -153,7 +156,7 @@ async def test_stream_with_include_usage(upstream: str, gw: MultiGateway, sdk: A
     gen = await gw.app[STORE].get_generation("default", resp.headers["X-Generation-Id"])
     assert gen is not None and gen.streamed and gen.finish_reason == "stop" and gen.ttft_ms is not None
     assert (gen.prompt_tokens, gen.completion_tokens, gen.total_tokens) == STREAM_USAGE[upstream]
-    assert gen.cost > 0
+    assert gen.cost > 0 and Decimal(str(usage["cost"])) == gen.cost
 
 
 EXPECTED_CALLS = {

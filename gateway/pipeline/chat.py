@@ -16,9 +16,9 @@ from gateway.billing.pricing import request_cost
 from gateway.codec import JSONObject
 from gateway.errors import InvalidRequest
 from gateway.pipeline.context import RequestContext
-from gateway.pipeline.inbound import admit, route_request
-from gateway.pipeline.openai_usage import StreamTap, Usage, usage_from_body
-from gateway.pipeline.relay import relay_sse, stream_headers
+from gateway.pipeline.inbound import admit, estimate_tokens_of, route_request
+from gateway.pipeline.openai_usage import StreamTap, Usage, usage_from_body, with_cost, with_estimate
+from gateway.pipeline.relay import COST_HEADER, relay_sse, stream_headers
 from gateway.pipeline.translated import handle_translated
 from gateway.routing.catalog import Route
 from gateway.state import CTX, SESSION
@@ -50,13 +50,20 @@ async def handle_chat(request: web.Request) -> web.StreamResponse:
         async with open_call(session, route.provider, "/chat/completions", payload, headers) as up:
             raw = await up.read()
         settle(ctx, route, usage_from_body(raw))
-        return web.Response(body=raw, content_type="application/json", headers=stream_headers(ctx))
-    tap = StreamTap(strip_usage=not client_wants_usage)
+        return web.Response(body=with_cost(raw, ctx.cost), content_type="application/json",
+                            headers={**stream_headers(ctx), COST_HEADER: format(ctx.cost.normalize(), "f")})
+    tap = StreamTap(
+        strip_usage=not client_wants_usage,
+        price=lambda usage: request_cost(route.model, usage.prompt_tokens, usage.completion_tokens),
+    )
     call = open_call(session, route.provider, "/chat/completions", payload, headers)
     try:
         return await relay_sse(request, ctx, call, tap)
     finally:
-        settle(ctx, route, tap.usage)
+        usage = tap.usage
+        if ctx.cancelled or not tap.done:  # cut short: bill what was generated
+            usage = with_estimate(usage, estimate_tokens_of(ctx.body_bytes), tap.fragments)
+        settle(ctx, route, usage)
 
 
 def passthrough_body(body: JSONObject, route: Route, *, add_stream_usage: bool) -> bytes:

@@ -43,7 +43,11 @@ async def admit(request: web.Request, endpoint: str) -> JSONObject:
 
 def estimate_tokens(raw: bytes) -> int:
     """A prompt's tokens estimated from its JSON size (about four bytes a token); corrected by usage later."""
-    return len(raw) // 4 + 1
+    return estimate_tokens_of(len(raw))
+
+
+def estimate_tokens_of(size: int) -> int:
+    return size // 4 + 1
 
 
 def effective_limits(defaults: LimitSettings, own: RateLimits) -> Limits:

@@ -6,6 +6,8 @@ The stream tap looks only at events that can carry something (a non-null ``usage
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -54,6 +56,21 @@ def with_estimate(usage: Usage, prompt_estimate: int, fragments: int) -> Usage:
     return estimated
 
 
+def with_cost(raw: bytes, cost: Decimal) -> bytes:
+    """Add ``"cost": <USD>`` as the first member of the body's top-level ``usage`` object, leaving
+    every other byte as the upstream sent it; unchanged when there is no usage object."""
+    at = raw.rfind(b'"usage":')
+    if at < 0:
+        return raw
+    brace = raw.find(b"{", at + 8)
+    if brace < 0 or raw[at + 8 : brace].strip():
+        return raw
+    rest = raw[brace + 1 :]
+    number = format(cost.normalize(), "f").encode()
+    sep = b"" if rest.lstrip().startswith(b"}") else b","
+    return raw[: brace + 1] + b'"cost":' + number + sep + rest
+
+
 def usage_from_body(raw: bytes) -> Usage:
     """Usage and the first choice's finish reason from a chat completion or embeddings body."""
     usage = Usage()
@@ -74,9 +91,10 @@ def usage_from_body(raw: bytes) -> Usage:
 class StreamTap:
     """Watches an OpenAI chunk stream for usage, finish reason and the closing [DONE]."""
 
-    __slots__ = ("done", "fragments", "strip_usage", "usage")
+    __slots__ = ("done", "fragments", "price", "strip_usage", "usage")
 
-    def __init__(self, *, strip_usage: bool) -> None:
+    def __init__(self, *, strip_usage: bool, price: Callable[[Usage], Decimal] | None = None) -> None:
+        self.price = price  # adds "cost" to the usage chunk the client sees
         self.usage = Usage()
         self.done = False
         self.fragments = 0  # content and tool-argument deltas relayed: about one token each
@@ -92,30 +110,35 @@ class StreamTap:
         if not has_usage and not has_finish:
             return block
         kept: list[bytes] = []
-        dropped = False
+        changed = False
         for event in iter_events(block, sep):
             interesting = b'"finish_reason":' in event or (
                 b'"usage"' in event and not any(n in event for n in _NULLS)
             )
-            if interesting and self._read(event):
-                dropped = True
+            action = self._read(event) if interesting else None
+            if action == "drop":
+                changed = True
+            elif action == "price" and self.price is not None:
+                kept.append(with_cost(event, self.price(self.usage)))
+                changed = True
             else:
                 kept.append(event)
-        if not dropped:
+        if not changed:
             return block
         return b"".join(e + sep for e in kept)
 
-    def _read(self, event: bytes) -> bool:
-        """Take what the event says; True if it is a usage-only chunk to drop."""
+    def _read(self, event: bytes) -> str | None:
+        """Take what the event says; "drop" for a usage chunk the client did not ask for, "price" for
+        one it did."""
         data = event_data(event)
         if data is None or data == b"[DONE]":
-            return False
+            return None
         try:
             doc = orjson.loads(data)
         except orjson.JSONDecodeError:
-            return False
+            return None
         if not isinstance(doc, dict):
-            return False
+            return None
         choices = doc.get("choices")
         if isinstance(choices, list):
             for choice in choices:
@@ -124,5 +147,7 @@ class StreamTap:
         usage = doc.get("usage")
         if isinstance(usage, dict):
             self.usage.take(usage)
-            return self.strip_usage and not choices
-        return False
+            if self.strip_usage and not choices:
+                return "drop"
+            return "price"
+        return None

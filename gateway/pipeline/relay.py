@@ -20,6 +20,7 @@ from gateway.pipeline.context import RequestContext
 from gateway.pipeline.openai_usage import StreamTap
 from gateway.sse import EventCutter
 
+COST_HEADER = "X-ARouter-Cost"  # USD, on JSON responses (a stream's cost is in its usage chunk)
 SSE_HEADERS = {
     "Content-Type": "text/event-stream",
     "Cache-Control": "no-cache",

@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import io
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from decimal import Decimal
 
 import aiohttp
 from aiohttp import web
@@ -26,7 +27,7 @@ from gateway.core.events import ReasoningDelta, StreamEvent, StreamFailure, Text
 from gateway.core.response import Usage
 from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
 from gateway.pipeline.context import RequestContext
-from gateway.pipeline.relay import SSE_HEADERS, stream_headers
+from gateway.pipeline.relay import COST_HEADER, SSE_HEADERS, stream_headers
 from gateway.protocols.openai_chat.parse import parse_chat_request
 from gateway.protocols.openai_chat.render import render_chat_completion_bytes
 from gateway.protocols.openai_chat.stream import OpenAIStreamEncoder
@@ -62,11 +63,12 @@ async def handle_translated(
             raw = await up.read()
         resp = adapter.parse_response(raw, call_ctx)
         settle_usage(ctx, route, resp.usage, resp.finish.reason.value)
-        return web.Response(body=render_chat_completion_bytes(resp), content_type="application/json",
+        headers[COST_HEADER] = format(ctx.cost.normalize(), "f")
+        return web.Response(body=render_chat_completion_bytes(resp, pricer(route)), content_type="application/json",
                             headers=headers)
     encoder = OpenAIStreamEncoder(
         id=call_ctx.id, created=call_ctx.created, model=route.model_id, provider=provider.name,
-        include_usage=req.include_usage or _wants_usage(body),
+        include_usage=req.include_usage or _wants_usage(body), price=pricer(route),
     )
     relay = _TranslatedStream(request, ctx, adapter.stream_decoder(call_ctx), encoder, headers)
     try:
@@ -177,6 +179,11 @@ def event_name(event: bytes) -> str | None:
         if line.startswith(b"event:"):
             return line[6:].strip().decode("utf-8", "replace")
     return None
+
+
+def pricer(route: Route) -> Callable[[Usage], Decimal]:
+    """What a canonical usage costs at the route's prices."""
+    return lambda usage: request_cost(route.model, usage.input_tokens, usage.output_tokens)
 
 
 def settle_usage(ctx: RequestContext, route: Route, usage: Usage, finish_reason: str | None) -> None:

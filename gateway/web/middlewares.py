@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -57,6 +58,11 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
                 await _settle_billing(request, ctx)
             if ctx.limits is not None and ctx.key is not None:
                 await _settle_limits(request, ctx)
+    except asyncio.CancelledError:  # the client went away and the server cancelled the handler
+        ctx.cancelled = True
+        ctx.status = ctx.status or 499
+        finish(request, ctx)
+        raise
     except GatewayError as err:
         if isinstance(err, UpstreamError):
             ctx.upstream_error = type(err).__name__

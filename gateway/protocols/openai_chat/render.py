@@ -8,6 +8,8 @@ neither is known, ``usage`` is left out entirely.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -15,9 +17,16 @@ import orjson
 from gateway.core.request import GEMINI_REASONING, Message, ReasoningPart, TextPart, ToolCallPart
 from gateway.core.response import ChatResponse, Usage
 
+Pricer = Callable[[Usage], Decimal]  # what a usage costs, in USD
 
-def render_usage(usage: Usage) -> dict[str, Any] | None:
-    """OpenAI ``usage`` object, or None when the provider reported nothing."""
+
+def json_money(value: Decimal) -> orjson.Fragment:
+    """A Decimal as an exact JSON number."""
+    return orjson.Fragment(format(value.normalize(), "f").encode())
+
+
+def render_usage(usage: Usage, price: Pricer | None = None) -> dict[str, Any] | None:
+    """OpenAI ``usage`` object, or None when the provider reported nothing; ``cost`` when priced."""
     if usage.input_tokens is None and usage.output_tokens is None:
         return None
     prompt = usage.input_tokens or 0
@@ -37,6 +46,8 @@ def render_usage(usage: Usage) -> dict[str, Any] | None:
         out["prompt_tokens_details"] = prompt_details
     if usage.reasoning_tokens is not None:
         out["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
+    if price is not None:
+        out["cost"] = json_money(price(usage))
     return out
 
 
@@ -86,8 +97,8 @@ def render_message(message: Message) -> dict[str, Any]:
     return out
 
 
-def render_chat_completion(resp: ChatResponse) -> dict[str, Any]:
-    """The full ``chat.completion`` object."""
+def render_chat_completion(resp: ChatResponse, price: Pricer | None = None) -> dict[str, Any]:
+    """The full ``chat.completion`` object; ``price`` adds ``usage.cost`` (USD) when given."""
     out: dict[str, Any] = {
         "id": resp.id,
         "object": "chat.completion",
@@ -104,12 +115,12 @@ def render_chat_completion(resp: ChatResponse) -> dict[str, Any]:
             }
         ],
     }
-    usage = render_usage(resp.usage)
+    usage = render_usage(resp.usage, price)
     if usage is not None:
         out["usage"] = usage
     return out
 
 
-def render_chat_completion_bytes(resp: ChatResponse) -> bytes:
+def render_chat_completion_bytes(resp: ChatResponse, price: Pricer | None = None) -> bytes:
     """``render_chat_completion`` serialized with orjson."""
-    return orjson.dumps(render_chat_completion(resp))
+    return orjson.dumps(render_chat_completion(resp, price))

@@ -27,7 +27,12 @@ from gateway.core.events import (
 )
 from gateway.core.request import ReasoningPart
 from gateway.core.response import Usage
-from gateway.protocols.openai_chat.render import render_reasoning_detail, render_tool_signature, render_usage
+from gateway.protocols.openai_chat.render import (
+    Pricer,
+    render_reasoning_detail,
+    render_tool_signature,
+    render_usage,
+)
 
 DONE = b"data: [DONE]\n\n"
 
@@ -35,9 +40,12 @@ DONE = b"data: [DONE]\n\n"
 class OpenAIStreamEncoder:
     """``feed(event)`` returns the bytes to write (possibly b""); nothing is written after [DONE]."""
 
-    __slots__ = ("_base", "_details", "_done", "_include_usage", "_role_sent", "_usage")
+    __slots__ = ("_base", "_details", "_done", "_include_usage", "_price", "_role_sent", "_usage")
 
-    def __init__(self, *, id: str, created: int, model: str, provider: str, include_usage: bool) -> None:
+    def __init__(
+        self, *, id: str, created: int, model: str, provider: str, include_usage: bool, price: Pricer | None = None
+    ) -> None:
+        self._price = price  # adds usage.cost to the usage chunk
         self._base: dict[str, Any] = {
             "id": id, "object": "chat.completion.chunk", "created": created, "model": model, "provider": provider,
         }
@@ -107,7 +115,7 @@ class OpenAIStreamEncoder:
     def _finish(self) -> bytes:
         self._done = True
         out = b""
-        usage = render_usage(self._usage) if self._include_usage else None
+        usage = render_usage(self._usage, self._price) if self._include_usage else None
         if usage is not None:
             out = b"data: " + orjson.dumps({**self._base, "choices": [], "usage": usage}) + b"\n\n"
         return out + DONE
