@@ -9,11 +9,9 @@ after it, the stream ends with an error chunk and ``[DONE]``.
 
 from __future__ import annotations
 
-import asyncio
-import io
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from decimal import Decimal
 
 import aiohttp
@@ -25,7 +23,7 @@ from gateway.codec import JSONObject
 from gateway.core.assemble import StreamAssembler
 from gateway.core.events import ReasoningDelta, StreamEvent, StreamFailure, TextDelta, ToolCallStart
 from gateway.core.response import Usage
-from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
+from gateway.errors import GatewayError, UpstreamError
 from gateway.pipeline.context import RequestContext
 from gateway.pipeline.relay import COST_HEADER, SSE_HEADERS, stream_headers
 from gateway.protocols.openai_chat.parse import parse_chat_request
@@ -37,11 +35,9 @@ from gateway.routing.catalog import Route
 from gateway.settings import ProviderSettings
 from gateway.sse import EventCutter, event_data, iter_events
 from gateway.state import SESSION
-from gateway.upstream.call import auth_headers
+from gateway.upstream.call import auth_headers, open_upstream
 
 DROPPED_HEADER = "X-ARouter-Dropped-Params"
-_ERROR_BODY_LIMIT = 64 * 1024
-_INLINE_BODY_LIMIT = 1024 * 1024
 
 
 async def handle_translated(
@@ -202,48 +198,15 @@ def _wants_usage(body: JSONObject) -> bool:
     return bool(body.get("stream")) and isinstance(usage, dict) and usage.get("include") is True
 
 
-@asynccontextmanager
-async def open_translated(
+def open_translated(
     session: aiohttp.ClientSession,
     provider: ProviderSettings,
     adapter: ProviderAdapter,
     upstream: UpstreamRequest,
-) -> AsyncIterator[aiohttp.ClientResponse]:
-    """Send ``upstream`` with the provider's credential and timeouts; yield the 2xx response.
-
-    Like ``gateway.upstream.call.open_call``, but a non-2xx status is mapped by the adapter, which
-    understands the provider's error bodies (Anthropic 529 overloaded, Gemini RESOURCE_EXHAUSTED, ...).
-    """
+) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+    """Send ``upstream`` with the provider's credential; a non-2xx status is mapped by the adapter,
+    which understands the provider's error bodies (Anthropic 529 overloaded, Gemini RESOURCE_EXHAUSTED)."""
     headers: CIMultiDict[str] = CIMultiDict(upstream.headers)
     headers.update(auth_headers(provider))  # credential and configured headers win
-    t = provider.timeouts
-    timeout = aiohttp.ClientTimeout(total=t.total, connect=t.connect, sock_read=t.idle)
-    name = provider.name
     url = provider.base_url.rstrip("/") + upstream.path
-    body = upstream.body
-    try:
-        async with asyncio.timeout(t.first_token):
-            data = body if len(body) < _INLINE_BODY_LIMIT else io.BytesIO(body)
-            resp = await session.request(upstream.method, url, data=data, headers=headers, timeout=timeout)
-    except TimeoutError:
-        raise UpstreamTimeout(f"provider '{name}' did not answer within {t.first_token:g}s", provider=name) from None
-    except aiohttp.ClientConnectorError as exc:
-        raise UpstreamError(f"could not connect to provider '{name}': {exc.os_error}", provider=name) from None
-    except aiohttp.ClientError as exc:
-        raise UpstreamError(f"request to provider '{name}' failed: {type(exc).__name__}", provider=name) from None
-    try:
-        if resp.status >= 300:
-            try:
-                raw = await resp.content.read(_ERROR_BODY_LIMIT)
-            except (aiohttp.ClientError, TimeoutError):
-                raw = b""
-            raise adapter.map_error(resp.status, resp.headers, raw)
-        yield resp
-    except TimeoutError:
-        raise UpstreamTimeout(f"provider '{name}' went silent for {t.idle:g}s", provider=name) from None
-    except aiohttp.ClientPayloadError:
-        raise UpstreamError(f"provider '{name}' sent a broken response body", provider=name) from None
-    except aiohttp.ClientError as exc:
-        raise UpstreamError(f"provider '{name}' connection failed: {type(exc).__name__}", provider=name) from None
-    finally:
-        resp.release()
+    return open_upstream(session, provider, upstream.method, url, upstream.body, headers, adapter.map_error)

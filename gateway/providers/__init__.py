@@ -15,4 +15,8 @@ def adapter_for(provider_type: str, provider: str) -> ProviderAdapter:
         from gateway.providers.gemini.adapter import GeminiAdapter
 
         return GeminiAdapter(provider)
+    if provider_type == "openai":
+        from gateway.providers.openai.adapter import OpenAIAdapter
+
+        return OpenAIAdapter(provider)
     raise ValueError(f"no translating adapter for provider type {provider_type!r}")

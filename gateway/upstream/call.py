@@ -7,9 +7,10 @@ outcome (status, connect failure, timeout) comes out as an ``UpstreamError`` sub
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import aiohttp
 import orjson
@@ -36,22 +37,34 @@ def auth_headers(provider: ProviderSettings) -> dict[str, str]:
     return headers
 
 
+StatusMapper = Callable[[int, Mapping[str, str], bytes], UpstreamError]
+
+
 @asynccontextmanager
-async def open_call(
+async def open_upstream(
     session: aiohttp.ClientSession,
     provider: ProviderSettings,
-    path: str,
-    body: bytes,
+    method: str,
+    url: str,
+    body: bytes | None,
     headers: Mapping[str, str],
+    map_status: StatusMapper | None,
 ) -> AsyncIterator[aiohttp.ClientResponse]:
-    """POST ``body`` to ``provider.base_url + path``; yield the 2xx response, raise UpstreamError otherwise."""
+    """Send one request with the provider's timeouts; yield the response once its headers arrived.
+
+    With ``map_status``, a status of 300 or more is read (up to 64 kB) and raised as the error it
+    maps to; without it every status is yielded (the provider proxy passes them on). Connect
+    failures, timeouts and broken bodies come out as ``UpstreamError`` subclasses.
+    """
     t = provider.timeouts
     timeout = aiohttp.ClientTimeout(total=t.total, connect=t.connect, sock_read=t.idle)
     name = provider.name
+    data: bytes | io.BytesIO | None = body
+    if body is not None and len(body) >= _INLINE_BODY_LIMIT:
+        data = io.BytesIO(body)  # aiohttp warns about large bytes bodies
     try:
         async with asyncio.timeout(t.first_token):
-            data = body if len(body) < _INLINE_BODY_LIMIT else io.BytesIO(body)  # aiohttp warns on big bytes
-            resp = await session.post(provider.base_url + path, data=data, headers=headers, timeout=timeout)
+            resp = await session.request(method, url, data=data, headers=headers, timeout=timeout)
     except TimeoutError:
         raise UpstreamTimeout(f"provider '{name}' did not answer within {t.first_token:g}s", provider=name) from None
     except aiohttp.ClientConnectorError as exc:
@@ -59,8 +72,12 @@ async def open_call(
     except aiohttp.ClientError as exc:
         raise UpstreamError(f"request to provider '{name}' failed: {type(exc).__name__}", provider=name) from None
     try:
-        if resp.status >= 300:
-            raise await _status_error(provider, resp)
+        if map_status is not None and resp.status >= 300:
+            try:
+                raw = await resp.content.read(_ERROR_BODY_LIMIT)
+            except (aiohttp.ClientError, TimeoutError):
+                raw = b""
+            raise map_status(resp.status, resp.headers, raw)
         yield resp
     except TimeoutError:
         raise UpstreamTimeout(f"provider '{name}' went silent for {t.idle:g}s", provider=name) from None
@@ -72,15 +89,25 @@ async def open_call(
         resp.release()
 
 
-async def _status_error(provider: ProviderSettings, resp: aiohttp.ClientResponse) -> UpstreamError:
-    name, status = provider.name, resp.status
-    try:
-        raw = await resp.content.read(_ERROR_BODY_LIMIT)
-    except (aiohttp.ClientError, TimeoutError):
-        raw = b""
+def open_call(
+    session: aiohttp.ClientSession,
+    provider: ProviderSettings,
+    path: str,
+    body: bytes,
+    headers: Mapping[str, str],
+) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+    """POST ``body`` to an OpenAI-type ``provider.base_url + path``; yield the 2xx response."""
+    return open_upstream(
+        session, provider, "POST", provider.base_url + path, body, headers, functools.partial(status_error, provider)
+    )
+
+
+def status_error(provider: ProviderSettings, status: int, headers: Mapping[str, str], raw: bytes) -> UpstreamError:
+    """The error an OpenAI-compatible upstream's non-2xx answer stands for."""
+    name = provider.name
     detail = upstream_message(raw)
     if status == 429:
-        retry_after = retry_after_seconds(resp.headers)
+        retry_after = retry_after_seconds(headers)
         return UpstreamRateLimited(
             f"provider '{name}' is rate limiting requests" + (f": {detail}" if detail else ""),
             provider=name,

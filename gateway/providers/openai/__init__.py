@@ -1,0 +1,1 @@
+"""OpenAI Chat Completions upstreams (``POST {base_url}/chat/completions``), and OpenAI-compatible servers."""
