@@ -24,10 +24,24 @@ from gateway.ratelimit.limiter import Limiter
 from gateway.ratelimit.redis_limiter import RedisLimiter
 from gateway.ratelimit.sqlite_limiter import SqliteLimiter
 from gateway.routing.catalog import Catalog
+from gateway.server import GRACEFUL_SECONDS, KEEPALIVE_SECONDS
 from gateway.settings import Settings, load_settings
-from gateway.state import BILLING, CATALOG, KEYCACHE, LIMITER, METRICS, RECORDER, REDIS, SESSION, SETTINGS, STORE
+from gateway.state import (
+    BILLING,
+    CATALOG,
+    KEYCACHE,
+    LIMITER,
+    METRICS,
+    RECORDER,
+    REDIS,
+    SESSION,
+    SETTINGS,
+    STORE,
+    TOKENIZER,
+)
 from gateway.store import open_store
 from gateway.store.base import ApiKey, Store
+from gateway.tokenizer import Tokenizer
 from gateway.upstream.session import new_session
 from gateway.web.middlewares import gateway_middleware
 from gateway.web.routes import add_routes
@@ -43,6 +57,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
     app[SETTINGS] = settings
     app[CATALOG] = Catalog(settings)
     app[METRICS] = Metrics()
+    app[TOKENIZER] = Tokenizer()
     app.cleanup_ctx.append(_store_ctx(store))
     app.cleanup_ctx.append(_session_ctx)
     if settings.redis_url:
@@ -52,10 +67,19 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
     return app
 
 
-async def app_factory() -> web.Application:
-    """Entry point for gunicorn's aiohttp worker: settings from the environment, JSON logs on stdout."""
+async def app_factory() -> web.AppRunner:
+    """Entry point for gunicorn's aiohttp worker: settings from the environment, JSON logs on stdout.
+
+    It returns the runner so that handler cancellation is on: a client that disconnects cancels its
+    handler at once, which closes the upstream request (within milliseconds, not at the next write)
+    and settles what was used so far.
+    """
     configure_logging(os.environ.get("AROUTER_LOG_LEVEL", "INFO"))
-    return create_app(load_settings(None, os.environ))
+    app = create_app(load_settings(None, os.environ))
+    return web.AppRunner(
+        app, handler_cancellation=True, access_log=None, keepalive_timeout=KEEPALIVE_SECONDS,
+        shutdown_timeout=GRACEFUL_SECONDS * 0.95,
+    )
 
 
 def _store_ctx(given: Store | None) -> Callable[[web.Application], AsyncIterator[None]]:

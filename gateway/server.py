@@ -11,6 +11,10 @@ from gateway.settings import Settings
 
 WORKER_CLASS = "aiohttp.GunicornUVLoopWebWorker"
 APP_FACTORY = "gateway.app:app_factory"
+KEEPALIVE_SECONDS = 75
+GRACEFUL_SECONDS = 30
+# Nothing here may import prometheus_client at import time: `arouter serve` imports this module
+# before it sets PROMETHEUS_MULTIPROC_DIR.
 
 
 def prepare_metrics_dir(path: str) -> None:
@@ -33,8 +37,8 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         "bind": f"{settings.server.host}:{settings.server.port}",
         "workers": settings.server.workers,
         "worker_class": WORKER_CLASS,
-        "keepalive": 75,
-        "graceful_timeout": 30,
+        "keepalive": KEEPALIVE_SECONDS,
+        "graceful_timeout": GRACEFUL_SECONDS,
         "timeout": 60,
         "backlog": 4096,
         "accesslog": None,

@@ -27,7 +27,8 @@ def worker_pids(metrics_dir: Path) -> set[str]:
 async def served(tmp_path: Path, aiohttp_server: Any) -> AsyncIterator[tuple[str, FakeOpenAI, Path, Path]]:
     fake = FakeOpenAI()
     upstream = await aiohttp_server(fake.app())
-    config = write_config(tmp_path / "arouter.toml", str(upstream.make_url("/v1")))
+    stall = '[models."openai/stalls-midstream"]\nprompt = "1"\ncompletion = "1"\n'
+    config = write_config(tmp_path / "arouter.toml", str(upstream.make_url("/v1")), stall)
     workdir = tmp_path / "gw"
     try:
         async with serve(workdir, config, workers=2) as base:
@@ -84,3 +85,20 @@ async def test_two_workers_share_keys_metrics_and_revocation(served: tuple[str, 
     assert len(access) == sent + 1 and all(entry["request_id"] and entry["status"] == 200 for entry in access)
     assert b"sk-test-upstream-0123456789" not in log.read_bytes()
     assert all(s.headers["Authorization"] == "Bearer sk-test-upstream-0123456789" for s in fake.seen)
+
+
+async def test_a_client_hanging_up_closes_the_upstream_at_once(served: tuple[str, FakeOpenAI, Path, Path]) -> None:
+    base, fake, _, _ = served
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{base}/api/v1/keys", json={"name": "hangup"},
+                                headers={"Authorization": f"Bearer {MGMT_KEY}"}) as resp:
+            key = (await resp.json())["key"]
+        body = {"model": "openai/stalls-midstream", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        resp = await session.post(f"{base}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"})
+        await resp.content.readuntil(b"\n\n")
+        hung_up = time.monotonic()
+        resp.close()
+    while fake.closed_at is None and time.monotonic() - hung_up < 5:
+        await asyncio.sleep(0.005)
+    assert fake.closed_at is not None, "the upstream request was left running"
+    assert fake.closed_at - hung_up < 0.5

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import struct
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ class FakeOpenAI:
     seen: list[Seen] = field(default_factory=list)
     release: asyncio.Event = field(default_factory=asyncio.Event)
     fragment: int = 97
+    closed_at: float | None = None  # when the gateway hung up on a stalled stream
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -81,7 +83,11 @@ class FakeOpenAI:
             return resp
         if model == "stalls-midstream":
             await resp.write(data[: data.index(b"\n\n") + 2])
-            await self.release.wait()
+            try:
+                await self.release.wait()
+            except asyncio.CancelledError:  # the gateway closed the connection
+                self.closed_at = time.monotonic()
+                raise
             return resp
         for i in range(0, len(data), self.fragment):
             await resp.write(data[i : i + self.fragment])
