@@ -1,0 +1,1 @@
+"""Gemini ``generateContent`` / ``streamGenerateContent`` / ``countTokens`` as an inbound protocol."""
