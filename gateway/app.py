@@ -24,6 +24,7 @@ from gateway.ratelimit.limiter import Limiter
 from gateway.ratelimit.redis_limiter import RedisLimiter
 from gateway.ratelimit.sqlite_limiter import SqliteLimiter
 from gateway.routing.catalog import Catalog
+from gateway.routing.upstreams import Upstreams
 from gateway.server import GRACEFUL_SECONDS, KEEPALIVE_SECONDS
 from gateway.settings import Settings, load_settings
 from gateway.state import (
@@ -38,6 +39,7 @@ from gateway.state import (
     SETTINGS,
     STORE,
     TOKENIZER,
+    UPSTREAMS,
 )
 from gateway.store import open_store
 from gateway.store.base import ApiKey, Store
@@ -56,6 +58,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
     app = web.Application(middlewares=[gateway_middleware], client_max_size=settings.server.max_body_bytes)
     app[SETTINGS] = settings
     app[CATALOG] = Catalog(settings)
+    app[UPSTREAMS] = Upstreams(settings)
     app[METRICS] = Metrics()
     app[TOKENIZER] = Tokenizer()
     app.cleanup_ctx.append(_store_ctx(store))

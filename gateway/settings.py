@@ -22,6 +22,8 @@ DEFAULT_DATABASE_URL = "sqlite:///var/arouter.db"
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _PROVIDER_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+# First path segments the gateway serves itself; the provider proxy (/{provider}/...) never takes them.
+RESERVED_NAMES = frozenset({"v1", "v1beta", "api", "healthz", "readyz", "metrics", "openapi.yaml"})
 
 
 class ConfigError(Exception):
@@ -43,6 +45,15 @@ class Timeouts:
 
 
 @dataclass(frozen=True, slots=True)
+class Deployment:
+    """One upstream account or endpoint of a provider: requests spread over them by weight."""
+
+    base_url: str
+    api_key: str
+    weight: int = 1
+
+
+@dataclass(frozen=True, slots=True)
 class ProviderSettings:
     name: str
     type: ProviderType
@@ -54,6 +65,9 @@ class ProviderSettings:
     allow_unlisted_models: bool = False
     stream_usage: bool = True  # ask OpenAI-type upstreams for a usage chunk (stream_options)
     embeddings_base64: bool = True  # upstream accepts encoding_format=base64
+    deployments: tuple[Deployment, ...] = ()  # empty: the one at base_url with api_key
+    retries: int = 2  # further tries on 429, 5xx, timeouts and connection failures
+    retry_max_wait: float = 10.0  # cap on one backoff (and on an upstream's Retry-After)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +106,16 @@ class LimitSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RoutingSettings:
+    """Fallback, retry and stream keep-alive behaviour shared by every provider."""
+
+    keepalive_seconds: float = 5.0  # ": ARouter PROCESSING" cadence; a stream waits this long before committing
+    breaker_failures: int = 3  # consecutive failures that take a deployment out
+    breaker_cooldown: float = 30.0  # seconds out before one probe request is let through
+    retry_budget: float = 30.0  # total seconds a request may spend in backoff
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     config_path: str
     default_model: str
@@ -106,6 +130,7 @@ class Settings:
     limits: LimitSettings = LimitSettings()
     prepaid: bool = False  # [billing] prepaid: refuse (402) what the tenant's balance cannot cover
     journal_dir: str = ""  # [billing] journal_dir: per-worker usage journals; "" = beside the database
+    routing: RoutingSettings = RoutingSettings()
 
 
 def load_settings(path: str | None = None, environ: Mapping[str, str] | None = None) -> Settings:
@@ -125,7 +150,9 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], where: str = 
     """Validate a parsed TOML document; pure, so tests can feed dicts."""
     r = _Reader(where, env)
     r.only(
-        raw, "", {"default_model", "server", "database", "redis", "providers", "models", "auth", "limits", "billing"}
+        raw,
+        "",
+        {"default_model", "server", "database", "redis", "providers", "models", "auth", "limits", "billing", "routing"},
     )
     server_raw = r.table(raw, "server")
     r.only(server_raw, "server", {"host", "port", "workers", "max_body_bytes", "access_log"})
@@ -156,6 +183,14 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], where: str = 
     r.only(billing_raw, "billing", {"prepaid", "journal_dir"})
     prepaid = r.bool_(billing_raw, "billing.prepaid", False)
     journal = r.string(billing_raw, "billing.journal_dir", "")
+    routing_raw = r.table(raw, "routing")
+    r.only(routing_raw, "routing", {"keepalive_seconds", "breaker_failures", "breaker_cooldown", "retry_budget"})
+    routing = RoutingSettings(
+        keepalive_seconds=r.number(routing_raw, "routing.keepalive_seconds", 5.0, 0.05, 300),
+        breaker_failures=r.int_(routing_raw, "routing.breaker_failures", 3, 1, 1000),
+        breaker_cooldown=r.number(routing_raw, "routing.breaker_cooldown", 30.0, 0.01, 3600),
+        retry_budget=r.number(routing_raw, "routing.retry_budget", 30.0, 0, 3600),
+    )
     providers: dict[str, ProviderSettings] = {}
     for name, p in r.table(raw, "providers").items():
         providers[name] = r.provider(name, p)
@@ -188,6 +223,7 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], where: str = 
         limits=limits,
         prepaid=prepaid,
         journal_dir=journal,
+        routing=routing,
     )
 
 
@@ -290,11 +326,13 @@ class _Reader:
             raise self.fail(key, "must be a table")
         if not _PROVIDER_NAME.match(name):
             raise self.fail(key, "provider names are lower-case letters, digits, '-', '_' or '.'")
+        if name in RESERVED_NAMES:
+            raise self.fail(key, f"'{name}' is a path of the gateway itself and cannot name a provider")
         self.only(
             p,
             key,
             {"type", "base_url", "api_key", "headers", "timeouts", "allow_unlisted_models", "stream_usage",
-             "embeddings_base64"},
+             "embeddings_base64", "deployments", "retries", "retry_max_wait"},
         )
         ptype = p.get("type")
         if ptype not in PROVIDER_TYPES:
@@ -318,18 +356,43 @@ class _Reader:
             idle=self.number(t, f"{key}.timeouts.idle", d.idle, 0.01, 3600),
             total=self.number(t, f"{key}.timeouts.total", d.total, 0.01, 86400),
         )
+        api_key = self.interpolate(f"{key}.api_key", raw_key)
+        deployments = self.deployments(p, key, base_url, api_key)
         return ProviderSettings(
             name=name,
             type=cast(ProviderType, ptype),
             base_url=base_url,
-            api_key=self.interpolate(f"{key}.api_key", raw_key),
+            api_key=api_key,
             api_key_env=tuple(_ENV_REF.findall(raw_key)),
             headers={h: self.interpolate(f"{key}.headers.{h}", v) for h, v in headers.items()},
             timeouts=timeouts,
             allow_unlisted_models=self.bool_(p, f"{key}.allow_unlisted_models", False),
             stream_usage=self.bool_(p, f"{key}.stream_usage", True),
             embeddings_base64=self.bool_(p, f"{key}.embeddings_base64", True),
+            deployments=deployments,
+            retries=self.int_(p, f"{key}.retries", 2, 0, 10),
+            retry_max_wait=self.number(p, f"{key}.retry_max_wait", 10.0, 0, 600),
         )
+
+    def deployments(self, p: Mapping[str, Any], key: str, base_url: str, api_key: str) -> tuple[Deployment, ...]:
+        raw = p.get("deployments", [])
+        if not isinstance(raw, list):
+            raise self.fail(f"{key}.deployments", "must be a list of tables")
+        out: list[Deployment] = []
+        for i, d in enumerate(raw):
+            where = f"{key}.deployments[{i}]"
+            if not isinstance(d, dict):
+                raise self.fail(where, "must be a table with base_url, api_key and weight")
+            self.only(d, where, {"base_url", "api_key", "weight"})
+            url = self.string(d, f"{where}.base_url", base_url).rstrip("/")
+            if not url.startswith(("http://", "https://")):
+                raise self.fail(f"{where}.base_url", f"must be an http(s) URL (got {url!r})")
+            out.append(Deployment(
+                base_url=url,
+                api_key=self.string(d, f"{where}.api_key", api_key),
+                weight=self.int_(d, f"{where}.weight", 1, 1, 1000),
+            ))
+        return tuple(out)
 
     def model(self, model_id: str, m: Any, providers: Mapping[str, ProviderSettings]) -> ModelSettings:
         key = f'models."{model_id}"'

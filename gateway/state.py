@@ -13,18 +13,22 @@ from gateway.pipeline.context import RequestContext
 from gateway.pipeline.recorder import UsageRecorder
 from gateway.ratelimit.limiter import Limiter
 from gateway.routing.catalog import Catalog
+from gateway.routing.upstreams import Upstreams
 from gateway.settings import Settings
 from gateway.store.base import Store
+from gateway.tokenizer import Tokenizer
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
 KEYCACHE = web.AppKey("keycache", KeyCache)
 CATALOG = web.AppKey("catalog", Catalog)
+UPSTREAMS = web.AppKey("upstreams", Upstreams)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 METRICS = web.AppKey("metrics", Metrics)
 RECORDER = web.AppKey("recorder", UsageRecorder)
 LIMITER = web.AppKey("limiter", Limiter)
 BILLING = web.AppKey("billing", Billing)
+TOKENIZER = web.AppKey("tokenizer", Tokenizer)  # offline counts (count_tokens for non-Anthropic models)
 CTX = web.RequestKey("ctx", RequestContext)
 
 # Optional: present only when AROUTER_REDIS_URL is set.

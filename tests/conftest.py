@@ -24,10 +24,11 @@ REDIS_URL = os.environ.get("AROUTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 def config_dict(upstream_url: str, **extra_providers: dict[str, Any]) -> dict[str, Any]:
     """A config document with one OpenAI-type provider at the fake upstream and a small catalog."""
     providers: dict[str, Any] = {
-        "openai": {"type": "openai", "base_url": upstream_url, "api_key": "${FAKE_OPENAI_KEY}"},
+        # retries are off here so error tests see each upstream failure once; tests of retries turn them on
+        "openai": {"type": "openai", "base_url": upstream_url, "api_key": "${FAKE_OPENAI_KEY}", "retries": 0},
         "local": {
             "type": "openai", "base_url": upstream_url, "allow_unlisted_models": True, "embeddings_base64": False,
-            "stream_usage": False,
+            "stream_usage": False, "retries": 0,
         },
         "anthropic": {"type": "anthropic", "base_url": "http://127.0.0.1:9", "api_key": "x"},
         **extra_providers,
@@ -47,6 +48,10 @@ def config_dict(upstream_url: str, **extra_providers: dict[str, Any]) -> dict[st
             "openai/slow": {"prompt": "1", "completion": "1"},
             "openai/dies-midstream": {"prompt": "1", "completion": "1"},
             "openai/stalls-midstream": {"prompt": "1", "completion": "1"},
+            "openai/flaky": {"prompt": "1", "completion": "1"},
+            "openai/limited-then-ok": {"prompt": "1", "completion": "1"},
+            "openai/slow-first": {"prompt": "1", "completion": "1"},
+            "openai/stalls-first": {"prompt": "1", "completion": "1"},
             "openai/text-embedding-3-small": {"prompt": "0.02", "completion": "0", "kind": "embedding"},
             "anthropic/claude-sonnet-4.6": {"prompt": "3", "completion": "15"},
         },

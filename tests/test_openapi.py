@@ -34,7 +34,9 @@ def registered_routes() -> set[tuple[str, str]]:
         info = route.resource.get_info() if route.resource is not None else {}
         path = info.get("path") or info.get("formatter")
         assert isinstance(path, str), f"route without a path: {route!r}"
-        routes.add((route.method, _REGEX_PARAM.sub(r"{\1}", path)))
+        methods = ("GET", "POST", "PUT", "PATCH", "DELETE") if route.method == "*" else (route.method,)
+        for method in methods:  # the provider proxy takes any method
+            routes.add((method, _REGEX_PARAM.sub(r"{\1}", path)))
     return routes
 
 

@@ -18,18 +18,21 @@ from gateway.errors import InvalidRequest
 from gateway.pipeline.context import RequestContext
 from gateway.pipeline.inbound import admit, estimate_tokens_of, route_request
 from gateway.pipeline.openai_usage import StreamTap, Usage, usage_from_body, with_cost, with_estimate
-from gateway.pipeline.relay import COST_HEADER, relay_sse, stream_headers
+from gateway.pipeline.relay import COST_HEADER, StreamTiming, relay_sse, stream_headers
 from gateway.pipeline.translated import handle_translated
 from gateway.routing.catalog import Route
-from gateway.state import CTX, SESSION
+from gateway.routing.upstreams import Target
+from gateway.settings import ProviderSettings
+from gateway.state import CTX, SESSION, SETTINGS, UPSTREAMS
 from gateway.upstream.call import auth_headers, open_call
+from gateway.upstream.fallback import run_candidates
 
 # Fields that steer the gateway itself and must not reach an upstream (OpenAI rejects unknown ones).
 ROUTER_FIELDS = ("models", "route", "provider", "transforms", "plugins", "usage")
 
 
 async def handle_chat(request: web.Request) -> web.StreamResponse:
-    """Run one chat completion request end to end."""
+    """Run one chat completion request end to end, falling back across its candidates."""
     body = await admit(request, "chat")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -37,17 +40,34 @@ async def handle_chat(request: web.Request) -> web.StreamResponse:
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise InvalidRequest("'stream' must be true or false", param="stream")
-    route = await route_request(request, body, streamed=stream)
+    await route_request(request, body, streamed=stream)
     ctx = request[CTX]
-    if route.provider.type != "openai":
-        return await handle_translated(request, ctx, body, route, stream)
     app = request.app
     client_wants_usage = _wants_usage(body)
-    payload = passthrough_body(body, route, add_stream_usage=stream and route.provider.stream_usage)
-    headers = auth_headers(route.provider)
-    session = app[SESSION]
+
+    async def serve(route: Route, target: Target) -> web.StreamResponse:
+        if route.provider.type != "openai":
+            return await handle_translated(request, ctx, body, route, stream, target.provider)
+        return await _passthrough(request, ctx, body, route, target.provider, stream, client_wants_usage)
+
+    return await run_candidates(ctx, ctx.candidates, app[UPSTREAMS], app[SETTINGS].routing, serve)
+
+
+async def _passthrough(
+    request: web.Request,
+    ctx: RequestContext,
+    body: JSONObject,
+    route: Route,
+    provider: ProviderSettings,
+    stream: bool,
+    client_wants_usage: bool,
+) -> web.StreamResponse:
+    """One attempt at an OpenAI-type deployment: the body passes through with the model rewritten."""
+    payload = passthrough_body(body, route, add_stream_usage=stream and provider.stream_usage)
+    headers = auth_headers(provider)
+    session = request.app[SESSION]
     if not stream:
-        async with open_call(session, route.provider, "/chat/completions", payload, headers) as up:
+        async with open_call(session, provider, "/chat/completions", payload, headers) as up:
             raw = await up.read()
         settle(ctx, route, usage_from_body(raw))
         return web.Response(body=with_cost(raw, ctx.cost), content_type="application/json",
@@ -56,9 +76,10 @@ async def handle_chat(request: web.Request) -> web.StreamResponse:
         strip_usage=not client_wants_usage,
         price=lambda usage: request_cost(route.model, usage.prompt_tokens, usage.completion_tokens),
     )
-    call = open_call(session, route.provider, "/chat/completions", payload, headers)
+    call = open_call(session, provider, "/chat/completions", payload, headers)
+    timing = StreamTiming(request.app[SETTINGS].routing.keepalive_seconds, provider.timeouts.first_token)
     try:
-        return await relay_sse(request, ctx, call, tap)
+        return await relay_sse(request, ctx, call, tap, timing)
     finally:
         usage = tap.usage
         if ctx.cancelled or not tap.done:  # cut short: bill what was generated

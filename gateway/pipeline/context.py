@@ -46,6 +46,8 @@ class RequestContext:
     body_bytes: int = 0
     hold: Hold | None = None  # the money reserved for this request
     billed: bool = False  # reserve ran: settle must run however the request ends
+    attempts_failed: int = 0  # candidates that failed before the one that answered
+    candidates: list[Route] = field(default_factory=list)  # in the order they are tried
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started

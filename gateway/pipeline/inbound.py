@@ -6,19 +6,31 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from gateway.auth.policy import authenticate, check_model_allowed
+from gateway.auth.policy import authenticate
 from gateway.codec import JSONObject, parse_object, read_body
-from gateway.errors import InvalidRequest, RateLimited
+from gateway.errors import RateLimited
 from gateway.pipeline.context import new_id
 from gateway.ratelimit.gcra import Limits
-from gateway.routing.catalog import Route
+from gateway.routing.catalog import DEFAULT_PROVIDER, Route
+from gateway.routing.plan import plan_routes
 from gateway.settings import LimitSettings
-from gateway.state import BILLING, CATALOG, CTX, KEYCACHE, LIMITER, SETTINGS
+from gateway.state import BILLING, CATALOG, CTX, KEYCACHE, LIMITER, SETTINGS, UPSTREAMS
 from gateway.store.base import RateLimits
 
 
 async def admit(request: web.Request, endpoint: str) -> JSONObject:
     """Authenticate an inference (lr_live_) key, read the JSON body, apply the key's rate limits."""
+    return (await admit_raw(request, endpoint))[0]
+
+
+async def admit_raw(request: web.Request, endpoint: str) -> tuple[JSONObject, bytes]:
+    """``admit``, also returning the body's bytes (passthrough that must forward them unchanged)."""
+    raw = await admit_bytes(request, endpoint)
+    return parse_object(raw), raw
+
+
+async def admit_bytes(request: web.Request, endpoint: str) -> bytes:
+    """Authenticate an inference key, read the body (any content), apply the key's rate limits."""
     app = request.app
     ctx = request[CTX]
     ctx.endpoint = endpoint
@@ -27,7 +39,7 @@ async def admit(request: web.Request, endpoint: str) -> JSONObject:
     ctx.body_bytes = len(raw)
     limits = effective_limits(app[SETTINGS].limits, key.rate_limit)
     if not limits.active:
-        return parse_object(raw)
+        return raw
     tokens = estimate_tokens(raw)
     decision = await app[LIMITER].acquire(key.hash, limits, tokens, ctx.request_id)
     ctx.rate_headers = decision.headers()
@@ -38,7 +50,7 @@ async def admit(request: web.Request, endpoint: str) -> JSONObject:
             metadata={"limit": decision.reason, "retry_after": decision.retry_after},
         )
     ctx.limits, ctx.token_estimate = limits, tokens
-    return parse_object(raw)
+    return raw
 
 
 def estimate_tokens(raw: bytes) -> int:
@@ -64,16 +76,18 @@ def effective_limits(defaults: LimitSettings, own: RateLimits) -> Limits:
     )
 
 
-async def route_request(request: web.Request, body: JSONObject, *, streamed: bool) -> Route:
-    """Resolve the body's model, check the key may use it, open the generation record, reserve its cost."""
+async def route_request(
+    request: web.Request, body: JSONObject, *, streamed: bool, default_provider: str = DEFAULT_PROVIDER
+) -> Route:
+    """Resolve the body's model, check the key may use it, open the generation record, reserve its cost.
+    ``default_provider`` serves bare model names the catalog does not list (see ``Catalog.resolve``)."""
     ctx = request[CTX]
     assert ctx.key is not None
-    model_name = body.get("model")
-    if model_name is not None and not isinstance(model_name, str):
-        raise InvalidRequest("'model' must be a string", param="model")
-    route = request.app[CATALOG].resolve(model_name)
-    check_model_allowed(ctx.key, route.provider.name, route.model_id)
+    app = request.app
+    candidates = plan_routes(body, app[CATALOG], ctx.key, app[UPSTREAMS].latency, default_provider)
+    route = candidates[0]
     ctx.route = route
+    ctx.candidates = candidates
     ctx.streamed = streamed
     ctx.generation_id = new_id("gen-")
     headers = request.headers
@@ -81,6 +95,8 @@ async def route_request(request: web.Request, body: JSONObject, *, streamed: boo
     referer = headers.get("HTTP-Referer") or headers.get("Referer")
     ctx.app_title = title[:200] if title else None  # recorded, never forwarded upstream
     ctx.app_referer = referer[:500] if referer else None
-    ctx.hold = await request.app[BILLING].reserve(ctx.key, route.model, body, ctx.body_bytes, ctx.request_id)
+    # hold what the most expensive candidate could cost: whichever answers is covered
+    priciest = max(candidates, key=lambda r: (r.model.prompt + r.model.completion) if r.model else -1).model
+    ctx.hold = await app[BILLING].reserve(ctx.key, priciest, body, ctx.body_bytes, ctx.request_id)
     ctx.billed = True
     return route

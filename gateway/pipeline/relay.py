@@ -1,8 +1,9 @@
 """The SSE relay: upstream bytes to the client, cut at event boundaries, never re-encoded.
 
 Events pass through as the upstream's bytes (the same objects when a read ends on an event
-boundary); the tap reads usage from the few events that carry it. Errors before the first byte
-propagate as ordinary HTTP errors; after it, the stream ends with an in-band error chunk and
+boundary); the tap reads usage from the few events that carry it. The response starts with the
+first upstream event (see ``downstream``): errors before it propagate as ordinary HTTP errors (and
+may fall back to another candidate); after it, the stream ends with an in-band error chunk and
 ``[DONE]``, never silently truncated. A client that goes away closes the upstream connection.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import time
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 
 import aiohttp
 import orjson
@@ -17,6 +19,7 @@ from aiohttp import web
 
 from gateway.errors import GatewayError, UpstreamError
 from gateway.pipeline.context import RequestContext
+from gateway.pipeline.downstream import Downstream
 from gateway.pipeline.openai_usage import StreamTap
 from gateway.sse import EventCutter
 
@@ -33,38 +36,54 @@ async def relay_sse(
     ctx: RequestContext,
     call: AbstractAsyncContextManager[aiohttp.ClientResponse],
     tap: StreamTap,
+    timing: StreamTiming,
 ) -> web.StreamResponse:
-    """Relay an OpenAI-format SSE stream from ``call`` to the client."""
-    resp: web.StreamResponse | None = None
+    """Relay an OpenAI-format SSE stream from ``call`` to the client.
+
+    Raises UpstreamError only before anything reached the client (so the caller may fall back).
+    """
+    down = Downstream(request, ctx, {**SSE_HEADERS, **stream_headers(ctx)}, timing.keepalive)
     try:
         async with call as upstream:
-            resp = web.StreamResponse(headers={**SSE_HEADERS, **stream_headers(ctx)})
-            await resp.prepare(request)
-            ctx.status = 200
             cutter = EventCutter()
-            async for chunk in upstream.content.iter_any():
-                out = cutter.feed(chunk)
-                if not out:
-                    continue
-                if ctx.ttft is None:
-                    ctx.ttft = ctx.elapsed()
-                out = tap.inspect(out, cutter.separator)
-                if not out:
-                    continue
-                try:
-                    await resp.write(out)
-                except ConnectionResetError:
-                    ctx.cancelled = True
-                    return resp
+            block = await down.first_block(upstream.content, cutter, timing.first_token)
+            if block:
+                ctx.ttft = ctx.elapsed()
+                block = tap.inspect(block, cutter.separator)
+                if block and not await down.write(block):
+                    return _response(down)
+            if not down.gone:
+                async for chunk in upstream.content.iter_any():
+                    out = cutter.feed(chunk)
+                    if not out:
+                        continue
+                    out = tap.inspect(out, cutter.separator)
+                    if out and not await down.write(out):
+                        break
     except UpstreamError as err:
-        if resp is None:
+        if not down.committed:
             raise
-        await _end_with_error(resp, ctx, err)
-        return resp
-    if not tap.done:
+        await _end_with_error(down, ctx, err)
+        return _response(down)
+    finally:
+        await down.close()
+    if not tap.done and not down.gone:
         name = ctx.route.provider.name if ctx.route else "upstream"
-        await _end_with_error(resp, ctx, UpstreamError(f"provider '{name}' ended the stream early", provider=name))
-    return resp
+        await _end_with_error(down, ctx, UpstreamError(f"provider '{name}' ended the stream early", provider=name))
+    return _response(down)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamTiming:
+    """How long to wait before committing with a keep-alive, and for the first event at all."""
+
+    keepalive: float
+    first_token: float
+
+
+def _response(down: Downstream) -> web.StreamResponse:
+    assert down.resp is not None or down.gone
+    return down.resp if down.resp is not None else web.StreamResponse()
 
 
 def stream_headers(ctx: RequestContext) -> dict[str, str]:
@@ -89,10 +108,7 @@ def error_chunk(ctx: RequestContext, err: GatewayError) -> bytes:
     return b"data: " + orjson.dumps(chunk) + b"\n\ndata: [DONE]\n\n"
 
 
-async def _end_with_error(resp: web.StreamResponse, ctx: RequestContext, err: GatewayError) -> None:
+async def _end_with_error(down: Downstream, ctx: RequestContext, err: GatewayError) -> None:
     ctx.finish_reason = "error"
     ctx.upstream_error = type(err).__name__
-    try:
-        await resp.write(error_chunk(ctx, err))
-    except ConnectionResetError:
-        ctx.cancelled = True
+    await down.write(error_chunk(ctx, err))

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from decimal import Decimal
+from typing import Protocol
 
 import aiohttp
 from aiohttp import web
@@ -41,11 +42,17 @@ DROPPED_HEADER = "X-ARouter-Dropped-Params"
 
 
 async def handle_translated(
-    request: web.Request, ctx: RequestContext, body: JSONObject, route: Route, stream: bool
+    request: web.Request,
+    ctx: RequestContext,
+    body: JSONObject,
+    route: Route,
+    stream: bool,
+    provider: ProviderSettings | None = None,
 ) -> web.StreamResponse:
-    """Serve one OpenAI chat request from a provider that speaks another protocol."""
+    """Serve one OpenAI chat request from a provider that speaks another protocol (``provider``: the
+    deployment to call, by default the route's provider)."""
     req = parse_chat_request(body)  # InvalidRequest -> 400 in the OpenAI envelope (middleware)
-    provider = route.provider
+    provider = provider or route.provider
     adapter = adapter_for(provider.type, provider.name)
     limit = route.model.max_output_tokens if route.model is not None else None
     built = adapter.build_request(req, BuildParams(upstream_model=route.upstream_model, max_output_tokens=limit))
@@ -80,15 +87,24 @@ async def handle_translated(
     return relay.resp
 
 
+class StreamEncoder(Protocol):
+    """Canonical stream events -> the client protocol's SSE bytes (OpenAI chunks, Anthropic events)."""
+
+    @property
+    def done(self) -> bool: ...
+
+    def feed(self, event: StreamEvent) -> bytes: ...
+
+
 class _TranslatedStream:
-    """Upstream SSE -> decoder -> OpenAI encoder -> client; the response is prepared at the first content."""
+    """Upstream SSE -> decoder -> encoder -> client; the response is prepared at the first content."""
 
     def __init__(
         self,
         request: web.Request,
         ctx: RequestContext,
         decoder: StreamDecoder,
-        encoder: OpenAIStreamEncoder,
+        encoder: StreamEncoder,
         headers: dict[str, str],
     ) -> None:
         self.request, self.ctx, self.decoder, self.encoder, self.headers = request, ctx, decoder, encoder, headers

@@ -61,10 +61,14 @@ def error_body(protocol: WireProtocol, err: GatewayError) -> tuple[int, dict[str
     return status, {"error": body}
 
 
+_GEMINI_METHODS = (":generateContent", ":streamGenerateContent", ":countTokens", ":embedContent",
+                   ":batchEmbedContents")
+
+
 def protocol_for_path(path: str) -> WireProtocol:
     """Which protocol a request path speaks, so errors before routing still use the right envelope."""
     if path.startswith("/v1/messages") or path.startswith("/anthropic/"):
         return "anthropic"
-    if path.startswith("/v1beta/") or ":generateContent" in path or ":streamGenerateContent" in path:
+    if path.startswith("/v1beta/") or any(method in path for method in _GEMINI_METHODS):
         return "gemini"
     return "openai"

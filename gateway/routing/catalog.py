@@ -33,8 +33,11 @@ class Catalog:
         for alias, target in settings.aliases.items():
             self._routes[alias] = self._routes[target]
 
-    def resolve(self, requested: str | None) -> Route:
-        """The route for a requested model name; the default model when none is named."""
+    def resolve(self, requested: str | None, default_provider: str = DEFAULT_PROVIDER) -> Route:
+        """The route for a requested model name; the default model when none is named.
+
+        A name without a known provider prefix belongs to ``default_provider`` ("openai" on the
+        OpenAI-compatible endpoints, "anthropic" on /v1/messages) unless the catalog lists it as is."""
         name = requested or self._settings.default_model
         route = self._routes.get(name)
         if route is not None:
@@ -43,8 +46,8 @@ class Catalog:
         if sep and rest:
             provider = self._settings.providers.get(prefix)
             if provider is None:
-                if DEFAULT_PROVIDER in self._settings.providers and f"{DEFAULT_PROVIDER}/{name}" in self._routes:
-                    return self._routes[f"{DEFAULT_PROVIDER}/{name}"]
+                if default_provider in self._settings.providers and f"{default_provider}/{name}" in self._routes:
+                    return self._routes[f"{default_provider}/{name}"]
                 raise InvalidRequest(
                     f"unknown provider '{prefix}' in model '{name}'; configured providers: "
                     + ", ".join(sorted(self._settings.providers)),
@@ -52,8 +55,8 @@ class Catalog:
                 )
             model_id, upstream = name, rest
         else:
-            provider = self._settings.providers.get(DEFAULT_PROVIDER)
-            model_id, upstream = f"{DEFAULT_PROVIDER}/{name}", name
+            provider = self._settings.providers.get(default_provider)
+            model_id, upstream = f"{default_provider}/{name}", name
             route = self._routes.get(model_id)
             if route is not None:
                 return route

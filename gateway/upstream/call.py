@@ -24,8 +24,13 @@ _PASSED_ON_4XX = frozenset({400, 404, 409, 413, 415, 422})
 
 
 def auth_headers(provider: ProviderSettings) -> dict[str, str]:
+    """JSON content type, the provider's credential and its configured extra headers."""
+    return {"Content-Type": "application/json", **credential_headers(provider)}
+
+
+def credential_headers(provider: ProviderSettings) -> dict[str, str]:
     """The provider's credential in the header its protocol expects, plus configured extra headers."""
-    headers = {"Content-Type": "application/json"}
+    headers: dict[str, str] = {}
     if provider.api_key:
         if provider.type == "anthropic":
             headers["x-api-key"] = provider.api_key

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from gateway.pipeline import gemini_native
 from gateway.pipeline.chat import handle_chat
 from gateway.pipeline.embeddings import handle_embeddings
+from gateway.pipeline.messages import handle_count_tokens, handle_messages
+from gateway.pipeline.proxy import handle_proxy
 from gateway.web import admin, billing, health, models
+
+PROXY_PATH = (
+    r"/{provider:(?!(?:v1|v1beta|api|healthz|readyz|metrics|openapi\.yaml)(?:/|$))[a-z0-9][a-z0-9_.-]*}/{path:.*}"
+)
 
 
 def add_routes(app: web.Application) -> None:
@@ -18,6 +25,8 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/openapi.yaml", health.openapi)
     r.add_post("/v1/chat/completions", handle_chat)
     r.add_post("/v1/embeddings", handle_embeddings)
+    r.add_post("/v1/messages", handle_messages)
+    r.add_post("/v1/messages/count_tokens", handle_count_tokens)
     r.add_get("/v1/models", models.list_models)
     r.add_get("/v1/models/{model:.+}", models.get_model)
     r.add_get("/v1/key", admin.current_key)
@@ -31,3 +40,6 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/api/v1/credits", billing.add_credits)
     r.add_get("/api/v1/balance", billing.get_balance)
     r.add_get("/api/v1/transactions", billing.list_transactions)
+    gemini_native.add_routes(app)  # the Gemini API: /v1beta/models/..., POST /v1/models/{model}:{method}
+    # Last, and never for the gateway's own first path segments: the provider proxy.
+    r.add_route("*", PROXY_PATH, handle_proxy)

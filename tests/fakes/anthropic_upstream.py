@@ -15,6 +15,7 @@ import orjson
 from aiohttp import web
 
 FIXTURES = Path(__file__).resolve().parent.parent / "translate" / "fixtures" / "anthropic"
+COUNT_TOKENS = 1337  # what count_tokens answers
 
 ANTHROPIC_HEADERS = {
     "request-id": "req_011CSHoEeqs5C35K2UUqR7Fw",
@@ -51,7 +52,8 @@ class FakeAnthropic:
     ``dies-midstream`` (connection dropped), ``truncated`` (no message_stop), ``slow`` (an event
     every 50 ms), ``tool-*`` (tool_use;
     text once a tool result is sent), ``json-*`` (a JSON answer), ``thinking-*`` (thinking stream),
-    anything else: a plain text answer."""
+    anything else: a plain text answer. ``POST /v1/messages/count_tokens`` answers
+    ``{"input_tokens": COUNT_TOKENS}`` (the failure models fail there too)."""
 
     seen: list[Seen] = field(default_factory=list)
     fragment: int = 89
@@ -60,7 +62,17 @@ class FakeAnthropic:
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v1/messages", self.messages)
+        app.router.add_post("/v1/messages/count_tokens", self.count_tokens)
         return app
+
+    async def count_tokens(self, request: web.Request) -> web.Response:
+        body = orjson.loads(await request.read())
+        self.seen.append(Seen(request.path, dict(request.headers), body))
+        failure = _failure(body.get("model", ""))
+        if failure is not None:
+            return failure
+        return web.Response(body=orjson.dumps({"input_tokens": COUNT_TOKENS}), content_type="application/json",
+                            headers=ANTHROPIC_HEADERS)
 
     async def messages(self, request: web.Request) -> web.StreamResponse:
         body = orjson.loads(await request.read())

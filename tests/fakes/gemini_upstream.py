@@ -1,7 +1,9 @@
 """A fake Gemini API upstream that replays recorded wire traffic (tests/translate/fixtures/gemini).
 
 ``POST /v1beta/models/{model}:generateContent`` and ``:streamGenerateContent?alt=sse``; the model in
-the path picks the behaviour (see ``FakeGemini``), every request is kept for assertions. Streams are
+the path picks the behaviour (see ``FakeGemini``), every request is kept for assertions. Also
+``:countTokens`` (``{"totalTokens": 31}``), ``:embedContent`` and ``:batchEmbedContents`` (``EMBEDDING``
+per content, ``usageMetadata`` unless the model starts with ``no-usage``). Streams are
 written in uneven fragments, as TCP delivers them.
 """
 
@@ -15,6 +17,9 @@ import orjson
 from aiohttp import web
 
 FIXTURES = Path(__file__).resolve().parent.parent / "translate" / "fixtures" / "gemini"
+
+EMBEDDING = [0.0131, -0.0042, 0.0219, -0.0087, 0.0005, 0.0176]
+COUNT_TOKENS = {"totalTokens": 31, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 31}]}
 
 GOOGLE_HEADERS = {"server": "scaffolding on HTTPServer2", "x-xss-protection": "0", "server-timing": "gfet4t7; dur=412"}
 
@@ -31,6 +36,7 @@ class Seen:
     body: dict[str, Any]
     model: str
     action: str
+    raw: bytes = b""  # the body's bytes as received
 
 
 def has_function_response(body: dict[str, Any]) -> bool:
@@ -57,8 +63,11 @@ class FakeGemini:
 
     async def generate(self, request: web.Request) -> web.StreamResponse:
         model, _, action = request.match_info["target"].rpartition(":")
-        body = orjson.loads(await request.read())
-        self.seen.append(Seen(request.path, dict(request.query), dict(request.headers), body, model, action))
+        raw = await request.read()
+        body = orjson.loads(raw)
+        self.seen.append(Seen(request.path, dict(request.query), dict(request.headers), body, model, action, raw))
+        if action in ("countTokens", "embedContent", "batchEmbedContents"):
+            return _failure(model) or _other(action, model, body)
         if action not in ("generateContent", "streamGenerateContent"):
             return web.Response(status=404, body=fixture("error_400.json"), content_type="application/json")
         failure = _failure(model)
@@ -103,3 +112,16 @@ def _failure(model: str) -> web.Response | None:
         return web.Response(status=status, body=fixture(name), content_type="application/json",
                             headers=GOOGLE_HEADERS)
     return None
+
+
+def _other(action: str, model: str, body: dict[str, Any]) -> web.Response:
+    if action == "countTokens":
+        doc: dict[str, Any] = COUNT_TOKENS
+    elif action == "embedContent":
+        doc = {"embedding": {"values": EMBEDDING}}
+    else:
+        doc = {"embeddings": [{"values": EMBEDDING} for _ in body.get("requests") or []]}
+    if action != "countTokens" and not model.startswith("no-usage"):
+        count = 4 * (len(body.get("requests") or []) or 1)
+        doc = {**doc, "usageMetadata": {"promptTokenCount": count, "totalTokenCount": count}}
+    return web.Response(body=orjson.dumps(doc), content_type="application/json", headers=GOOGLE_HEADERS)

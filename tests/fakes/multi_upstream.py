@@ -46,12 +46,16 @@ class FakeOpenAIWithJSON(FakeOpenAI):
         return await super().chat(request)
 
 
-def multi_settings(openai_url: str, anthropic_url: str, gemini_url: str, database_url: str) -> Settings:
+def multi_settings(
+    openai_url: str, anthropic_url: str, gemini_url: str, database_url: str,
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> Settings:
+    """``overrides``: config sections to update, e.g. ``{"billing": {"prepaid": True}}``."""
     raw = config_dict(
         openai_url,
-        anthropic={"type": "anthropic", "base_url": anthropic_url, "api_key": "${FAKE_ANTHROPIC_KEY}",
+        anthropic={"type": "anthropic", "base_url": anthropic_url, "api_key": "${FAKE_ANTHROPIC_KEY}", "retries": 0,
                    "allow_unlisted_models": True},
-        google={"type": "gemini", "base_url": gemini_url, "api_key": "${FAKE_GEMINI_KEY}",
+        google={"type": "gemini", "base_url": gemini_url, "api_key": "${FAKE_GEMINI_KEY}", "retries": 0,
                 "allow_unlisted_models": True},
     )
     raw["models"].update({
@@ -60,6 +64,8 @@ def multi_settings(openai_url: str, anthropic_url: str, gemini_url: str, databas
                                         "max_output_tokens": 64000},
         "google/gemini-2.5-flash": {"prompt": "0.30", "completion": "2.50"},
     })
+    for section, values in (overrides or {}).items():
+        raw.setdefault(section, {}).update(values)
     env = {"FAKE_OPENAI_KEY": OPENAI_KEY, "FAKE_ANTHROPIC_KEY": ANTHROPIC_KEY, "FAKE_GEMINI_KEY": GEMINI_KEY,
            "AROUTER_DATABASE_URL": database_url, "AROUTER_MANAGEMENT_KEY": MGMT_KEY}
     return parse_settings(raw, env, "test.toml")
@@ -102,7 +108,8 @@ class MultiGateway:
 
 
 async def start_gateway(
-    aiohttp_server: Callable[..., Any], aiohttp_client: Callable[..., Any], database_url: str
+    aiohttp_server: Callable[..., Any], aiohttp_client: Callable[..., Any], database_url: str,
+    overrides: dict[str, dict[str, Any]] | None = None,
 ) -> MultiGateway:
     openai = FakeOpenAIWithJSON()
     anthropic = FakeAnthropic()
@@ -113,7 +120,8 @@ async def start_gateway(
     openai.url = str(openai_server.make_url("/v1"))  # type: ignore[attr-defined]
     anthropic.url = str(anthropic_server.make_url("")).rstrip("/")
     gemini.url = str(gemini_server.make_url("")).rstrip("/")
-    settings = multi_settings(openai.url, anthropic.url, gemini.url, database_url)  # type: ignore[attr-defined]
+    settings = multi_settings(openai.url, anthropic.url, gemini.url, database_url,  # type: ignore[attr-defined]
+                              overrides)
     app = create_app(settings)
     client = await aiohttp_client(ProductionLikeServer(app))
     return MultiGateway(client, app, openai, anthropic, gemini)

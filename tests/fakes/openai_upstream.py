@@ -49,6 +49,9 @@ class FakeOpenAI:
     release: asyncio.Event = field(default_factory=asyncio.Event)
     fragment: int = 97
     closed_at: float | None = None  # when the gateway hung up on a stalled stream
+    calls: dict[str, int] = field(default_factory=dict)  # requests seen per model
+    flaky_failures: int = 2  # "flaky" fails this many times, then answers
+    first_delay: float = 0.3  # "slow-first" waits this long before its first event
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -76,6 +79,10 @@ class FakeOpenAI:
             data = fixture("chat_stream.sse" if wants_usage else "chat_stream_no_usage.sse")
         resp = web.StreamResponse(headers={**OPENAI_HEADERS, "Content-Type": "text/event-stream; charset=utf-8"})
         await resp.prepare(request)
+        if model == "slow-first":  # headers at once, the first token after a pause
+            await asyncio.sleep(self.first_delay)
+        if model == "stalls-first":  # headers, then nothing until released
+            await self.release.wait()
         if model == "dies-midstream":
             await resp.write(data[: len(data) // 3])
             assert request.transport is not None
@@ -113,6 +120,12 @@ class FakeOpenAI:
         )
 
     async def _failure(self, model: str) -> web.StreamResponse | None:
+        self.calls[model] = self.calls.get(model, 0) + 1
+        if model == "flaky" and self.calls[model] <= self.flaky_failures:
+            return web.Response(status=503, body=fixture("error_500.json"), content_type="application/json")
+        if model == "limited-then-ok" and self.calls[model] == 1:
+            return web.Response(status=429, body=fixture("error_429.json"), content_type="application/json",
+                                headers={"retry-after": "1"})
         if model == "rate-limited":
             return web.Response(
                 status=429, body=fixture("error_429.json"), content_type="application/json",

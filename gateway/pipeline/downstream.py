@@ -1,0 +1,117 @@
+"""The client side of a stream: commit late, keep the connection alive while the upstream is silent.
+
+A stream's response is not started until the first upstream event arrives, so a failure before it
+can still become a clean HTTP error or a fallback to another candidate. If the first event takes
+longer than ``keepalive`` seconds the response is committed (200) and an SSE comment
+``: ARouter PROCESSING`` is sent, and again every ``keepalive`` seconds while the upstream stays
+silent (before or between events), so proxies and clients do not time out. Once committed, nothing
+can fall back any more: failures end the stream in-band.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import aiohttp
+from aiohttp import web
+
+from gateway.errors import UpstreamTimeout
+from gateway.pipeline.context import RequestContext
+from gateway.sse import EventCutter
+
+KEEPALIVE = b": ARouter PROCESSING\n\n"
+
+
+class Downstream:
+    """One streamed response to the client."""
+
+    __slots__ = ("_beat", "_headers", "_keepalive", "_last", "_loop", "ctx", "gone", "request", "resp")
+
+    def __init__(self, request: web.Request, ctx: RequestContext, headers: dict[str, str], keepalive: float) -> None:
+        self.request, self.ctx = request, ctx
+        self._headers = headers
+        self._keepalive = keepalive
+        self.resp: web.StreamResponse | None = None
+        self.gone = False  # the client went away
+        self._loop = asyncio.get_running_loop()
+        self._last = self._loop.time()
+        self._beat: asyncio.Task[None] | None = None
+
+    @property
+    def committed(self) -> bool:
+        return self.resp is not None
+
+    async def commit(self) -> web.StreamResponse:
+        """Send the status and headers (once) and start the keep-alive heartbeat."""
+        if self.resp is None:
+            self.resp = web.StreamResponse(headers=self._headers)
+            await self.resp.prepare(self.request)
+            self.ctx.status = 200
+            self._beat = asyncio.create_task(self._heartbeat(), name="arouter-keepalive")
+        return self.resp
+
+    async def write(self, data: bytes) -> bool:
+        """Write bytes (committing first if needed); False once the client has gone."""
+        resp = self.resp or await self.commit()
+        self._last = self._loop.time()
+        try:
+            await resp.write(data)
+        except ConnectionResetError:
+            self.gone = True
+            self.ctx.cancelled = True
+            return False
+        return True
+
+    async def first_block(self, reader: aiohttp.StreamReader, cutter: EventCutter, limit: float) -> bytes:
+        """Read until at least one complete event arrived (b"" at end of stream), sending keep-alives
+        after every ``keepalive`` seconds of waiting; UpstreamTimeout past ``limit`` seconds."""
+        deadline = self._loop.time() + limit
+        read: asyncio.Task[bytes] | None = None
+        try:
+            while True:
+                if read is None:
+                    read = asyncio.ensure_future(reader.readany())
+                left = deadline - self._loop.time()
+                done, _ = await asyncio.wait({read}, timeout=max(0.0, min(self._keepalive, left)))
+                if not done:
+                    if self._loop.time() >= deadline:
+                        raise UpstreamTimeout(f"no first token within {limit:g}s",
+                                              provider=self.ctx.route.provider.name if self.ctx.route else "")
+                    if not await self.write(KEEPALIVE):
+                        return b""
+                    continue
+                chunk = read.result()
+                read = None
+                if not chunk:
+                    return b""
+                block = cutter.feed(chunk)
+                if block:
+                    return block
+        finally:
+            if read is not None and not read.done():
+                read.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await read
+
+    async def _heartbeat(self) -> None:
+        while True:
+            wait = self._last + self._keepalive - self._loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            if self.resp is None or self.gone:
+                return
+            self._last = self._loop.time()
+            try:
+                await self.resp.write(KEEPALIVE)
+            except (ConnectionResetError, RuntimeError):
+                return
+
+    async def close(self) -> None:
+        """Stop the heartbeat."""
+        if self._beat is not None:
+            self._beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._beat
+            self._beat = None

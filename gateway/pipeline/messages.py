@@ -1,0 +1,261 @@
+"""POST /v1/messages and /v1/messages/count_tokens: the Anthropic Messages API in front of every provider.
+
+To an Anthropic-type upstream the body passes through with only ``model`` rewritten (to the
+provider's id), with the provider's ``x-api-key``, the client's ``anthropic-version`` (else
+2023-06-01) and ``anthropic-beta``; the response (or each stream event) goes back as the upstream's
+bytes while usage is read from them (``anthropic_usage``). OpenAI- and Gemini-type upstreams are
+translated through the canonical model and answered in Anthropic's grammar (``render_message_bytes``,
+``AnthropicStreamEncoder``), the stream held back until its first content like chat's translated path.
+
+Model names: a name the catalog lists (``claude-sonnet-4.6`` as an alias, ``anthropic/...``,
+``openai/gpt-4.1``) routes there; a bare name it does not list belongs to the ``anthropic`` provider
+(on /v1/chat/completions it would belong to ``openai``).
+
+Errors use Anthropic's envelope with ``request_id``; an upstream 529 / overloaded_error keeps the
+``overloaded_error`` type (status 502). After the first byte a failure is an ``event: error`` frame,
+and a passthrough stream that ends without ``message_stop`` (and without the upstream's own error
+event) gets one appended: never a silently truncated stream.
+
+Cost: Anthropic's input plus its cache reads and writes are priced at the model's prompt price (the
+catalog has no cache prices) and recorded as the generation's prompt tokens; output at the completion
+price. A stream cut short (client gone, upstream died) is billed for the usage seen, with the input
+estimated from the body size and the output as one token per content delta when they are missing.
+
+count_tokens is authenticated and rate limited like inference (it counts against the request limits;
+its token estimate is given back) but costs nothing: no money is reserved and no generation is
+recorded, so it has no ``X-Generation-Id``. Anthropic-type models get the upstream's own count;
+others the offline tokenizer's estimate (never a made-up zero: an upstream failure is an error).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from gateway.auth.policy import check_model_allowed
+from gateway.codec import JSONObject, json_response
+from gateway.errors import GatewayError, InvalidRequest, UpstreamError
+from gateway.pipeline.anthropic_usage import AnthropicStreamTap, usage_from_message
+from gateway.pipeline.context import RequestContext
+from gateway.pipeline.inbound import admit, estimate_tokens_of, route_request
+from gateway.pipeline.relay import COST_HEADER, SSE_HEADERS, stream_headers
+from gateway.pipeline.translated import DROPPED_HEADER, _TranslatedStream, open_translated, settle_usage
+from gateway.protocols.anthropic_messages.count import count_request_tokens, render_count
+from gateway.protocols.anthropic_messages.errors import render_error
+from gateway.protocols.anthropic_messages.parse import parse_messages_request
+from gateway.protocols.anthropic_messages.render import render_message_bytes
+from gateway.protocols.anthropic_messages.stream import AnthropicStreamEncoder, error_frame
+from gateway.providers import adapter_for
+from gateway.providers.base import BuildParams, CallContext
+from gateway.routing.catalog import Route
+from gateway.settings import ProviderSettings
+from gateway.sse import EventCutter
+from gateway.state import CATALOG, CTX, SESSION, TOKENIZER
+from gateway.upstream.call import auth_headers, open_upstream
+
+DEFAULT_PROVIDER = "anthropic"  # for bare model names the catalog does not list
+ANTHROPIC_VERSION = "2023-06-01"
+MESSAGES_PATH = "/v1/messages"
+COUNT_PATH = "/v1/messages/count_tokens"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def anthropic_errors(handler: Handler) -> Handler:
+    """Render the handler's errors with the Anthropic renderer (keeps ``overloaded_error`` for an
+    upstream 529, adds ``request_id``); the middleware still settles and records the request."""
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except GatewayError as err:
+            ctx = request[CTX]
+            if isinstance(err, UpstreamError):
+                ctx.upstream_error = type(err).__name__
+            status, body = render_error(err, ctx.request_id)
+            return json_response(body, status=status, headers=err.headers or None)
+
+    return wrapped
+
+
+@anthropic_errors
+async def handle_messages(request: web.Request) -> web.StreamResponse:
+    """Run one Anthropic Messages request end to end."""
+    body = await admit(request, "messages")
+    requested = _check(body, for_count=False)
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise InvalidRequest("stream: expected a boolean", param="stream")
+    route = await route_request(request, body, streamed=stream, default_provider=DEFAULT_PROVIDER)
+    ctx = request[CTX]
+    if route.provider.type != "anthropic":
+        return await _translated(request, ctx, body, route, requested, stream)
+    provider = route.provider
+    payload = orjson.dumps({**body, "model": route.upstream_model})
+    call = _open_anthropic(request, provider, MESSAGES_PATH, payload)
+    if not stream:
+        async with call as up:
+            raw = await up.read()
+        usage, finish = usage_from_message(raw)
+        settle_usage(ctx, route, usage, finish)
+        headers = {**stream_headers(ctx), COST_HEADER: format(ctx.cost.normalize(), "f")}
+        return web.Response(body=raw, content_type="application/json", headers=headers)
+    tap = AnthropicStreamTap()
+    try:
+        return await _relay(request, ctx, call, tap)
+    finally:
+        started = ctx.status == 200  # the upstream answered 2xx: it may have charged for the prompt
+        cut_short = started and (ctx.cancelled or not tap.ended)
+        usage = tap.usage(estimate_tokens_of(ctx.body_bytes) if cut_short else None)
+        if ctx.finish_reason is None:
+            ctx.finish_reason = tap.finish_reason
+        if tap.error is not None:
+            ctx.upstream_error = ctx.upstream_error or "UpstreamError"
+        settle_usage(ctx, route, usage, ctx.finish_reason)
+
+
+@anthropic_errors
+async def handle_count_tokens(request: web.Request) -> web.StreamResponse:
+    """``{"input_tokens": N}`` for a Messages body: the Anthropic upstream's count, else the tokenizer's."""
+    body = await admit(request, "count_tokens")
+    requested = _check(body, for_count=True)
+    ctx = request[CTX]
+    assert ctx.key is not None
+    route = request.app[CATALOG].resolve(requested, DEFAULT_PROVIDER)
+    check_model_allowed(ctx.key, route.provider.name, route.model_id)
+    ctx.route = route  # for metrics; no generation id, so no generation row
+    ctx.total_tokens = 0  # generates nothing: the limiter gives the token estimate back
+    headers = {"X-Request-Id": ctx.request_id, "X-ARouter-Provider": route.provider.name,
+               "X-ARouter-Model": route.model_id}
+    if route.provider.type == "anthropic":
+        payload = orjson.dumps({**body, "model": route.upstream_model})
+        async with _open_anthropic(request, route.provider, COUNT_PATH, payload) as up:
+            raw = await up.read()
+        return web.Response(body=raw, content_type="application/json", headers=headers)
+    req = parse_messages_request(body, for_count=True).request
+    tokens = count_request_tokens(req, request.app[TOKENIZER].count)
+    return web.Response(body=orjson.dumps(render_count(tokens)), content_type="application/json", headers=headers)
+
+
+def _check(body: JSONObject, *, for_count: bool) -> str:
+    """The checks every Messages body gets before routing (passthrough bodies are not parsed further):
+    ``model`` a string, ``messages`` an array, ``max_tokens`` a positive integer (not for count_tokens)."""
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("model: field required", param="model")
+    if not isinstance(body.get("messages"), list):
+        raise InvalidRequest("messages: field required", param="messages")
+    if not for_count:
+        max_tokens = body.get("max_tokens")
+        if max_tokens is None:
+            raise InvalidRequest("max_tokens: field required", param="max_tokens")
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+            raise InvalidRequest("max_tokens: expected a positive integer", param="max_tokens")
+    return model
+
+
+def _open_anthropic(
+    request: web.Request, provider: ProviderSettings, path: str, payload: bytes
+) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+    """POST to the Anthropic-type provider; non-2xx answers mapped by the Anthropic adapter (529 overloaded)."""
+    headers: dict[str, str] = {"anthropic-version": request.headers.get("anthropic-version") or ANTHROPIC_VERSION}
+    beta = request.headers.get("anthropic-beta")
+    if beta:
+        headers["anthropic-beta"] = beta
+    headers.update(auth_headers(provider))  # credential and configured headers win
+    adapter = adapter_for(provider.type, provider.name)
+    url = provider.base_url.rstrip("/") + path
+    return open_upstream(request.app[SESSION], provider, "POST", url, payload, headers, adapter.map_error)
+
+
+async def _relay(
+    request: web.Request,
+    ctx: RequestContext,
+    call: AbstractAsyncContextManager[aiohttp.ClientResponse],
+    tap: AnthropicStreamTap,
+) -> web.StreamResponse:
+    """Relay an Anthropic event stream as the upstream's bytes, cut at event boundaries."""
+    resp: web.StreamResponse | None = None
+    try:
+        async with call as upstream:
+            resp = web.StreamResponse(headers={**SSE_HEADERS, **stream_headers(ctx)})
+            await resp.prepare(request)
+            ctx.status = 200
+            cutter = EventCutter()
+            async for chunk in upstream.content.iter_any():
+                out = cutter.feed(chunk)
+                if not out:
+                    continue
+                if ctx.ttft is None:
+                    ctx.ttft = ctx.elapsed()
+                tap.inspect(out, cutter.separator)
+                try:
+                    await resp.write(out)
+                except ConnectionResetError:
+                    ctx.cancelled = True
+                    return resp
+                if tap.ended:
+                    break
+    except UpstreamError as err:
+        if resp is None:
+            raise
+        await _end_with_error(resp, ctx, err)
+        return resp
+    if not tap.ended:
+        name = ctx.route.provider.name if ctx.route else "upstream"
+        await _end_with_error(resp, ctx, UpstreamError(f"provider '{name}' ended the stream early", provider=name))
+    return resp
+
+
+async def _end_with_error(resp: web.StreamResponse, ctx: RequestContext, err: GatewayError) -> None:
+    ctx.finish_reason = "error"
+    ctx.upstream_error = type(err).__name__
+    try:
+        await resp.write(error_frame(err))
+    except ConnectionResetError:
+        ctx.cancelled = True
+
+
+async def _translated(
+    request: web.Request, ctx: RequestContext, body: JSONObject, route: Route, requested: str, stream: bool
+) -> web.StreamResponse:
+    """Serve a Messages request from an OpenAI- or Gemini-type provider through the canonical model."""
+    req = parse_messages_request(body).request
+    provider = route.provider
+    adapter = adapter_for(provider.type, provider.name)
+    limit = route.model.max_output_tokens if route.model is not None else None
+    built = adapter.build_request(req, BuildParams(upstream_model=route.upstream_model, max_output_tokens=limit))
+    headers = stream_headers(ctx)
+    if built.dropped:
+        headers[DROPPED_HEADER] = ",".join(built.dropped)
+    call_ctx = CallContext(id=ctx.generation_id or "", created=int(time.time()), model=route.model_id)
+    session = request.app[SESSION]
+    stop = req.sampling.stop
+    if not stream:
+        async with open_translated(session, provider, adapter, built.request) as up:
+            raw = await up.read()
+        resp = adapter.parse_response(raw, call_ctx)
+        settle_usage(ctx, route, resp.usage, resp.finish.reason.value)
+        headers[COST_HEADER] = format(ctx.cost.normalize(), "f")
+        return web.Response(body=render_message_bytes(resp, model=requested, stop=stop),
+                            content_type="application/json", headers=headers)
+    encoder = AnthropicStreamEncoder(
+        id=call_ctx.id, model=requested, stop=stop, input_tokens=estimate_tokens_of(ctx.body_bytes)
+    )
+    relay = _TranslatedStream(request, ctx, adapter.stream_decoder(call_ctx), encoder, headers)
+    try:
+        async with open_translated(session, provider, adapter, built.request) as up:
+            await relay.run(up)
+    except UpstreamError as err:
+        if relay.resp is None:
+            raise
+        await relay.fail(err)
+    finally:
+        relay.settle(route)
+    assert relay.resp is not None
+    return relay.resp

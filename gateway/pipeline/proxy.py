@@ -1,0 +1,157 @@
+"""The provider proxy, ``/{provider}/{path}``: a provider's own API, passed through as bytes.
+
+Any method and path: ``/openai/v1/chat/completions`` reaches the OpenAI upstream's
+``/v1/chat/completions``, ``/anthropic/v1/messages`` Anthropic's ``/v1/messages``,
+``/google/v1beta/models/gemini-2.5-flash:generateContent`` Gemini's; the path after the provider's
+name is taken from the provider's host root (scheme and host of its ``base_url``). The caller's
+gateway key is checked (an inference key; the key's provider and model allow-lists, rate limits and
+spend apply) and replaced by the provider's credential in that provider's header; the query string
+goes along without ``key``. Status, body and stream come back as the provider sent them; usage is
+still read (``usage`` / ``usageMetadata``, JSON or SSE), priced when the model is in the catalog,
+recorded and billed. The gateway's own paths (/v1, /v1beta, /api, /healthz, /readyz, /metrics,
+/openapi.yaml) are never taken: no provider may have those names.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+import orjson
+from aiohttp import web
+from multidict import CIMultiDict
+
+from gateway.auth.policy import check_model_allowed
+from gateway.billing.pricing import request_cost
+from gateway.errors import GatewayError, NotFound
+from gateway.pipeline.context import RequestContext, new_id
+from gateway.pipeline.downstream import Downstream
+from gateway.pipeline.inbound import admit_bytes
+from gateway.pipeline.relay import COST_HEADER, stream_headers
+from gateway.pipeline.usage_sniff import UsageSniffer
+from gateway.routing.catalog import Route
+from gateway.settings import ProviderSettings
+from gateway.sse import EventCutter
+from gateway.state import BILLING, CATALOG, CTX, SESSION, SETTINGS, UPSTREAMS
+from gateway.upstream.call import credential_headers, open_upstream
+
+# Request headers that belong to this hop or to the gateway, never forwarded.
+_DROP_REQUEST = frozenset(
+    h.lower() for h in ("Host", "Authorization", "X-Api-Key", "x-goog-api-key", "Content-Length", "Connection",
+                        "Keep-Alive", "Transfer-Encoding", "Upgrade", "Proxy-Authorization", "TE", "Trailer",
+                        "Cookie", "X-Title", "X-OpenRouter-Title", "HTTP-Referer", "Referer", "Accept-Encoding")
+)
+# Response headers passed back to the caller.
+_KEEP_RESPONSE = ("Content-Type", "Retry-After")
+_GEMINI_MODEL = re.compile(r"/models/([^/:]+)")
+
+
+async def handle_proxy(request: web.Request) -> web.StreamResponse:
+    """Forward one request to a configured provider's own API."""
+    app = request.app
+    name = request.match_info["provider"]
+    provider = app[SETTINGS].providers.get(name)
+    if provider is None:
+        raise NotFound(f"no route for {request.method} {request.path} (and no provider named '{name}')")
+    raw = await admit_bytes(request, "proxy")
+    ctx = request[CTX]
+    assert ctx.key is not None
+    route = _route(request, provider, raw)
+    check_model_allowed(ctx.key, provider.name, route.model_id)
+    ctx.route, ctx.candidates = route, [route]
+    ctx.generation_id = new_id("gen-")
+    title = request.headers.get("X-Title")
+    ctx.app_title = title[:200] if title else None
+    referer = request.headers.get("HTTP-Referer")
+    ctx.app_referer = referer[:500] if referer else None
+    if route.model is not None:
+        body = _json_object(raw)
+        ctx.hold = await app[BILLING].reserve(ctx.key, route.model, body, len(raw), ctx.request_id)
+        ctx.billed = True
+    target = app[UPSTREAMS].pick(provider).provider
+    url = _url(target, request)
+    headers = _forward_headers(request, target)
+    sniffer = UsageSniffer()
+    async with open_upstream(app[SESSION], target, request.method, url, raw or None, headers, None) as up:
+        ctx.streamed = "text/event-stream" in up.headers.get("Content-Type", "")
+        out_headers = {k: up.headers[k] for k in _KEEP_RESPONSE if k in up.headers}
+        out_headers.update(stream_headers(ctx))
+        if not ctx.streamed:
+            data = await up.read()
+            sniffer.body(data)
+            _settle(ctx, route, sniffer)
+            out_headers[COST_HEADER] = format(ctx.cost.normalize(), "f")
+            return web.Response(status=up.status, body=data, headers=out_headers)
+        down = Downstream(request, ctx, out_headers, app[SETTINGS].routing.keepalive_seconds)
+        cutter = EventCutter()
+        try:
+            async for chunk in up.content.iter_any():
+                block = cutter.feed(chunk)
+                if not block:
+                    continue
+                if ctx.ttft is None:
+                    ctx.ttft = ctx.elapsed()
+                sniffer.block(block, cutter.separator)
+                if not await down.write(block):
+                    break
+            rest = cutter.rest()
+            if rest and not down.gone:
+                await down.write(rest)
+        finally:
+            await down.close()
+            _settle(ctx, route, sniffer)
+        ctx.status = up.status
+        assert down.resp is not None or down.gone
+        return down.resp if down.resp is not None else web.StreamResponse()
+
+
+def _route(request: web.Request, provider: ProviderSettings, raw: bytes) -> Route:
+    """The model this call is for, from the body's "model" or a Gemini path; priced if it is listed."""
+    model: str | None = None
+    named = _json_object(raw).get("model")
+    if isinstance(named, str):
+        model = named
+    else:
+        found = _GEMINI_MODEL.search(request.match_info["path"])
+        if found:
+            model = found.group(1)
+    if model is None:
+        return Route(f"{provider.name}/*", provider, "", None)
+    try:
+        listed = request.app[CATALOG].resolve(f"{provider.name}/{model}", provider.name)
+    except GatewayError:  # not in the catalog: proxied all the same, unpriced
+        return Route(f"{provider.name}/{model}", provider, model, None)
+    return listed
+
+
+def _json_object(raw: bytes) -> dict[str, object]:
+    if not raw or raw[:1] not in (b"{", b" ", b"\n"):
+        return {}
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _url(provider: ProviderSettings, request: web.Request) -> str:
+    base = urlsplit(provider.base_url)
+    query = "&".join(
+        f"{k}={v}" for k, v in request.rel_url.query.items() if k != "key"
+    ) if request.query_string else ""
+    url = f"{base.scheme}://{base.netloc}/{request.match_info['path']}"
+    return f"{url}?{query}" if query else url
+
+
+def _forward_headers(request: web.Request, provider: ProviderSettings) -> CIMultiDict[str]:
+    headers: CIMultiDict[str] = CIMultiDict(
+        (k, v) for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST
+    )
+    headers.update(credential_headers(provider))
+    return headers
+
+
+def _settle(ctx: RequestContext, route: Route, sniffer: UsageSniffer) -> None:
+    u = sniffer.usage
+    ctx.prompt_tokens, ctx.completion_tokens, ctx.total_tokens = u.prompt_tokens, u.completion_tokens, u.total_tokens
+    ctx.cost = request_cost(route.model, u.prompt_tokens, u.completion_tokens)

@@ -1,0 +1,177 @@
+"""Routing that survives provider failures: candidates, retries, deployments, keep-alives, timeouts."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+import pytest
+
+from gateway.app import create_app
+from gateway.state import RECORDER, STORE, UPSTREAMS
+from tests.conftest import MGMT_KEY, Gateway, make_settings
+
+MSG = [{"role": "user", "content": "hi"}]
+DEAD = "http://127.0.0.1:9/v1"  # nothing listens there: connection refused
+
+
+async def client_for(gateway: Gateway, db_url: str, aiohttp_client: Any, **sections: Any) -> tuple[Any, dict[str, str]]:
+    settings = make_settings(gateway.upstream.url, db_url, **sections)  # type: ignore[attr-defined]
+    client = await aiohttp_client(create_app(settings))
+    resp = await client.post("/api/v1/keys", json={"name": "routing"}, headers={"Authorization": f"Bearer {MGMT_KEY}"})
+    return client, {"Authorization": f"Bearer {(await resp.json())['key']}"}
+
+
+def provider(url: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "openai", "base_url": url, "api_key": "sk-x", "retries": 0, "retry_max_wait": 0.05, **extra}
+
+
+async def test_fallback_to_the_next_candidate_bills_only_the_one_that_answered(
+    gateway: Gateway, db_url: str, aiohttp_client: Any
+) -> None:
+    url = gateway.upstream.url  # type: ignore[attr-defined]
+    client, auth = await client_for(gateway, db_url, aiohttp_client,
+                                    providers={"dead": provider(DEAD), "backup": provider(url)},
+                                    models={"dead/gpt-4.1-mini": {"prompt": "9", "completion": "9"},
+                                            "backup/gpt-4.1-mini": {"prompt": "0.40", "completion": "1.60"}})
+    body = {"model": "dead/gpt-4.1-mini", "models": ["openai/broken", "backup/gpt-4.1-mini"], "route": "fallback",
+            "messages": MSG}
+    resp = await client.post("/v1/chat/completions", json=body, headers=auth)
+    assert resp.status == 200
+    assert resp.headers["X-ARouter-Provider"] == "backup" and resp.headers["X-ARouter-Model"] == "backup/gpt-4.1-mini"
+    await client.app[RECORDER].flush()
+    gen = await client.app[STORE].get_generation("default", resp.headers["X-Generation-Id"])
+    assert gen is not None and gen.model == "backup/gpt-4.1-mini" and gen.provider == "backup"
+    assert str(gen.cost) == "0.0000188000"
+    assert [s.body["model"] for s in gateway.upstream.seen] == ["broken", "gpt-4.1-mini"]  # the dead one never answered
+
+
+async def test_a_bad_request_is_not_retried_elsewhere(gateway: Gateway) -> None:
+    key, _ = await gateway.new_key()
+    body = {"model": "openai/bad-request", "models": ["openai/gpt-4.1-mini"], "messages": MSG}
+    resp = await gateway.client.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"})
+    assert resp.status == 400 and len(gateway.upstream.seen) == 1
+
+
+async def test_when_all_fail_the_last_error_comes_back(gateway: Gateway) -> None:
+    key, _ = await gateway.new_key()
+    body = {"model": "openai/broken", "models": ["openai/rate-limited"], "messages": MSG}
+    resp = await gateway.client.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"})
+    assert resp.status == 429 and resp.headers["Retry-After"] == "7"
+
+
+async def test_fallback_before_the_first_byte_of_a_stream(gateway: Gateway) -> None:
+    key, _ = await gateway.new_key()
+    body = {"model": "openai/broken", "models": ["openai/gpt-4.1-mini"], "messages": MSG, "stream": True}
+    resp = await gateway.client.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"})
+    raw = await resp.read()
+    assert resp.status == 200 and raw.endswith(b"data: [DONE]\n\n") and b'"finish_reason":"stop"' in raw
+
+
+async def test_retries_with_backoff_then_success(gateway: Gateway, db_url: str, aiohttp_client: Any) -> None:
+    url = gateway.upstream.url  # type: ignore[attr-defined]
+    client, auth = await client_for(gateway, db_url, aiohttp_client,
+                                    providers={"openai": provider(url, retries=2)})
+    resp = await client.post("/v1/chat/completions", json={"model": "openai/flaky", "messages": MSG}, headers=auth)
+    assert resp.status == 200 and gateway.upstream.calls["flaky"] == 3
+    started = time.monotonic()
+    resp = await client.post("/v1/chat/completions", json={"model": "openai/limited-then-ok", "messages": MSG},
+                             headers=auth)
+    assert resp.status == 200 and gateway.upstream.calls["limited-then-ok"] == 2
+    assert time.monotonic() - started < 1  # Retry-After 1 was capped at retry_max_wait (0.05 s)
+
+
+async def test_retries_are_bounded(gateway: Gateway, db_url: str, aiohttp_client: Any) -> None:
+    url = gateway.upstream.url  # type: ignore[attr-defined]
+    client, auth = await client_for(gateway, db_url, aiohttp_client, providers={"openai": provider(url, retries=1)})
+    resp = await client.post("/v1/chat/completions", json={"model": "openai/flaky", "messages": MSG}, headers=auth)
+    assert resp.status == 502 and gateway.upstream.calls["flaky"] == 2
+
+
+async def test_deployments_spread_and_a_failing_one_is_taken_out(
+    gateway: Gateway, db_url: str, aiohttp_client: Any
+) -> None:
+    url = gateway.upstream.url  # type: ignore[attr-defined]
+    deployments = [{"base_url": DEAD, "weight": 1}, {"base_url": url, "weight": 1}]
+    client, auth = await client_for(
+        gateway, db_url, aiohttp_client, providers={"openai": provider(url, retries=3, deployments=deployments)},
+        routing={"breaker_failures": 2, "breaker_cooldown": 60},
+    )
+    for _ in range(20):
+        resp = await client.post("/v1/chat/completions", json={"messages": MSG}, headers=auth)
+        assert resp.status == 200  # a failed try on the dead deployment is retried on the live one
+    upstreams = client.app[UPSTREAMS]
+    assert upstreams._health[("openai", 0)].open_until > 0  # the dead deployment is out
+
+
+async def test_no_healthy_deployment_is_a_clear_503(gateway: Gateway, db_url: str, aiohttp_client: Any) -> None:
+    client, auth = await client_for(gateway, db_url, aiohttp_client, providers={"openai": provider(DEAD)},
+                                    routing={"breaker_failures": 1, "breaker_cooldown": 60})
+    assert (await client.post("/v1/chat/completions", json={"messages": MSG}, headers=auth)).status == 502
+    resp = await client.post("/v1/chat/completions", json={"messages": MSG}, headers=auth)
+    doc = await resp.json()
+    assert resp.status == 503 and "no healthy deployment of provider 'openai'" in doc["error"]["message"]
+
+
+async def test_keepalive_comments_while_waiting_for_the_first_token(
+    gateway: Gateway, db_url: str, aiohttp_client: Any
+) -> None:
+    client, auth = await client_for(gateway, db_url, aiohttp_client, routing={"keepalive_seconds": 0.05})
+    body = {"model": "openai/slow-first", "messages": MSG, "stream": True}
+    resp = await client.post("/v1/chat/completions", json=body, headers=auth)
+    raw = await resp.read()
+    assert raw.startswith(b": ARouter PROCESSING\n\n")
+    assert raw.count(b": ARouter PROCESSING") >= 2 and raw.endswith(b"data: [DONE]\n\n")
+    events = [e for e in raw.split(b"\n\n") if e and not e.startswith(b":")]
+    assert all(e.startswith(b"data: ") for e in events)
+
+
+async def test_first_token_timeout_is_a_clean_504(gateway: Gateway, db_url: str, aiohttp_client: Any) -> None:
+    url = gateway.upstream.url  # type: ignore[attr-defined]
+    client, auth = await client_for(
+        gateway, db_url, aiohttp_client,
+        providers={"openai": provider(url, timeouts={"first_token": 0.2})}, routing={"keepalive_seconds": 5},
+    )
+    resp = await client.post("/v1/chat/completions", json={"model": "openai/stalls-first", "messages": MSG,
+                                                           "stream": True}, headers=auth)
+    doc = await resp.json()
+    assert resp.status == 504 and doc["error"]["type"] == "timeout_error"
+    assert "first token" in doc["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("prefs", "expected"),
+    [
+        ({"only": ["backup"]}, ["backup/gpt-4.1-mini"]),
+        ({"ignore": ["openai"]}, ["backup/gpt-4.1-mini"]),
+        ({"order": ["backup", "openai"]}, ["backup/gpt-4.1-mini", "openai/gpt-4.1"]),
+        ({"sort": "price"}, ["backup/gpt-4.1-mini", "openai/gpt-4.1"]),
+        ({"allow_fallbacks": False}, ["openai/gpt-4.1"]),
+    ],
+)
+async def test_provider_preferences_shape_the_candidates(
+    gateway: Gateway, db_url: str, aiohttp_client: Any, prefs: dict[str, Any], expected: list[str]
+) -> None:
+    from gateway.routing.catalog import Catalog
+    from gateway.routing.plan import plan_routes
+    from gateway.store.base import ApiKey
+
+    url = gateway.upstream.url  # type: ignore[attr-defined]
+    settings = make_settings(url, db_url, providers={"backup": provider(url)},
+                             models={"backup/gpt-4.1-mini": {"prompt": "0.40", "completion": "1.60"}})
+    key = ApiKey(hash="h", tenant_id="t", kind="live", name="k", label="l", disabled=False, limit=None,
+                 limit_reset=None, allowed_providers=None, allowed_models=None, expires_at=None,
+                 created_at=None, updated_at=None)  # type: ignore[arg-type]
+    body = {"model": "openai/gpt-4.1", "models": ["backup/gpt-4.1-mini"], "provider": prefs}
+    routes = plan_routes(body, Catalog(settings), key, lambda _: None, "openai")
+    assert [r.model_id for r in routes] == expected
+
+
+async def test_bad_routing_fields_are_400(gateway: Gateway) -> None:
+    key, _ = await gateway.new_key()
+    for extra in ({"models": "openai/gpt-4.1"}, {"models": [1]}, {"provider": "openai"},
+                  {"provider": {"sort": "vibes"}}, {"provider": {"only": ["nobody"]}}):
+        resp = await gateway.client.post("/v1/chat/completions", data=orjson.dumps({"messages": MSG, **extra}),
+                                         headers={"Authorization": f"Bearer {key}"})
+        assert resp.status == 400, extra
