@@ -64,10 +64,12 @@ from gateway.protocols.gemini_generate.stream import CONTENT_TYPES, Framing, Gem
 from gateway.providers import adapter_for
 from gateway.providers.base import BuildParams, CallContext
 from gateway.routing.catalog import Route
+from gateway.routing.upstreams import Target
 from gateway.settings import ProviderSettings, Settings
 from gateway.sse import EventCutter
-from gateway.state import CATALOG, CTX, SESSION, SETTINGS, TOKENIZER
+from gateway.state import CATALOG, CTX, SESSION, SETTINGS, TOKENIZER, UPSTREAMS
 from gateway.upstream.call import auth_headers, open_call, open_upstream
+from gateway.upstream.fallback import run_candidates
 
 GEMINI_PROVIDER = "google"  # the provider bare model names belong to, when configured
 METHODS = ("generateContent", "streamGenerateContent", "countTokens", "embedContent", "batchEmbedContents")
@@ -124,12 +126,16 @@ async def _generate_content(request: web.Request, model: str, *, stream: bool) -
     if not isinstance(contents, list) or not contents:
         raise InvalidRequest("contents: must be a non-empty array", param="contents")
     framing: Framing = "sse" if request.query.get("alt") == "sse" else "json"
-    route = await route_request(request, _routing_body(model, body), streamed=stream,
-                                default_provider=gemini_provider(request.app[SETTINGS]))
+    await route_request(request, _routing_body(model, body), streamed=stream,
+                        default_provider=gemini_provider(request.app[SETTINGS]))
     ctx = request[CTX]
-    if route.provider.type == "gemini":
-        return await _passthrough(request, ctx, route, raw, stream, framing)
-    return await _translated(request, ctx, body, model, route, stream, framing)
+
+    async def serve(route: Route, target: Target) -> web.StreamResponse:
+        if route.provider.type == "gemini":
+            return await _passthrough(request, ctx, route, target.provider, raw, stream, framing)
+        return await _translated(request, ctx, body, model, route, target.provider, stream, framing)
+
+    return await run_candidates(ctx, ctx.candidates, request.app[UPSTREAMS], request.app[SETTINGS].routing, serve)
 
 
 def _routing_body(model: str, body: JSONObject) -> JSONObject:
@@ -155,10 +161,11 @@ def _gemini_call(
 
 
 async def _passthrough(
-    request: web.Request, ctx: RequestContext, route: Route, raw: bytes, stream: bool, framing: Framing
+    request: web.Request, ctx: RequestContext, route: Route, provider: ProviderSettings, raw: bytes, stream: bool,
+    framing: Framing,
 ) -> web.StreamResponse:
     action = "streamGenerateContent?alt=sse" if stream else "generateContent"
-    call = _gemini_call(request, route.provider, route.upstream_model, action, raw)
+    call = _gemini_call(request, provider, route.upstream_model, action, raw)
     if not stream:
         async with call as up:
             data = await up.read()
@@ -288,12 +295,12 @@ async def _translated(
     body: JSONObject,
     model: str,
     route: Route,
+    provider: ProviderSettings,
     stream: bool,
     framing: Framing,
 ) -> web.StreamResponse:
     """Serve a Gemini request from an OpenAI- or Anthropic-type provider through the canonical model."""
     req = parse_generate_request(body, model, stream=stream).request
-    provider = route.provider
     adapter = adapter_for(provider.type, provider.name)
     limit = route.model.max_output_tokens if route.model is not None else None
     built = adapter.build_request(req, BuildParams(upstream_model=route.upstream_model, max_output_tokens=limit))

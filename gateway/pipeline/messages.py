@@ -42,6 +42,7 @@ from gateway.codec import JSONObject, json_response
 from gateway.errors import GatewayError, InvalidRequest, UpstreamError
 from gateway.pipeline.anthropic_usage import AnthropicStreamTap, usage_from_message
 from gateway.pipeline.context import RequestContext
+from gateway.pipeline.downstream import Downstream
 from gateway.pipeline.inbound import admit, estimate_tokens_of, route_request
 from gateway.pipeline.relay import COST_HEADER, SSE_HEADERS, stream_headers
 from gateway.pipeline.translated import DROPPED_HEADER, _TranslatedStream, open_translated, settle_usage
@@ -53,10 +54,12 @@ from gateway.protocols.anthropic_messages.stream import AnthropicStreamEncoder, 
 from gateway.providers import adapter_for
 from gateway.providers.base import BuildParams, CallContext
 from gateway.routing.catalog import Route
+from gateway.routing.upstreams import Target
 from gateway.settings import ProviderSettings
 from gateway.sse import EventCutter
-from gateway.state import CATALOG, CTX, SESSION, TOKENIZER
+from gateway.state import CATALOG, CTX, SESSION, SETTINGS, TOKENIZER, UPSTREAMS
 from gateway.upstream.call import auth_headers, open_upstream
+from gateway.upstream.fallback import run_candidates
 
 DEFAULT_PROVIDER = "anthropic"  # for bare model names the catalog does not list
 ANTHROPIC_VERSION = "2023-06-01"
@@ -91,11 +94,22 @@ async def handle_messages(request: web.Request) -> web.StreamResponse:
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise InvalidRequest("stream: expected a boolean", param="stream")
-    route = await route_request(request, body, streamed=stream, default_provider=DEFAULT_PROVIDER)
+    await route_request(request, body, streamed=stream, default_provider=DEFAULT_PROVIDER)
     ctx = request[CTX]
-    if route.provider.type != "anthropic":
-        return await _translated(request, ctx, body, route, requested, stream)
-    provider = route.provider
+
+    async def serve(route: Route, target: Target) -> web.StreamResponse:
+        if route.provider.type != "anthropic":
+            return await _translated(request, ctx, body, route, requested, stream, target.provider)
+        return await _native(request, ctx, body, route, target.provider, stream)
+
+    return await run_candidates(ctx, ctx.candidates, request.app[UPSTREAMS], request.app[SETTINGS].routing, serve)
+
+
+async def _native(
+    request: web.Request, ctx: RequestContext, body: JSONObject, route: Route, provider: ProviderSettings,
+    stream: bool,
+) -> web.StreamResponse:
+    """One attempt at an Anthropic-type deployment: the body passes through with the model rewritten."""
     payload = orjson.dumps({**body, "model": route.upstream_model})
     call = _open_anthropic(request, provider, MESSAGES_PATH, payload)
     if not stream:
@@ -107,7 +121,7 @@ async def handle_messages(request: web.Request) -> web.StreamResponse:
         return web.Response(body=raw, content_type="application/json", headers=headers)
     tap = AnthropicStreamTap()
     try:
-        return await _relay(request, ctx, call, tap)
+        return await _relay(request, ctx, call, tap, provider)
     finally:
         started = ctx.status == 200  # the upstream answered 2xx: it may have charged for the prompt
         cut_short = started and (ctx.cancelled or not tap.ended)
@@ -178,55 +192,57 @@ async def _relay(
     ctx: RequestContext,
     call: AbstractAsyncContextManager[aiohttp.ClientResponse],
     tap: AnthropicStreamTap,
+    provider: ProviderSettings,
 ) -> web.StreamResponse:
-    """Relay an Anthropic event stream as the upstream's bytes, cut at event boundaries."""
-    resp: web.StreamResponse | None = None
+    """Relay an Anthropic event stream as the upstream's bytes, cut at event boundaries; the response
+    starts with the first upstream event (see ``downstream``), so earlier failures can fall back."""
+    down = Downstream(request, ctx, {**SSE_HEADERS, **stream_headers(ctx)},
+                      request.app[SETTINGS].routing.keepalive_seconds)
     try:
         async with call as upstream:
-            resp = web.StreamResponse(headers={**SSE_HEADERS, **stream_headers(ctx)})
-            await resp.prepare(request)
-            ctx.status = 200
             cutter = EventCutter()
-            async for chunk in upstream.content.iter_any():
-                out = cutter.feed(chunk)
-                if not out:
-                    continue
+            block = await down.first_block(upstream.content, cutter, provider.timeouts.first_token)
+            blocks = upstream.content.iter_any()
+            while block and not down.gone:
                 if ctx.ttft is None:
                     ctx.ttft = ctx.elapsed()
-                tap.inspect(out, cutter.separator)
-                try:
-                    await resp.write(out)
-                except ConnectionResetError:
-                    ctx.cancelled = True
-                    return resp
-                if tap.ended:
+                tap.inspect(block, cutter.separator)
+                if not await down.write(block) or tap.ended:
                     break
+                block = b""
+                async for chunk in blocks:
+                    block = cutter.feed(chunk)
+                    if block:
+                        break
     except UpstreamError as err:
-        if resp is None:
+        if not down.committed:
             raise
-        await _end_with_error(resp, ctx, err)
-        return resp
-    if not tap.ended:
+        await _end_with_error(down, ctx, err)
+        return _response(down)
+    finally:
+        await down.close()
+    if not tap.ended and not down.gone:
         name = ctx.route.provider.name if ctx.route else "upstream"
-        await _end_with_error(resp, ctx, UpstreamError(f"provider '{name}' ended the stream early", provider=name))
-    return resp
+        await _end_with_error(down, ctx, UpstreamError(f"provider '{name}' ended the stream early", provider=name))
+    return _response(down)
 
 
-async def _end_with_error(resp: web.StreamResponse, ctx: RequestContext, err: GatewayError) -> None:
+def _response(down: Downstream) -> web.StreamResponse:
+    return down.resp if down.resp is not None else web.StreamResponse()
+
+
+async def _end_with_error(down: Downstream, ctx: RequestContext, err: GatewayError) -> None:
     ctx.finish_reason = "error"
     ctx.upstream_error = type(err).__name__
-    try:
-        await resp.write(error_frame(err))
-    except ConnectionResetError:
-        ctx.cancelled = True
+    await down.write(error_frame(err))
 
 
 async def _translated(
-    request: web.Request, ctx: RequestContext, body: JSONObject, route: Route, requested: str, stream: bool
+    request: web.Request, ctx: RequestContext, body: JSONObject, route: Route, requested: str, stream: bool,
+    provider: ProviderSettings,
 ) -> web.StreamResponse:
     """Serve a Messages request from an OpenAI- or Gemini-type provider through the canonical model."""
     req = parse_messages_request(body).request
-    provider = route.provider
     adapter = adapter_for(provider.type, provider.name)
     limit = route.model.max_output_tokens if route.model is not None else None
     built = adapter.build_request(req, BuildParams(upstream_model=route.upstream_model, max_output_tokens=limit))

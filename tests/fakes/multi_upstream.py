@@ -72,11 +72,11 @@ def multi_settings(
 
 
 class ProductionLikeServer(TestServer):
-    """The gateway as gunicorn's aiohttp worker serves it: handlers are not cancelled when a client leaves
-    (aiohttp's TestServer cancels them), so a disconnect shows up as a failed write."""
+    """The gateway as gunicorn's aiohttp worker serves it (gateway.app.app_factory): a client that
+    leaves cancels its handler."""
 
     async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
-        kwargs["handler_cancellation"] = False
+        kwargs["handler_cancellation"] = True
         return web.AppRunner(self.app, **kwargs)
 
 
