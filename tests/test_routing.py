@@ -175,3 +175,17 @@ async def test_bad_routing_fields_are_400(gateway: Gateway) -> None:
         resp = await gateway.client.post("/v1/chat/completions", data=orjson.dumps({"messages": MSG, **extra}),
                                          headers={"Authorization": f"Bearer {key}"})
         assert resp.status == 400, extra
+
+
+async def test_fallback_works_on_the_anthropic_endpoint(aiohttp_server: Any, aiohttp_client: Any,
+                                                                    tmp_path: Any) -> None:
+    from tests.fakes.multi_upstream import start_gateway
+
+    gw = await start_gateway(aiohttp_server, aiohttp_client, f"sqlite:///{tmp_path / 'm.db'}")
+    key = await gw.new_key()
+    body = {"model": "anthropic/overloaded", "models": ["openai/gpt-4.1-mini"], "max_tokens": 50,
+            "messages": [{"role": "user", "content": "hi"}]}
+    resp = await gw.client.post("/v1/messages", json=body, headers={"x-api-key": key})
+    doc = await resp.json()
+    assert resp.status == 200 and doc["type"] == "message" and resp.headers["X-ARouter-Provider"] == "openai"
+    assert gw.anthropic.seen[-1].body["model"] == "overloaded"  # tried first, failed with 529
