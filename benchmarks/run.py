@@ -398,6 +398,15 @@ def wait_http(proc: Proc, url: str, timeout: float) -> None:
 GATEWAY_TOML = """\
 default_model = "{model_json}"
 
+# Everything on: a rate-limit check per request (never refusing at these figures), prepaid billing
+# with a reservation and a settlement per request, metrics and the access log.
+[limits]
+requests_per_minute = 100000000
+tokens_per_minute = 100000000000
+
+[billing]
+prepaid = true
+
 [providers.bench]
 type = "openai"
 base_url = "http://{host}:{port}/json/v1"
@@ -454,9 +463,17 @@ def start_gateway(
     st, _, data = http(
         "POST",
         f"http://{HOST}:{port}/api/v1/keys",
-        json.dumps({"name": "bench"}).encode(),
+        json.dumps({"name": "bench", "limit": 1000000, "limit_reset": "monthly"}).encode(),
         {"Authorization": f"Bearer {mgmt}", "Content-Type": "application/json"},
     )
+    credit, _, credit_body = http(
+        "POST",
+        f"http://{HOST}:{port}/api/v1/credits",
+        json.dumps({"amount": 1000000, "description": "benchmark"}).encode(),
+        {"Authorization": f"Bearer {mgmt}", "Content-Type": "application/json"},
+    )
+    if credit != 201:
+        raise BenchError(f"adding credit: HTTP {credit}: {credit_body[:400]!r}")
     if st != 201:
         raise BenchError(f"creating an inference key: HTTP {st}: {data[:400]!r}\ngateway log tail:\n{proc.tail()}")
     try:
