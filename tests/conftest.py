@@ -49,6 +49,7 @@ def config_dict(upstream_url: str, **extra_providers: dict[str, Any]) -> dict[st
             "openai/dies-midstream": {"prompt": "1", "completion": "1"},
             "openai/stalls-midstream": {"prompt": "1", "completion": "1"},
             "openai/flaky": {"prompt": "1", "completion": "1"},
+            "openai/malformed": {"prompt": "1", "completion": "1"},
             "openai/limited-then-ok": {"prompt": "1", "completion": "1"},
             "openai/slow-first": {"prompt": "1", "completion": "1"},
             "openai/stalls-first": {"prompt": "1", "completion": "1"},

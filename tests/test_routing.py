@@ -189,3 +189,31 @@ async def test_fallback_works_on_the_anthropic_endpoint(aiohttp_server: Any, aio
     doc = await resp.json()
     assert resp.status == 200 and doc["type"] == "message" and resp.headers["X-ARouter-Provider"] == "openai"
     assert gw.anthropic.seen[-1].body["model"] == "overloaded"  # tried first, failed with 529
+
+
+async def test_malformed_upstream_json_is_a_502_and_falls_back(gateway: Gateway) -> None:
+    key, _ = await gateway.new_key()
+    auth = {"Authorization": f"Bearer {key}"}
+    resp = await gateway.client.post("/v1/chat/completions", json={"model": "openai/malformed", "messages": MSG},
+                                     headers=auth)
+    assert resp.status == 502 and "malformed JSON" in (await resp.json())["error"]["message"]
+    body = {"model": "openai/malformed", "models": ["openai/gpt-4.1-mini"], "messages": MSG}
+    resp = await gateway.client.post("/v1/chat/completions", json=body, headers=auth)
+    assert resp.status == 200
+
+
+async def test_stalls_and_truncations_never_hang_or_500(gateway: Gateway, db_url: str, aiohttp_client: Any) -> None:
+    url = gateway.upstream.url  # type: ignore[attr-defined]
+    client, auth = await client_for(
+        gateway, db_url, aiohttp_client,
+        providers={"openai": provider(url, timeouts={"first_token": 0.3, "idle": 0.3})},
+        routing={"keepalive_seconds": 5},
+    )
+    for model, stream in (("openai/slow", False), ("openai/stalls-first", True),
+                          ("openai/stalls-midstream", True), ("openai/dies-midstream", True)):
+        resp = await client.post("/v1/chat/completions", json={"model": model, "messages": MSG, "stream": stream},
+                                 headers=auth)
+        raw = await resp.read()
+        assert resp.status in (200, 502, 504), (model, stream, resp.status)
+        if resp.status == 200:  # committed: the failure is reported in-band, then [DONE]
+            assert b'"finish_reason":"error"' in raw and raw.endswith(b"data: [DONE]\n\n"), (model, raw[-200:])

@@ -24,7 +24,7 @@ from gateway.routing.catalog import Route
 from gateway.routing.upstreams import Target
 from gateway.settings import ProviderSettings
 from gateway.state import CTX, SESSION, SETTINGS, UPSTREAMS
-from gateway.upstream.call import auth_headers, open_call
+from gateway.upstream.call import auth_headers, check_json_body, open_call
 from gateway.upstream.fallback import run_candidates
 
 # Fields that steer the gateway itself and must not reach an upstream (OpenAI rejects unknown ones).
@@ -69,6 +69,7 @@ async def _passthrough(
     if not stream:
         async with open_call(session, provider, "/chat/completions", payload, headers) as up:
             raw = await up.read()
+        check_json_body(raw, provider.name)
         settle(ctx, route, usage_from_body(raw))
         return web.Response(body=with_cost(raw, ctx.cost), content_type="application/json",
                             headers={**stream_headers(ctx), COST_HEADER: format(ctx.cost.normalize(), "f")})

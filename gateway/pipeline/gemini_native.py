@@ -68,7 +68,7 @@ from gateway.routing.upstreams import Target
 from gateway.settings import ProviderSettings, Settings
 from gateway.sse import EventCutter
 from gateway.state import CATALOG, CTX, SESSION, SETTINGS, TOKENIZER, UPSTREAMS
-from gateway.upstream.call import auth_headers, open_call, open_upstream
+from gateway.upstream.call import auth_headers, check_json_body, open_call, open_upstream
 from gateway.upstream.fallback import run_candidates
 
 GEMINI_PROVIDER = "google"  # the provider bare model names belong to, when configured
@@ -169,6 +169,7 @@ async def _passthrough(
     if not stream:
         async with call as up:
             data = await up.read()
+        check_json_body(data, provider.name)
         usage, finish = usage_from_response(data)
         settle_usage(ctx, route, usage, finish)
         headers = {**stream_headers(ctx), COST_HEADER: format(ctx.cost.normalize(), "f")}

@@ -58,7 +58,7 @@ from gateway.routing.upstreams import Target
 from gateway.settings import ProviderSettings
 from gateway.sse import EventCutter
 from gateway.state import CATALOG, CTX, SESSION, SETTINGS, TOKENIZER, UPSTREAMS
-from gateway.upstream.call import auth_headers, open_upstream
+from gateway.upstream.call import auth_headers, check_json_body, open_upstream
 from gateway.upstream.fallback import run_candidates
 
 DEFAULT_PROVIDER = "anthropic"  # for bare model names the catalog does not list
@@ -115,6 +115,7 @@ async def _native(
     if not stream:
         async with call as up:
             raw = await up.read()
+        check_json_body(raw, provider.name)
         usage, finish = usage_from_message(raw)
         settle_usage(ctx, route, usage, finish)
         headers = {**stream_headers(ctx), COST_HEADER: format(ctx.cost.normalize(), "f")}

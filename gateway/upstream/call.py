@@ -138,6 +138,17 @@ def status_error(provider: ProviderSettings, status: int, headers: Mapping[str, 
     )
 
 
+def check_json_body(raw: bytes, provider: str) -> None:
+    """Raise UpstreamError (502, retryable: another candidate may answer) when a 2xx body is not a JSON
+    object, so a client never gets a success it cannot parse."""
+    try:
+        ok = isinstance(orjson.loads(raw), dict)
+    except orjson.JSONDecodeError:
+        ok = False
+    if not ok:
+        raise UpstreamError(f"provider '{provider}' answered with a malformed JSON body", provider=provider)
+
+
 def upstream_message(raw: bytes) -> str:
     """The human message from an OpenAI, Anthropic or Gemini error body (all use error.message)."""
     try:

@@ -70,6 +70,8 @@ class FakeOpenAI:
         failure = await self._failure(model)
         if failure is not None:
             return failure
+        if model == "malformed":
+            return web.Response(body=b'{"id": "chatcmpl-x", "choices": [', content_type="application/json")
         if not body.get("stream"):
             return web.Response(body=fixture("chat.json"), content_type="application/json", headers=OPENAI_HEADERS)
         wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
