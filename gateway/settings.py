@@ -82,6 +82,10 @@ class ModelSettings:
     max_output_tokens: int | None = None
     aliases: tuple[str, ...] = ()
     kind: Literal["chat", "embedding"] = "chat"
+    cache_read: Decimal | None = None  # USD per million cached input tokens read (None: the prompt price)
+    cache_write: Decimal | None = None  # USD per million input tokens written to a cache (None: prompt price)
+    reasoning: Decimal | None = None  # USD per million reasoning tokens (None: the completion price)
+    request: Decimal = Decimal(0)  # USD per request that produced usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -402,7 +406,7 @@ class _Reader:
             m,
             key,
             {"prompt", "completion", "context_length", "max_output_tokens", "name", "aliases", "upstream_id",
-             "kind"},
+             "kind", "cache_read", "cache_write", "reasoning", "request"},
         )
         provider, sep, upstream = model_id.partition("/")
         if not sep or not upstream:
@@ -432,4 +436,8 @@ class _Reader:
             max_output_tokens=max_out,
             aliases=tuple(aliases),
             kind=kind,
+            cache_read=self.price(m, f"{key}.cache_read") if "cache_read" in m else None,
+            cache_write=self.price(m, f"{key}.cache_write") if "cache_write" in m else None,
+            reasoning=self.price(m, f"{key}.reasoning") if "reasoning" in m else None,
+            request=self.price(m, f"{key}.request"),
         )

@@ -78,3 +78,23 @@ def test_keys_have_32_random_bytes_and_hash_ids() -> None:
     assert len(a.secret) - len("lr_live_") >= 43  # 32 bytes url-safe base64
     assert a.hash == hash_key(a.secret) and len(a.hash) == 64 and a.secret != b.secret
     assert kind_of(a.secret) == "live" and kind_of(b.secret) == "mgmt" and kind_of("sk-x") is None
+
+
+def test_cache_reasoning_and_request_prices() -> None:
+    import dataclasses
+
+    from gateway.pipeline.openai_usage import Usage
+
+    m = dataclasses.replace(model("3", "15"), cache_read=Decimal("0.30"), cache_write=Decimal("3.75"),
+                            reasoning=Decimal("20"), request=Decimal("0.001"))
+    # 1000 input of which 600 read from cache and 100 written; 500 output of which 200 reasoning
+    cost = request_cost(m, 1000, 500, cache_read=600, cache_write=100, reasoning=200)
+    assert cost == Decimal("0.001") + (300 * 3 + 600 * Decimal("0.30") + 100 * Decimal("3.75") + 300 * 15
+                                       + 200 * 20) / Decimal(1_000_000)
+    assert request_cost(model("3", "15"), 1000, 500, cache_read=600) == Decimal("0.0105")  # unpriced: prompt price
+    assert request_cost(m, None, None) == 0  # no usage, no per-request fee
+    usage = Usage()
+    usage.take({"prompt_tokens": 1000, "completion_tokens": 500, "prompt_tokens_details": {"cached_tokens": 600},
+                "completion_tokens_details": {"reasoning_tokens": 200}})
+    assert (usage.cache_read, usage.reasoning) == (600, 200)
+    assert usage.cost(m) == request_cost(m, 1000, 500, cache_read=600, reasoning=200)

@@ -12,7 +12,6 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway.billing.pricing import request_cost
 from gateway.codec import JSONObject
 from gateway.errors import InvalidRequest
 from gateway.pipeline.context import RequestContext
@@ -75,7 +74,7 @@ async def _passthrough(
                             headers={**stream_headers(ctx), COST_HEADER: format(ctx.cost.normalize(), "f")})
     tap = StreamTap(
         strip_usage=not client_wants_usage,
-        price=lambda usage: request_cost(route.model, usage.prompt_tokens, usage.completion_tokens),
+        price=lambda usage: usage.cost(route.model),
     )
     call = open_call(session, provider, "/chat/completions", payload, headers)
     timing = StreamTiming(request.app[SETTINGS].routing.keepalive_seconds, provider.timeouts.first_token)
@@ -105,7 +104,7 @@ def settle(ctx: RequestContext, route: Route, usage: Usage) -> None:
     ctx.total_tokens = usage.total_tokens
     if ctx.finish_reason is None:
         ctx.finish_reason = usage.finish_reason
-    ctx.cost = request_cost(route.model, usage.prompt_tokens, usage.completion_tokens)
+    ctx.cost = usage.cost(route.model)
 
 
 def _wants_usage(body: JSONObject) -> bool:

@@ -12,6 +12,8 @@ from typing import Any
 
 import orjson
 
+from gateway.billing.pricing import request_cost
+from gateway.settings import ModelSettings
 from gateway.sse import event_data, iter_events
 
 _NULLS = (b'"usage":null', b'"usage": null')
@@ -20,13 +22,19 @@ _NULLS = (b'"usage":null', b'"usage": null')
 class Usage:
     """Token counts as reported (None when the upstream did not say)."""
 
-    __slots__ = ("completion_tokens", "finish_reason", "prompt_tokens", "total_tokens")
+    __slots__ = (
+        "cache_read", "cache_write", "completion_tokens", "finish_reason", "prompt_tokens", "reasoning",
+        "total_tokens",
+    )
 
     def __init__(self) -> None:
         self.prompt_tokens: int | None = None
         self.completion_tokens: int | None = None
         self.total_tokens: int | None = None
         self.finish_reason: str | None = None
+        self.cache_read: int | None = None  # of prompt_tokens, read from a cache
+        self.cache_write: int | None = None  # of prompt_tokens, written to a cache
+        self.reasoning: int | None = None  # of completion_tokens, reasoning
 
     def take(self, usage: Any) -> None:
         if not isinstance(usage, dict):
@@ -40,6 +48,20 @@ class Usage:
             self.total_tokens = t
         elif self.prompt_tokens is not None:
             self.total_tokens = self.prompt_tokens + (self.completion_tokens or 0)
+        details = usage.get("prompt_tokens_details")
+        if isinstance(details, dict):
+            if isinstance(details.get("cached_tokens"), int):
+                self.cache_read = details["cached_tokens"]
+            if isinstance(details.get("cache_write_tokens"), int):
+                self.cache_write = details["cache_write_tokens"]
+        details = usage.get("completion_tokens_details")
+        if isinstance(details, dict) and isinstance(details.get("reasoning_tokens"), int):
+            self.reasoning = details["reasoning_tokens"]
+
+    def cost(self, model: ModelSettings | None) -> Decimal:
+        """What this usage costs at the model's prices."""
+        return request_cost(model, self.prompt_tokens, self.completion_tokens, cache_read=self.cache_read,
+                            cache_write=self.cache_write, reasoning=self.reasoning)
 
 
 def with_estimate(usage: Usage, prompt_estimate: int, fragments: int) -> Usage:

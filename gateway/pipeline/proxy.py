@@ -22,7 +22,6 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway.auth.policy import check_model_allowed
-from gateway.billing.pricing import request_cost
 from gateway.errors import GatewayError, NotFound
 from gateway.pipeline.context import RequestContext, new_id
 from gateway.pipeline.downstream import Downstream
@@ -154,4 +153,4 @@ def _forward_headers(request: web.Request, provider: ProviderSettings) -> CIMult
 def _settle(ctx: RequestContext, route: Route, sniffer: UsageSniffer) -> None:
     u = sniffer.usage
     ctx.prompt_tokens, ctx.completion_tokens, ctx.total_tokens = u.prompt_tokens, u.completion_tokens, u.total_tokens
-    ctx.cost = request_cost(route.model, u.prompt_tokens, u.completion_tokens)
+    ctx.cost = u.cost(route.model)

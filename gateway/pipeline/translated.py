@@ -195,7 +195,13 @@ def event_name(event: bytes) -> str | None:
 
 def pricer(route: Route) -> Callable[[Usage], Decimal]:
     """What a canonical usage costs at the route's prices."""
-    return lambda usage: request_cost(route.model, usage.input_tokens, usage.output_tokens)
+    return lambda usage: canonical_cost(route, usage)
+
+
+def canonical_cost(route: Route, usage: Usage) -> Decimal:
+    """What a canonical usage costs at the route's prices (cache and reasoning tokens priced apart)."""
+    return request_cost(route.model, usage.input_tokens, usage.output_tokens, cache_read=usage.cache_read_tokens,
+                        cache_write=usage.cache_write_tokens, reasoning=usage.reasoning_tokens)
 
 
 def settle_usage(ctx: RequestContext, route: Route, usage: Usage, finish_reason: str | None) -> None:
@@ -205,7 +211,7 @@ def settle_usage(ctx: RequestContext, route: Route, usage: Usage, finish_reason:
     ctx.total_tokens = usage.total
     if ctx.finish_reason is None:
         ctx.finish_reason = finish_reason
-    ctx.cost = request_cost(route.model, usage.input_tokens, usage.output_tokens)
+    ctx.cost = canonical_cost(route, usage)
 
 
 def _wants_usage(body: JSONObject) -> bool:

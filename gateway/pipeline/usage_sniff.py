@@ -63,15 +63,17 @@ class UsageSniffer:
             prompt = meta.get("promptTokenCount")
             out = (meta.get("candidatesTokenCount") or 0) + (meta.get("thoughtsTokenCount") or 0)
             self.usage.take({"prompt_tokens": prompt, "completion_tokens": out})
+            if isinstance(meta.get("cachedContentTokenCount"), int):
+                self.usage.cache_read = meta["cachedContentTokenCount"]
+            if isinstance(meta.get("thoughtsTokenCount"), int):
+                self.usage.reasoning = meta["thoughtsTokenCount"]
 
     def _anthropic(self, usage: dict[str, Any]) -> None:
         u = self.usage
         if isinstance(usage.get("input_tokens"), int):
-            u.prompt_tokens = (
-                usage["input_tokens"]
-                + int(usage.get("cache_creation_input_tokens") or 0)
-                + int(usage.get("cache_read_input_tokens") or 0)
-            )
+            u.cache_write = int(usage.get("cache_creation_input_tokens") or 0)
+            u.cache_read = int(usage.get("cache_read_input_tokens") or 0)
+            u.prompt_tokens = usage["input_tokens"] + u.cache_write + u.cache_read
         if isinstance(usage.get("output_tokens"), int):
             u.completion_tokens = usage["output_tokens"]
         if u.prompt_tokens is not None or u.completion_tokens is not None:

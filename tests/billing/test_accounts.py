@@ -32,7 +32,7 @@ async def make_accounts(request: pytest.FixtureRequest, tmp_path: Path) -> Async
         else:
             client = Redis.from_url(REDIS_URL)
             clients.append(client)
-            accounts = RedisAccounts(client, prefix=prefix, hold_seconds=hold_seconds)
+            accounts = RedisAccounts(client, prefix=prefix, hold_seconds=hold_seconds, timeout=10)
         made.append(accounts)
         return accounts
 
