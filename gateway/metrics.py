@@ -45,6 +45,11 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.dropped_params = Counter(
+            "arouter_dropped_params_total",
+            "Request parameters dropped because the target provider does not support them",
+            ("provider", "param"), registry=self.registry,
+        )
         self.limiter_failures = Counter(
             "arouter_ratelimit_backend_failures_total",
             "Rate-limit checks the backend (Redis) could not answer, by the policy applied (open, closed)",

@@ -303,6 +303,8 @@ async def test_dropped_params_are_named_in_a_header(gw: MultiGateway, sdk: Async
     body = gw.anthropic.seen[-1].body
     assert "seed" not in body and "logit_bias" not in body
     assert body["temperature"] == 0.5 and body["max_tokens"] == 300
+    metrics = await (await gw.client.get("/metrics")).text()
+    assert 'arouter_dropped_params_total{param="seed",provider="anthropic"} 1.0' in metrics
 
 
 async def test_thinking_stream_shows_reasoning(gw: MultiGateway, sdk: AsyncOpenAI) -> None:

@@ -51,7 +51,7 @@ from gateway.pipeline.gemini_usage import (
 from gateway.pipeline.inbound import admit_raw, estimate_tokens_of, route_request
 from gateway.pipeline.openai_usage import usage_from_body
 from gateway.pipeline.relay import COST_HEADER, SSE_HEADERS, stream_headers
-from gateway.pipeline.translated import DROPPED_HEADER, _TranslatedStream, open_translated, settle_usage
+from gateway.pipeline.translated import _TranslatedStream, note_dropped, open_translated, settle_usage
 from gateway.protocols.anthropic_messages.count import count_request_tokens
 from gateway.protocols.errors import error_body
 from gateway.protocols.gemini_generate.parse import (
@@ -306,8 +306,7 @@ async def _translated(
     limit = route.model.max_output_tokens if route.model is not None else None
     built = adapter.build_request(req, BuildParams(upstream_model=route.upstream_model, max_output_tokens=limit))
     headers = stream_headers(ctx)
-    if built.dropped:
-        headers[DROPPED_HEADER] = ",".join(built.dropped)
+    note_dropped(request, provider.name, built.dropped, headers)
     call_ctx = CallContext(id=ctx.generation_id or "", created=int(time.time()), model=route.model_id)
     session = request.app[SESSION]
     if not stream:

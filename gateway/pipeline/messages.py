@@ -45,7 +45,7 @@ from gateway.pipeline.context import RequestContext
 from gateway.pipeline.downstream import Downstream
 from gateway.pipeline.inbound import admit, estimate_tokens_of, route_request
 from gateway.pipeline.relay import COST_HEADER, SSE_HEADERS, stream_headers
-from gateway.pipeline.translated import DROPPED_HEADER, _TranslatedStream, open_translated, settle_usage
+from gateway.pipeline.translated import _TranslatedStream, note_dropped, open_translated, settle_usage
 from gateway.protocols.anthropic_messages.count import count_request_tokens, render_count
 from gateway.protocols.anthropic_messages.errors import render_error
 from gateway.protocols.anthropic_messages.parse import parse_messages_request
@@ -248,8 +248,7 @@ async def _translated(
     limit = route.model.max_output_tokens if route.model is not None else None
     built = adapter.build_request(req, BuildParams(upstream_model=route.upstream_model, max_output_tokens=limit))
     headers = stream_headers(ctx)
-    if built.dropped:
-        headers[DROPPED_HEADER] = ",".join(built.dropped)
+    note_dropped(request, provider.name, built.dropped, headers)
     call_ctx = CallContext(id=ctx.generation_id or "", created=int(time.time()), model=route.model_id)
     session = request.app[SESSION]
     stop = req.sampling.stop

@@ -35,7 +35,7 @@ from gateway.providers.base import BuildParams, CallContext, ProviderAdapter, St
 from gateway.routing.catalog import Route
 from gateway.settings import ProviderSettings
 from gateway.sse import EventCutter, event_data, iter_events
-from gateway.state import SESSION
+from gateway.state import METRICS, SESSION
 from gateway.upstream.call import auth_headers, open_upstream
 
 DROPPED_HEADER = "X-ARouter-Dropped-Params"
@@ -57,8 +57,7 @@ async def handle_translated(
     limit = route.model.max_output_tokens if route.model is not None else None
     built = adapter.build_request(req, BuildParams(upstream_model=route.upstream_model, max_output_tokens=limit))
     headers = stream_headers(ctx)
-    if built.dropped:
-        headers[DROPPED_HEADER] = ",".join(built.dropped)
+    note_dropped(request, provider.name, built.dropped, headers)
     call_ctx = CallContext(id=ctx.generation_id or "", created=int(time.time()), model=route.model_id)
     session = request.app[SESSION]
     if not stream:
@@ -196,6 +195,16 @@ def event_name(event: bytes) -> str | None:
 def pricer(route: Route) -> Callable[[Usage], Decimal]:
     """What a canonical usage costs at the route's prices."""
     return lambda usage: canonical_cost(route, usage)
+
+
+def note_dropped(request: web.Request, provider: str, dropped: tuple[str, ...], headers: dict[str, str]) -> None:
+    """Name the parameters the target could not take in a response header and count them in a metric."""
+    if not dropped:
+        return
+    headers[DROPPED_HEADER] = ",".join(dropped)
+    counter = request.app[METRICS].dropped_params
+    for param in dropped:
+        counter.labels(provider, param).inc()
 
 
 def canonical_cost(route: Route, usage: Usage) -> Decimal:
