@@ -266,3 +266,16 @@ async def test_count_tokens_other_models_use_the_tokenizer(model: str, gw: Multi
                                 headers={"x-api-key": key})
     assert resp.status == 400
     check_envelope(await resp.json(), "invalid_request_error")
+
+
+async def test_router_fields_never_reach_an_anthropic_upstream(aiohttp_server, aiohttp_client, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.fakes.multi_upstream import start_gateway
+
+    gw = await start_gateway(aiohttp_server, aiohttp_client, f"sqlite:///{tmp_path / 'r.db'}")
+    key = await gw.new_key()
+    body = {"model": "claude-sonnet-4.6", "models": ["openai/gpt-4.1-mini"], "route": "fallback",
+            "provider": {"allow_fallbacks": True}, "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]}
+    resp = await gw.client.post("/v1/messages", json=body, headers={"x-api-key": key})
+    assert resp.status == 200
+    sent = gw.anthropic.seen[-1].body
+    assert "models" not in sent and "route" not in sent and "provider" not in sent

@@ -87,3 +87,12 @@ async def test_upstream_errors_pass_through_as_the_provider_sent_them(gw: MultiG
                                 headers={"Authorization": f"Bearer {key}"})
     assert resp.status == 429 and resp.headers["Retry-After"] == "7"
     assert await resp.read() == openai_fixture("error_429.json")
+
+
+async def test_the_providers_own_model_id_is_priced(gw: MultiGateway) -> None:
+    key = await gw.new_key()
+    body = {"model": "claude-sonnet-4-6", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}
+    resp = await gw.client.post("/anthropic/v1/messages", json=body, headers={"X-Api-Key": key})
+    assert resp.status == 200
+    gen = await recorded(gw, resp.headers["X-Generation-Id"])
+    assert gen.model == "anthropic/claude-sonnet-4.6" and gen.cost > 0

@@ -44,10 +44,14 @@ def max_output_tokens(body: dict[str, Any], model: ModelSettings | None) -> int:
 
 def hold_for(model: ModelSettings | None, body_bytes: int, max_out: int) -> Decimal:
     """The largest cost a request can reach: every body byte a prompt token (a token is at least a
-    byte, so this bounds the prompt from above) plus ``max_out`` completion tokens."""
+    byte, so this bounds the prompt from above) at the dearest input price (plain, cache read or cache
+    write), ``max_out`` completion tokens at the dearest output price (plain or reasoning), and the
+    per-request price."""
     if model is None:
         return Decimal(0)
-    return (model.prompt * body_bytes + model.completion * max_out) / _MILLION
+    prompt = max(p for p in (model.prompt, model.cache_read, model.cache_write) if p is not None)
+    completion = max(c for c in (model.completion, model.reasoning) if c is not None)
+    return (prompt * body_bytes + completion * max_out) / _MILLION + model.request
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,6 +41,7 @@ from gateway.auth.policy import check_model_allowed
 from gateway.codec import JSONObject, json_response
 from gateway.errors import GatewayError, InvalidRequest, UpstreamError
 from gateway.pipeline.anthropic_usage import AnthropicStreamTap, usage_from_message
+from gateway.pipeline.chat import ROUTER_FIELDS
 from gateway.pipeline.context import RequestContext
 from gateway.pipeline.downstream import Downstream
 from gateway.pipeline.inbound import admit, estimate_tokens_of, route_request
@@ -110,7 +111,7 @@ async def _native(
     stream: bool,
 ) -> web.StreamResponse:
     """One attempt at an Anthropic-type deployment: the body passes through with the model rewritten."""
-    payload = orjson.dumps({**body, "model": route.upstream_model})
+    payload = _native_body(body, route)
     call = _open_anthropic(request, provider, MESSAGES_PATH, payload)
     if not stream:
         async with call as up:
@@ -148,13 +149,18 @@ async def handle_count_tokens(request: web.Request) -> web.StreamResponse:
     headers = {"X-Request-Id": ctx.request_id, "X-ARouter-Provider": route.provider.name,
                "X-ARouter-Model": route.model_id}
     if route.provider.type == "anthropic":
-        payload = orjson.dumps({**body, "model": route.upstream_model})
+        payload = _native_body(body, route)
         async with _open_anthropic(request, route.provider, COUNT_PATH, payload) as up:
             raw = await up.read()
         return web.Response(body=raw, content_type="application/json", headers=headers)
     req = parse_messages_request(body, for_count=True).request
     tokens = count_request_tokens(req, request.app[TOKENIZER].count)
     return web.Response(body=orjson.dumps(render_count(tokens)), content_type="application/json", headers=headers)
+
+
+def _native_body(body: JSONObject, route: Route) -> bytes:
+    """The client's Messages body for an Anthropic upstream: its model's id, no gateway routing fields."""
+    return orjson.dumps({**{k: v for k, v in body.items() if k not in ROUTER_FIELDS}, "model": route.upstream_model})
 
 
 def _check(body: JSONObject, *, for_count: bool) -> str:

@@ -116,8 +116,12 @@ def _route(request: web.Request, provider: ProviderSettings, raw: bytes) -> Rout
             model = found.group(1)
     if model is None:
         return Route(f"{provider.name}/*", provider, "", None)
+    catalog = request.app[CATALOG]
+    listed = catalog.by_upstream(provider.name, model)  # the provider's own id, as its API is called
+    if listed is not None:
+        return listed
     try:
-        listed = request.app[CATALOG].resolve(f"{provider.name}/{model}", provider.name)
+        listed = catalog.resolve(f"{provider.name}/{model}", provider.name)
     except GatewayError:  # not in the catalog: proxied all the same, unpriced
         return Route(f"{provider.name}/{model}", provider, model, None)
     return listed

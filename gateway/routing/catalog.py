@@ -32,6 +32,7 @@ class Catalog:
             self._routes[model.id] = route
         for alias, target in settings.aliases.items():
             self._routes[alias] = self._routes[target]
+        self._by_upstream = {(r.provider.name, r.upstream_model): r for r in list(self._routes.values())}
 
     def resolve(self, requested: str | None, default_provider: str = DEFAULT_PROVIDER) -> Route:
         """The route for a requested model name; the default model when none is named.
@@ -65,6 +66,10 @@ class Catalog:
         if not provider.allow_unlisted_models:
             raise NotFound(f"model '{model_id}' is not in the catalog (see GET /v1/models)", param="model")
         return Route(model_id, provider, upstream, None)
+
+    def by_upstream(self, provider: str, upstream_model: str) -> Route | None:
+        """The listed model a provider knows as ``upstream_model`` (the provider proxy prices by it)."""
+        return self._by_upstream.get((provider, upstream_model))
 
     def models(self) -> Iterator[ModelSettings]:
         """Every listed model, in config order."""

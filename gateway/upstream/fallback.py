@@ -41,7 +41,7 @@ async def run_candidates(
     for route in candidates:
         ctx.route = route
         try:
-            return await with_retries(route, upstreams, deadline, serve)
+            return await with_retries(route, upstreams, deadline, serve, ctx)
         except (UpstreamError, Unavailable) as err:
             if not err.retryable:
                 raise
@@ -51,13 +51,17 @@ async def run_candidates(
     raise last
 
 
-async def with_retries(route: Route, upstreams: Upstreams, deadline: float, serve: Serve[T]) -> T:
-    """Serve one candidate, retrying retryable failures within its budget."""
+async def with_retries(
+    route: Route, upstreams: Upstreams, deadline: float, serve: Serve[T], ctx: RequestContext
+) -> T:
+    """Serve one candidate, retrying retryable failures within its budget; the deployment's observed
+    latency is the time to the first streamed byte, or to the whole answer when not streamed."""
     provider = route.provider
     attempt = 0
     while True:
         target = upstreams.pick(provider)  # Unavailable when every deployment is cooling down
         started = time.monotonic()
+        ctx.ttft = None
         try:
             result = await serve(route, target)
         except UpstreamError as err:
@@ -74,7 +78,8 @@ async def with_retries(route: Route, upstreams: Upstreams, deadline: float, serv
             attempt += 1
             await asyncio.sleep(wait)
             continue
-        upstreams.succeeded(target, time.monotonic() - started)
+        elapsed = time.monotonic() - started
+        upstreams.succeeded(target, elapsed if ctx.ttft is None else min(elapsed, ctx.ttft))
         return result
 
 
