@@ -98,3 +98,16 @@ def test_cache_reasoning_and_request_prices() -> None:
                 "completion_tokens_details": {"reasoning_tokens": 200}})
     assert (usage.cache_read, usage.reasoning) == (600, 200)
     assert usage.cost(m) == request_cost(m, 1000, 500, cache_read=600, reasoning=200)
+
+
+def test_a_hold_covers_the_dearest_prices() -> None:
+    import dataclasses
+
+    from gateway.billing.holds import hold_for
+
+    m = dataclasses.replace(model("3", "15"), cache_write=Decimal("3.75"), reasoning=Decimal("20"),
+                            request=Decimal("0.001"))
+    hold = hold_for(m, 1000, 500)
+    assert hold == Decimal("0.001") + (1000 * Decimal("3.75") + 500 * 20) / Decimal(1_000_000)
+    worst = request_cost(m, 1000, 500, cache_write=1000, reasoning=500)
+    assert worst <= hold
