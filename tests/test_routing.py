@@ -217,3 +217,29 @@ async def test_stalls_and_truncations_never_hang_or_500(gateway: Gateway, db_url
         assert resp.status in (200, 502, 504), (model, stream, resp.status)
         if resp.status == 200:  # committed: the failure is reported in-band, then [DONE]
             assert b'"finish_reason":"error"' in raw and raw.endswith(b"data: [DONE]\n\n"), (model, raw[-200:])
+
+
+async def test_translated_streams_keep_alive_and_time_out_too(
+    gateway: Gateway, db_url: str, aiohttp_client: Any
+) -> None:
+    url = gateway.upstream.url  # type: ignore[attr-defined]
+    client, auth = await client_for(
+        gateway, db_url, aiohttp_client,
+        providers={"openai": provider(url, timeouts={"first_token": 0.2})}, routing={"keepalive_seconds": 0.05},
+    )
+    body = {"model": "openai/slow-first", "max_tokens": 20, "stream": True, "messages": MSG}
+    gateway.upstream.first_delay = 0.15  # within the first-token limit, beyond a few keep-alives
+    resp = await client.post("/v1/messages", json=body, headers=auth)  # Anthropic client, OpenAI upstream
+    raw = await resp.read()
+    assert raw.startswith(b": ARouter PROCESSING\n\n") and b"event: message_stop" in raw
+    gateway.upstream.first_delay = 0.3  # now beyond the first-token limit
+    resp = await client.post("/v1/messages", json=body, headers=auth)
+    raw = await resp.read()
+    assert b"event: error" in raw and b"timeout_error" in raw  # committed by the keep-alives: reported in-band
+    client2, auth2 = await client_for(
+        gateway, db_url, aiohttp_client,
+        providers={"openai": provider(url, timeouts={"first_token": 0.1})}, routing={"keepalive_seconds": 5},
+    )
+    resp = await client2.post("/v1/messages", json=body, headers=auth2)
+    doc = await resp.json()
+    assert resp.status == 504 and doc["error"]["type"] == "timeout_error"  # not committed: a clean 504

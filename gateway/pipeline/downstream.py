@@ -26,12 +26,20 @@ KEEPALIVE = b": ARouter PROCESSING\n\n"
 class Downstream:
     """One streamed response to the client."""
 
-    __slots__ = ("_beat", "_headers", "_keepalive", "_last", "_loop", "ctx", "gone", "request", "resp")
+    __slots__ = ("_beat", "_headers", "_keepalive", "_last", "_loop", "_ping", "ctx", "gone", "request", "resp")
 
-    def __init__(self, request: web.Request, ctx: RequestContext, headers: dict[str, str], keepalive: float) -> None:
+    def __init__(
+        self,
+        request: web.Request,
+        ctx: RequestContext,
+        headers: dict[str, str],
+        keepalive: float,
+        ping: bytes | None = KEEPALIVE,
+    ) -> None:
         self.request, self.ctx = request, ctx
         self._headers = headers
         self._keepalive = keepalive
+        self._ping = ping  # None: the framing has no comments (a JSON array): wait without pinging
         self.resp: web.StreamResponse | None = None
         self.gone = False  # the client went away
         self._loop = asyncio.get_running_loop()
@@ -48,7 +56,8 @@ class Downstream:
             self.resp = web.StreamResponse(headers=self._headers)
             await self.resp.prepare(self.request)
             self.ctx.status = 200
-            self._beat = asyncio.create_task(self._heartbeat(), name="arouter-keepalive")
+            if self._ping is not None:
+                self._beat = asyncio.create_task(self._heartbeat(), name="arouter-keepalive")
         return self.resp
 
     async def write(self, data: bytes) -> bool:
@@ -78,7 +87,7 @@ class Downstream:
                     if self._loop.time() >= deadline:
                         raise UpstreamTimeout(f"no first token within {limit:g}s",
                                               provider=self.ctx.route.provider.name if self.ctx.route else "")
-                    if not await self.write(KEEPALIVE):
+                    if self._ping is not None and not await self.write(self._ping):
                         return b""
                     continue
                 chunk = read.result()
@@ -104,7 +113,7 @@ class Downstream:
                 return
             self._last = self._loop.time()
             try:
-                await self.resp.write(KEEPALIVE)
+                await self.resp.write(self._ping or KEEPALIVE)
             except (ConnectionResetError, RuntimeError):
                 return
 

@@ -42,6 +42,7 @@ from gateway.core.events import ReasoningDelta, StreamEvent, TextDelta, ToolArgs
 from gateway.core.response import Usage
 from gateway.errors import GatewayError, InvalidRequest, NotFound, UpstreamError
 from gateway.pipeline.context import RequestContext
+from gateway.pipeline.downstream import KEEPALIVE
 from gateway.pipeline.gemini_usage import (
     GeminiStreamTap,
     JsonArrayFramer,
@@ -50,7 +51,7 @@ from gateway.pipeline.gemini_usage import (
 )
 from gateway.pipeline.inbound import admit_raw, estimate_tokens_of, route_request
 from gateway.pipeline.openai_usage import usage_from_body
-from gateway.pipeline.relay import COST_HEADER, SSE_HEADERS, stream_headers
+from gateway.pipeline.relay import COST_HEADER, SSE_HEADERS, StreamTiming, stream_headers
 from gateway.pipeline.translated import _TranslatedStream, note_dropped, open_translated, settle_usage
 from gateway.protocols.anthropic_messages.count import count_request_tokens
 from gateway.protocols.errors import error_body
@@ -319,13 +320,15 @@ async def _translated(
                             headers=headers)
     encoder = _CountingEncoder(GeminiStreamEncoder(framing=framing, response_id=call_ctx.id))
     headers["Content-Type"] = CONTENT_TYPES[framing]
-    relay = _TranslatedStream(request, ctx, adapter.stream_decoder(call_ctx), encoder, headers)
+    timing = StreamTiming(request.app[SETTINGS].routing.keepalive_seconds, provider.timeouts.first_token)
+    ping = KEEPALIVE if framing == "sse" else None  # a JSON array has no room for comments
+    relay = _TranslatedStream(request, ctx, adapter.stream_decoder(call_ctx), encoder, headers, timing, ping)
     try:
         async with open_translated(session, provider, adapter, built.request) as up:
             await relay.run(up)
         if relay.resp is not None and not relay.closed and not encoder.done:
             if not await _write(relay.resp, ctx, encoder.encoder.close()):
-                relay.closed = True
+                relay.down.gone = True
     except UpstreamError as err:
         if relay.resp is None:
             raise

@@ -45,7 +45,7 @@ from gateway.pipeline.chat import ROUTER_FIELDS
 from gateway.pipeline.context import RequestContext
 from gateway.pipeline.downstream import Downstream
 from gateway.pipeline.inbound import admit, estimate_tokens_of, route_request
-from gateway.pipeline.relay import COST_HEADER, SSE_HEADERS, stream_headers
+from gateway.pipeline.relay import COST_HEADER, SSE_HEADERS, StreamTiming, stream_headers
 from gateway.pipeline.translated import _TranslatedStream, note_dropped, open_translated, settle_usage
 from gateway.protocols.anthropic_messages.count import count_request_tokens, render_count
 from gateway.protocols.anthropic_messages.errors import render_error
@@ -269,7 +269,8 @@ async def _translated(
     encoder = AnthropicStreamEncoder(
         id=call_ctx.id, model=requested, stop=stop, input_tokens=estimate_tokens_of(ctx.body_bytes)
     )
-    relay = _TranslatedStream(request, ctx, adapter.stream_decoder(call_ctx), encoder, headers)
+    timing = StreamTiming(request.app[SETTINGS].routing.keepalive_seconds, provider.timeouts.first_token)
+    relay = _TranslatedStream(request, ctx, adapter.stream_decoder(call_ctx), encoder, headers, timing)
     try:
         async with open_translated(session, provider, adapter, built.request) as up:
             await relay.run(up)

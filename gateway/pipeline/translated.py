@@ -9,6 +9,7 @@ after it, the stream ends with an error chunk and ``[DONE]``.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -26,7 +27,8 @@ from gateway.core.events import ReasoningDelta, StreamEvent, StreamFailure, Text
 from gateway.core.response import Usage
 from gateway.errors import GatewayError, UpstreamError
 from gateway.pipeline.context import RequestContext
-from gateway.pipeline.relay import COST_HEADER, SSE_HEADERS, stream_headers
+from gateway.pipeline.downstream import KEEPALIVE, Downstream
+from gateway.pipeline.relay import COST_HEADER, SSE_HEADERS, StreamTiming, stream_headers
 from gateway.protocols.openai_chat.parse import parse_chat_request
 from gateway.protocols.openai_chat.render import render_chat_completion_bytes
 from gateway.protocols.openai_chat.stream import OpenAIStreamEncoder
@@ -35,7 +37,7 @@ from gateway.providers.base import BuildParams, CallContext, ProviderAdapter, St
 from gateway.routing.catalog import Route
 from gateway.settings import ProviderSettings
 from gateway.sse import EventCutter, event_data, iter_events
-from gateway.state import METRICS, SESSION
+from gateway.state import METRICS, SESSION, SETTINGS
 from gateway.upstream.call import auth_headers, open_upstream
 
 DROPPED_HEADER = "X-ARouter-Dropped-Params"
@@ -72,7 +74,8 @@ async def handle_translated(
         id=call_ctx.id, created=call_ctx.created, model=route.model_id, provider=provider.name,
         include_usage=req.include_usage or _wants_usage(body), price=pricer(route),
     )
-    relay = _TranslatedStream(request, ctx, adapter.stream_decoder(call_ctx), encoder, headers)
+    timing = StreamTiming(request.app[SETTINGS].routing.keepalive_seconds, provider.timeouts.first_token)
+    relay = _TranslatedStream(request, ctx, adapter.stream_decoder(call_ctx), encoder, headers, timing)
     try:
         async with open_translated(session, provider, adapter, built.request) as up:
             await relay.run(up)
@@ -96,7 +99,12 @@ class StreamEncoder(Protocol):
 
 
 class _TranslatedStream:
-    """Upstream SSE -> decoder -> encoder -> client; the response is prepared at the first content."""
+    """Upstream SSE -> decoder -> encoder -> client; the response is prepared at the first content.
+
+    Until then (see ``downstream``) it waits at most the provider's first-token timeout, and sends
+    keep-alives (``ping``; None for a framing without comments) every ``keepalive`` seconds, which
+    commits the response; after that, failures end the stream in-band.
+    """
 
     def __init__(
         self,
@@ -105,30 +113,61 @@ class _TranslatedStream:
         decoder: StreamDecoder,
         encoder: StreamEncoder,
         headers: dict[str, str],
+        timing: StreamTiming | None = None,
+        ping: bytes | None = KEEPALIVE,
     ) -> None:
         self.request, self.ctx, self.decoder, self.encoder, self.headers = request, ctx, decoder, encoder, headers
         self.assembler = StreamAssembler()
-        self.resp: web.StreamResponse | None = None
+        keepalive = timing.keepalive if timing is not None else 3600.0
+        self.down = Downstream(request, ctx, {**SSE_HEADERS, **headers}, keepalive, ping)
+        self.first_token = timing.first_token if timing is not None else 3600.0
         self.pending = bytearray()  # encoded, not yet written (held back until the first content)
         self.content = False  # the upstream produced text, reasoning or a tool call
-        self.closed = False  # the client went away
+
+    @property
+    def resp(self) -> web.StreamResponse | None:
+        return self.down.resp
+
+    def finished(self) -> bool:
+        """The encoder wrote its end (a method, so type narrowing never assumes it stays false)."""
+        return self.encoder.done
+
+    @property
+    def closed(self) -> bool:
+        """The client went away."""
+        return self.down.gone
 
     async def run(self, upstream: aiohttp.ClientResponse) -> None:
         cutter = EventCutter()
-        async for chunk in upstream.content.iter_any():
-            block = cutter.feed(chunk)
-            if not block:
-                continue
-            events: list[StreamEvent] = []
-            for event in iter_events(block, cutter.separator):
-                data = event_data(event)
-                if data is not None:
-                    events.extend(self.decoder.feed(event_name(event), data))
-            if events and not await self.emit(events):
-                return
-            if self.encoder.done:
-                return
-        await self.emit(self.decoder.close())
+        reader = upstream.content
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.first_token
+        try:
+            while not self.content and not self.finished():  # before the first content
+                block = await self.down.first_block(reader, cutter, max(0.0, deadline - loop.time()))
+                if not block:
+                    break
+                if not await self.process(block, cutter.separator):
+                    return
+            if self.content and not self.finished():
+                async for chunk in reader.iter_any():
+                    block = cutter.feed(chunk)
+                    if block and not await self.process(block, cutter.separator):
+                        return
+                    if self.finished():
+                        return
+            if not self.finished() and not self.down.gone:
+                await self.emit(self.decoder.close())
+        finally:
+            await self.down.close()
+
+    async def process(self, block: bytes, sep: bytes) -> bool:
+        events: list[StreamEvent] = []
+        for event in iter_events(block, sep):
+            data = event_data(event)
+            if data is not None:
+                events.extend(self.decoder.feed(event_name(event), data))
+        return not events or await self.emit(events)
 
     async def fail(self, err: UpstreamError) -> None:
         """The upstream connection broke after the stream started: end it with ``err``."""
@@ -156,24 +195,14 @@ class _TranslatedStream:
         if failure is not None:
             self.ctx.finish_reason = "error"
             self.ctx.upstream_error = type(failure).__name__
-            if self.resp is None and not self.content:
+            if not self.down.committed and not self.content:
                 raise failure
-        if not self.pending or (self.resp is None and not self.content and not self.encoder.done):
+        if not self.pending or (not self.down.committed and not self.content and not self.encoder.done):
             return True
-        if self.resp is None:
-            self.resp = web.StreamResponse(headers={**SSE_HEADERS, **self.headers})
-            await self.resp.prepare(self.request)
-            self.ctx.status = 200
         if self.ctx.ttft is None:
             self.ctx.ttft = self.ctx.elapsed()
         out, self.pending = bytes(self.pending), bytearray()
-        try:
-            await self.resp.write(out)
-        except ConnectionResetError:
-            self.ctx.cancelled = True
-            self.closed = True
-            return False
-        return True
+        return await self.down.write(out)
 
     def settle(self, route: Route) -> None:
         finish = self.assembler.response().finish.reason.value if self.assembler.finished else None
