@@ -13,6 +13,8 @@ from redis.asyncio import Redis
 
 from gateway.auth.apikey import hash_key, label_for
 from gateway.auth.keycache import KeyCache
+from gateway.batches.internal import internal_token
+from gateway.batches.runner import BatchRunner, concurrency_from_env
 from gateway.billing.accounts import Accounts
 from gateway.billing.redis_accounts import RedisAccounts
 from gateway.billing.service import Billing
@@ -28,8 +30,10 @@ from gateway.routing.upstreams import Upstreams
 from gateway.server import GRACEFUL_SECONDS, KEEPALIVE_SECONDS
 from gateway.settings import Settings, load_settings
 from gateway.state import (
+    BATCH_RUNNER,
     BILLING,
     CATALOG,
+    INTERNAL_TOKEN,
     KEYCACHE,
     LIMITER,
     METRICS,
@@ -66,6 +70,8 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
     if settings.redis_url:
         app.cleanup_ctx.append(_redis_ctx)
     app.cleanup_ctx.append(_limiter_ctx)
+    app[INTERNAL_TOKEN] = internal_token()
+    app.cleanup_ctx.append(_batches_ctx)
     add_routes(app)
     return app
 
@@ -154,6 +160,18 @@ async def _limiter_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     await accounts.close()
     await limiter.close()
+
+
+async def _batches_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The Message Batch runner: it calls this gateway's own /v1/messages on loopback."""
+    server = app[SETTINGS].server
+    host = "127.0.0.1" if server.host in ("", "0.0.0.0", "::") else server.host
+    base_url = f"http://{f'[{host}]' if ':' in host else host}:{server.port}"
+    runner = BatchRunner(app[STORE], app[INTERNAL_TOKEN], base_url=base_url, concurrency=concurrency_from_env())
+    app[BATCH_RUNNER] = runner
+    await runner.start()
+    yield
+    await runner.stop()
 
 
 def limiter_path(settings: Settings) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import secrets
 import sys
 from pathlib import Path
 
@@ -74,6 +75,7 @@ def _serve(settings: Settings) -> int:
     prepare_metrics_dir(os.environ.get("AROUTER_METRICS_DIR") or f"var/prometheus-{settings.server.port}")
     _ensure_sqlite_dir(settings.database_url)
     asyncio.run(_migrate(settings))  # fail fast on a bad database before forking workers
+    os.environ.setdefault("AROUTER_INTERNAL_TOKEN", secrets.token_urlsafe(32))  # shared by every worker
     print(
         f"arouter: serving on http://{settings.server.host}:{settings.server.port} with "
         f"{settings.server.workers} worker(s), database {_redact(settings.database_url)}"

@@ -7,6 +7,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from gateway.auth.keycache import KeyCache
+from gateway.batches.runner import BatchRunner
 from gateway.billing.service import Billing
 from gateway.metrics import Metrics
 from gateway.pipeline.context import RequestContext
@@ -30,6 +31,8 @@ LIMITER = web.AppKey("limiter", Limiter)
 BILLING = web.AppKey("billing", Billing)
 TOKENIZER = web.AppKey("tokenizer", Tokenizer)  # offline counts (count_tokens for non-Anthropic models)
 CTX = web.RequestKey("ctx", RequestContext)
+INTERNAL_TOKEN = web.AppKey("internal_token", str)  # authenticates the batch runner's loopback calls
+BATCH_RUNNER = web.AppKey("batch_runner", BatchRunner)  # runs Message Batch requests in the background
 
 # Optional: present only when AROUTER_REDIS_URL is set.
 REDIS = web.AppKey("redis", Redis)

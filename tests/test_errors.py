@@ -149,7 +149,7 @@ async def test_unknown_path_and_method_are_json_errors(gateway: Gateway) -> None
 
 
 async def test_native_paths_render_native_error_envelopes(gateway: Gateway) -> None:
-    resp = await gateway.client.post("/v1/messages/batches", json={})  # (/v1/messages itself exists)
+    resp = await gateway.client.post("/v1/messages/nothing-here", json={})  # (/v1/messages itself exists)
     doc = await resp.json()
     assert doc["type"] == "error" and doc["error"]["type"] == "not_found_error"
     resp = await gateway.client.post("/v1beta/tunedModels/my-model:generateContent", json={})  # no such route

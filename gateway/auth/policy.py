@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from datetime import datetime
 from fnmatch import fnmatchcase
 
@@ -9,19 +10,29 @@ from aiohttp import web
 
 from gateway.auth.apikey import extract_key, hash_key, kind_of
 from gateway.auth.keycache import KeyCache
+from gateway.batches.internal import KEY_HASH_HEADER, TOKEN_HEADER
 from gateway.errors import AuthError, Forbidden
+from gateway.state import INTERNAL_TOKEN
 from gateway.store.base import ApiKey, KeyKind
 
 
 async def authenticate(request: web.Request, cache: KeyCache, kind: KeyKind | None, now: datetime) -> ApiKey:
-    """The calling key, checked for kind (None: either kind), disabled and expiry."""
-    secret = extract_key(request)
-    if secret is None:
-        raise AuthError("missing or invalid Authorization header")
-    claimed = kind_of(secret)
-    if claimed is None:
-        raise AuthError("invalid api key")
-    key = await cache.get(hash_key(secret))
+    """The calling key, checked for kind (None: either kind), disabled and expiry.
+
+    A gateway-internal call (the batch runner, see ``gateway.batches.internal``) names the key by its
+    hash, with the deployment's internal token; it is checked like any other key from then on.
+    """
+    token = request.headers.get(TOKEN_HEADER)
+    if token is not None:
+        key = await _internal_key(request, cache, token)
+    else:
+        secret = extract_key(request)
+        if secret is None:
+            raise AuthError("missing or invalid Authorization header")
+        claimed = kind_of(secret)
+        if claimed is None:
+            raise AuthError("invalid api key")
+        key = await cache.get(hash_key(secret))
     if key is None:
         raise AuthError("invalid api key")
     if key.disabled:
@@ -33,6 +44,14 @@ async def authenticate(request: web.Request, cache: KeyCache, kind: KeyKind | No
             raise Forbidden("Only management keys can perform this operation")
         raise Forbidden("management keys cannot call inference endpoints; use an lr_live_ key")
     return key
+
+
+async def _internal_key(request: web.Request, cache: KeyCache, token: str) -> ApiKey | None:
+    expected = request.app.get(INTERNAL_TOKEN)
+    if not expected or not hmac.compare_digest(token.encode(), expected.encode()):
+        raise AuthError("invalid internal token")
+    key_hash = request.headers.get(KEY_HASH_HEADER)
+    return await cache.get(key_hash) if key_hash else None
 
 
 def check_model_allowed(key: ApiKey, provider: str, model_id: str) -> None:

@@ -42,6 +42,7 @@ class UsageRecorder:
         self._task: asyncio.Task[None] | None = None
         self._journal = Journal(journal_dir) if journal_dir else None
         self._segments: list[Segment] = []  # journal files whose rows are not stored yet
+        self._flushing = asyncio.Lock()  # one flush at a time: a flush returns once earlier rows are stored
 
     def record(self, row: Generation) -> None:
         """Queue a row and journal it; never blocks on the network, never raises."""
@@ -78,6 +79,10 @@ class UsageRecorder:
 
     async def flush(self) -> None:
         """Write everything buffered now (used by stop and by tests); then drop the journal segments."""
+        async with self._flushing:
+            await self._flush()
+
+    async def _flush(self) -> None:
         if self._journal is not None:
             seg = self._journal.rotate()
             if seg is not None:

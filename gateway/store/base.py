@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Literal, Protocol
 
@@ -206,3 +206,140 @@ class Store(Protocol):
     async def key_usage(self, key_hash: str, now: datetime) -> KeyUsage:
         """Sum of generation cost for the key: all time, and since the current UTC day/week/month began."""
         ...
+
+    # --- Message Batches (see gateway/batches) ---
+
+    async def create_batch(self, batch: Batch, items: Sequence[tuple[str, str]]) -> None:
+        """Insert a batch and its items ``(custom_id, params JSON)`` (all pending) in one transaction."""
+        ...
+
+    async def get_batch(self, tenant_id: str, batch_id: str) -> Batch | None:
+        """The tenant's batch with its counts, or None."""
+        ...
+
+    async def list_batches(
+        self, tenant_id: str, *, before_id: str | None, after_id: str | None, limit: int
+    ) -> tuple[list[Batch], bool]:
+        """(page, has_more): the tenant's batches newest first (created_at, then id, descending).
+
+        ``after_id``: the page of batches older than that one; ``before_id``: the page of batches
+        just newer than it (still newest first). An unknown cursor gives an empty page.
+        """
+        ...
+
+    async def claim_items(self, limit: int, now: datetime) -> list[BatchItem]:
+        """Atomically move up to ``limit`` pending items (available by ``now``) of in-progress,
+        unexpired batches to running, count an attempt, and return them (oldest batch first).
+        Concurrent claimers (workers, hosts) never get the same item."""
+        ...
+
+    async def finish_item(
+        self, batch_id: str, custom_id: str, state: ItemState, result: str | None, now: datetime,
+        *, retry_at: datetime | None = None, count_attempt: bool = True,
+    ) -> bool:
+        """Record a running item's outcome; False (nothing changed) unless it is running.
+
+        ``state="pending"`` puts it back for another try at ``retry_at`` (default ``now``); with
+        ``count_attempt=False`` its attempt is given back. A retry of a canceling batch becomes
+        canceled, of an expired batch expired. A batch whose items are all final ends (``ended_at``).
+        """
+        ...
+
+    async def cancel_batch(self, tenant_id: str, batch_id: str, now: datetime) -> Batch | None:
+        """Cancel: pending items become canceled; the batch is canceling while items still run,
+        else ended. An ended batch is unchanged. None if the tenant has no such batch."""
+        ...
+
+    async def expire_batches(self, now: datetime) -> int:
+        """Pending items of batches past ``expires_at`` become expired; every unended batch with no
+        open (pending/running) items ends. Returns the number of items expired."""
+        ...
+
+    async def release_stale(self, now: datetime, older_than: timedelta) -> int:
+        """Running items not updated for ``older_than`` (their worker died) go back to pending."""
+        ...
+
+    async def delete_batch(self, tenant_id: str, batch_id: str) -> Literal["deleted", "missing", "not_ended"]:
+        """Delete an ended batch and its items."""
+        ...
+
+    async def batch_results(
+        self, tenant_id: str, batch_id: str, *, after: str | None, limit: int
+    ) -> list[BatchResult]:
+        """Up to ``limit`` items of the tenant's batch ordered by custom_id, after ``after``."""
+        ...
+
+
+# --- Message Batches ---------------------------------------------------------------------------
+
+BatchStatus = Literal["in_progress", "canceling", "ended"]
+ItemState = Literal["pending", "running", "succeeded", "errored", "canceled", "expired"]
+FINAL_ITEM_STATES: tuple[ItemState, ...] = ("succeeded", "errored", "canceled", "expired")
+
+
+@dataclass(frozen=True, slots=True)
+class BatchCounts:
+    """Items of a batch by state: ``processing`` = pending + running; the five sum to the total."""
+
+    processing: int = 0
+    succeeded: int = 0
+    errored: int = 0
+    canceled: int = 0
+    expired: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.processing + self.succeeded + self.errored + self.canceled + self.expired
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A Message Batch; ``counts`` are derived from its items (the real tally, even while in progress)."""
+
+    id: str  # "msgbatch_..."
+    tenant_id: str
+    key_hash: str  # the key that created it: its requests run as that key
+    status: BatchStatus
+    created_at: datetime
+    expires_at: datetime
+    ended_at: datetime | None
+    cancel_initiated_at: datetime | None
+    counts: BatchCounts = BatchCounts()
+
+
+@dataclass(frozen=True, slots=True)
+class BatchItem:
+    """One request of a batch, as claimed by a runner (its state is now ``running``)."""
+
+    batch_id: str
+    custom_id: str
+    tenant_id: str
+    key_hash: str
+    params: str  # the Messages body, JSON text
+    attempts: int  # including this one
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """One result line: ``result`` is the JSON text of the ``result`` object (None while not final)."""
+
+    custom_id: str
+    state: ItemState
+    result: str | None
+
+
+
+CANCELED_RESULT = '{"type":"canceled"}'
+EXPIRED_RESULT = '{"type":"expired"}'
+OPEN_ITEM_STATES: tuple[ItemState, ...] = ("pending", "running")
+
+
+def batch_counts(by_state: dict[str, int]) -> BatchCounts:
+    """Counts from a {state: number of items} tally."""
+    return BatchCounts(
+        processing=by_state.get("pending", 0) + by_state.get("running", 0),
+        succeeded=by_state.get("succeeded", 0),
+        errored=by_state.get("errored", 0),
+        canceled=by_state.get("canceled", 0),
+        expired=by_state.get("expired", 0),
+    )

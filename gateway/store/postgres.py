@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal, cast
 
@@ -30,7 +31,21 @@ from gateway.store import (
     usage_transaction,
     usage_window_starts,
 )
-from gateway.store.base import ApiKey, Generation, KeyKind, KeyPatch, KeyUsage, Transaction
+from gateway.store.base import (
+    CANCELED_RESULT,
+    EXPIRED_RESULT,
+    ApiKey,
+    Batch,
+    BatchItem,
+    BatchResult,
+    Generation,
+    ItemState,
+    KeyKind,
+    KeyPatch,
+    KeyUsage,
+    Transaction,
+    batch_counts,
+)
 from gateway.store.migrations import migrate_postgres
 
 POOL_MIN_SIZE = 1
@@ -117,6 +132,86 @@ SELECT COALESCE(SUM(cost), 0) AS total,
        COALESCE(SUM(cost) FILTER (WHERE created_at >= $3), 0) AS weekly,
        COALESCE(SUM(cost) FILTER (WHERE created_at >= $4), 0) AS monthly
 FROM generations WHERE key_hash = $1
+"""
+
+
+# --- Message Batches ---
+_BATCH_COLUMNS = "id, tenant_id, key_hash, status, created_at, expires_at, ended_at, cancel_initiated_at"
+SQL_INSERT_BATCH = f"INSERT INTO batches ({_BATCH_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+SQL_INSERT_BATCH_ITEMS = """
+INSERT INTO batch_items (batch_id, custom_id, seq, params, state, attempts, available_at, updated_at)
+SELECT $1, c, s, p, 'pending', 0, $5, $5 FROM unnest($2::text[], $3::integer[], $4::text[]) AS t (c, s, p)
+"""
+SQL_GET_BATCH = f"SELECT {_BATCH_COLUMNS} FROM batches WHERE tenant_id = $1 AND id = $2"
+SQL_LOCK_BATCH = "SELECT status, expires_at FROM batches WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
+SQL_BATCH_STATES = """
+SELECT batch_id, state, COUNT(*) AS n FROM batch_items WHERE batch_id = ANY($1::text[]) GROUP BY batch_id, state
+"""
+_CURSOR = "(SELECT created_at, id FROM batches WHERE tenant_id = $1 AND id = $2)"
+SQL_LIST_BATCHES = f"""
+SELECT {_BATCH_COLUMNS} FROM batches WHERE tenant_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2
+"""
+SQL_LIST_BATCHES_AFTER = f"""
+SELECT {_BATCH_COLUMNS} FROM batches WHERE tenant_id = $1 AND (created_at, id) < {_CURSOR}
+ORDER BY created_at DESC, id DESC LIMIT $3
+"""
+SQL_LIST_BATCHES_BEFORE = f"""
+SELECT {_BATCH_COLUMNS} FROM batches WHERE tenant_id = $1 AND (created_at, id) > {_CURSOR}
+ORDER BY created_at, id LIMIT $3
+"""
+SQL_CLAIM_ITEMS = """
+WITH picked AS (
+    SELECT i.batch_id, i.custom_id
+    FROM batch_items i JOIN batches b ON b.id = i.batch_id
+    WHERE i.state = 'pending' AND i.available_at <= $1 AND b.status = 'in_progress' AND b.expires_at > $1
+    ORDER BY b.created_at, i.batch_id, i.seq
+    LIMIT $2
+    FOR UPDATE OF i SKIP LOCKED
+)
+UPDATE batch_items AS u SET state = 'running', attempts = u.attempts + 1, updated_at = $1
+FROM picked, batches AS b
+WHERE u.batch_id = picked.batch_id AND u.custom_id = picked.custom_id AND b.id = u.batch_id AND u.state = 'pending'
+RETURNING u.batch_id, u.custom_id, b.tenant_id, b.key_hash, u.params, u.attempts
+"""
+SQL_LOCK_BATCH_BY_ID = "SELECT status, expires_at FROM batches WHERE id = $1 FOR UPDATE"
+SQL_ITEM_STATE = "SELECT state FROM batch_items WHERE batch_id = $1 AND custom_id = $2 FOR UPDATE"
+SQL_FINISH_ITEM = """
+UPDATE batch_items SET state = $3, result = $4, attempts = attempts - $5, available_at = $6, updated_at = $7
+WHERE batch_id = $1 AND custom_id = $2
+"""
+_NO_OPEN_ITEMS = (
+    "NOT EXISTS (SELECT 1 FROM batch_items i WHERE i.batch_id = batches.id AND i.state IN ('pending', 'running'))"
+)
+SQL_END_BATCH_IF_DONE = f"""
+UPDATE batches SET status = 'ended', ended_at = $2 WHERE id = $1 AND status <> 'ended' AND {_NO_OPEN_ITEMS}
+"""
+SQL_END_DONE_BATCHES = f"""
+UPDATE batches SET status = 'ended', ended_at = $1 WHERE status <> 'ended' AND {_NO_OPEN_ITEMS}
+"""
+SQL_CANCEL_ITEMS = """
+UPDATE batch_items SET state = 'canceled', result = $2, updated_at = $3 WHERE batch_id = $1 AND state = 'pending'
+"""
+SQL_CANCEL_BATCH = """
+UPDATE batches SET status = 'canceling', cancel_initiated_at = COALESCE(cancel_initiated_at, $2)
+WHERE id = $1 AND status <> 'ended'
+"""
+SQL_LOCK_EXPIRED_BATCHES = """
+SELECT id FROM batches WHERE status <> 'ended' AND expires_at <= $1 ORDER BY id FOR UPDATE
+"""
+SQL_EXPIRE_ITEMS = """
+UPDATE batch_items SET state = 'expired', result = $2, updated_at = $3
+WHERE batch_id = ANY($1::text[]) AND state = 'pending'
+"""
+SQL_RELEASE_STALE = """
+UPDATE batch_items SET state = 'pending', available_at = $1, updated_at = $1
+WHERE state = 'running' AND updated_at < $2
+"""
+SQL_DELETE_BATCH = "DELETE FROM batches WHERE id = $1"
+SQL_DELETE_BATCH_ITEMS = "DELETE FROM batch_items WHERE batch_id = $1"
+SQL_BATCH_RESULTS = """
+SELECT custom_id, state, result FROM batch_items
+WHERE batch_id = (SELECT id FROM batches WHERE tenant_id = $1 AND id = $2) AND custom_id > $3
+ORDER BY custom_id LIMIT $4
 """
 
 
@@ -233,6 +328,24 @@ def _transaction_from_record(rec: Any) -> Transaction:
         key_hash=rec["key_hash"],
         created_at=rec["created_at"],
     )
+
+
+def _batch_from_record(rec: Any) -> Batch:
+    return Batch(
+        id=rec["id"],
+        tenant_id=rec["tenant_id"],
+        key_hash=rec["key_hash"],
+        status=rec["status"],
+        created_at=rec["created_at"],
+        expires_at=rec["expires_at"],
+        ended_at=rec["ended_at"],
+        cancel_initiated_at=rec["cancel_initiated_at"],
+    )
+
+
+def _rowcount(status: str) -> int:
+    """The row count of an asyncpg command status such as ``UPDATE 3``."""
+    return int(status.rsplit(" ", 1)[-1])
 
 
 def _columns(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
@@ -416,3 +529,137 @@ class PostgresStore:
             weekly=quantize_cost(cast(Decimal, rec["weekly"])),
             monthly=quantize_cost(cast(Decimal, rec["monthly"])),
         )
+
+
+    # --- Message Batches ---
+
+    async def create_batch(self, batch: Batch, items: Sequence[tuple[str, str]]) -> None:
+        """Insert a batch and its items (all pending) in one transaction."""
+        created = require_utc(batch.created_at)
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                SQL_INSERT_BATCH, batch.id, batch.tenant_id, batch.key_hash, batch.status, created,
+                require_utc(batch.expires_at), _opt_utc(batch.ended_at), _opt_utc(batch.cancel_initiated_at),
+            )
+            await conn.execute(
+                SQL_INSERT_BATCH_ITEMS, batch.id, [c for c, _ in items], list(range(len(items))),
+                [p for _, p in items], created,
+            )
+
+    @staticmethod
+    async def _with_counts(conn: Any, recs: Sequence[Any]) -> list[Batch]:
+        batches = [_batch_from_record(rec) for rec in recs]
+        tally: dict[str, dict[str, int]] = {b.id: {} for b in batches}
+        if batches:
+            for rec in await conn.fetch(SQL_BATCH_STATES, list(tally)):
+                tally[rec["batch_id"]][rec["state"]] = int(rec["n"])
+        return [replace(b, counts=batch_counts(tally[b.id])) for b in batches]
+
+    async def get_batch(self, tenant_id: str, batch_id: str) -> Batch | None:
+        """The tenant's batch with its counts, or None."""
+        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            recs = await conn.fetch(SQL_GET_BATCH, tenant_id, batch_id)
+            found = await self._with_counts(conn, recs)
+        return found[0] if found else None
+
+    async def list_batches(
+        self, tenant_id: str, *, before_id: str | None, after_id: str | None, limit: int
+    ) -> tuple[list[Batch], bool]:
+        """(page, has_more), newest first; see Store.list_batches."""
+        if before_id is not None and after_id is not None:
+            raise ValueError("give before_id or after_id, not both")
+        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            if after_id is not None:
+                recs = list(await conn.fetch(SQL_LIST_BATCHES_AFTER, tenant_id, after_id, limit + 1))
+            elif before_id is not None:
+                recs = list(await conn.fetch(SQL_LIST_BATCHES_BEFORE, tenant_id, before_id, limit + 1))
+            else:
+                recs = list(await conn.fetch(SQL_LIST_BATCHES, tenant_id, limit + 1))
+            has_more = len(recs) > limit
+            recs = recs[:limit]
+            if before_id is not None:
+                recs.reverse()
+            return await self._with_counts(conn, recs), has_more
+
+    async def claim_items(self, limit: int, now: datetime) -> list[BatchItem]:
+        """Move up to ``limit`` claimable pending items to running (FOR UPDATE SKIP LOCKED)."""
+        if limit <= 0:
+            return []
+        recs = await self._pool.fetch(SQL_CLAIM_ITEMS, require_utc(now), limit)
+        items = [BatchItem(batch_id=r["batch_id"], custom_id=r["custom_id"], tenant_id=r["tenant_id"],
+                           key_hash=r["key_hash"], params=r["params"], attempts=int(r["attempts"])) for r in recs]
+        return items
+
+    async def finish_item(
+        self, batch_id: str, custom_id: str, state: ItemState, result: str | None, now: datetime,
+        *, retry_at: datetime | None = None, count_attempt: bool = True,
+    ) -> bool:
+        """Record a running item's outcome (or put it back); see Store.finish_item.
+
+        The batch row is locked first, so finishers of one batch take turns and the last one sees
+        every other item final and ends the batch.
+        """
+        now = require_utc(now)
+        async with self._pool.acquire() as conn, conn.transaction():
+            batch = await conn.fetchrow(SQL_LOCK_BATCH_BY_ID, batch_id)
+            if batch is None or await conn.fetchval(SQL_ITEM_STATE, batch_id, custom_id) != "running":
+                return False
+            if state == "pending" and batch["status"] != "in_progress":
+                state, result = "canceled", CANCELED_RESULT
+            elif state == "pending" and batch["expires_at"] <= now:
+                state, result = "expired", EXPIRED_RESULT
+            available = now if retry_at is None else require_utc(retry_at)
+            refund = 1 if state == "pending" and not count_attempt else 0
+            await conn.execute(SQL_FINISH_ITEM, batch_id, custom_id, state, result, refund, available, now)
+            await conn.execute(SQL_END_BATCH_IF_DONE, batch_id, now)
+        return True
+
+    async def cancel_batch(self, tenant_id: str, batch_id: str, now: datetime) -> Batch | None:
+        """Cancel the tenant's batch; see Store.cancel_batch."""
+        now = require_utc(now)
+        async with self._pool.acquire() as conn, conn.transaction():
+            batch = await conn.fetchrow(SQL_LOCK_BATCH, tenant_id, batch_id)
+            if batch is None:
+                return None
+            if batch["status"] != "ended":
+                await conn.execute(SQL_CANCEL_ITEMS, batch_id, CANCELED_RESULT, now)
+                await conn.execute(SQL_CANCEL_BATCH, batch_id, now)
+                await conn.execute(SQL_END_BATCH_IF_DONE, batch_id, now)
+            recs = await conn.fetch(SQL_GET_BATCH, tenant_id, batch_id)
+            return (await self._with_counts(conn, recs))[0]
+
+    async def expire_batches(self, now: datetime) -> int:
+        """Expire pending items of batches past their window and end finished batches."""
+        now = require_utc(now)
+        expired = 0
+        async with self._pool.acquire() as conn:
+            async with conn.transaction():  # batches locked first, in id order, as cancel and finish do
+                ids = [rec["id"] for rec in await conn.fetch(SQL_LOCK_EXPIRED_BATCHES, now)]
+                if ids:
+                    expired = _rowcount(await conn.execute(SQL_EXPIRE_ITEMS, ids, EXPIRED_RESULT, now))
+            await conn.execute(SQL_END_DONE_BATCHES, now)
+        return expired
+
+    async def release_stale(self, now: datetime, older_than: timedelta) -> int:
+        """Running items not updated for ``older_than`` go back to pending."""
+        now = require_utc(now)
+        return _rowcount(await self._pool.execute(SQL_RELEASE_STALE, now, now - older_than))
+
+    async def delete_batch(self, tenant_id: str, batch_id: str) -> Literal["deleted", "missing", "not_ended"]:
+        """Delete an ended batch and its items."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            batch = await conn.fetchrow(SQL_LOCK_BATCH, tenant_id, batch_id)
+            if batch is None:
+                return "missing"
+            if batch["status"] != "ended":
+                return "not_ended"
+            await conn.execute(SQL_DELETE_BATCH_ITEMS, batch_id)
+            await conn.execute(SQL_DELETE_BATCH, batch_id)
+        return "deleted"
+
+    async def batch_results(
+        self, tenant_id: str, batch_id: str, *, after: str | None, limit: int
+    ) -> list[BatchResult]:
+        """Up to ``limit`` items of the tenant's batch ordered by custom_id, after ``after``."""
+        recs = await self._pool.fetch(SQL_BATCH_RESULTS, tenant_id, batch_id, after or "", limit)
+        return [BatchResult(custom_id=r["custom_id"], state=r["state"], result=r["result"]) for r in recs]

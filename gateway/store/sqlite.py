@@ -16,6 +16,7 @@ import json
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
@@ -32,7 +33,21 @@ from gateway.store import (
     usage_transaction,
     usage_window_starts,
 )
-from gateway.store.base import ApiKey, Generation, KeyKind, KeyPatch, KeyUsage, Transaction
+from gateway.store.base import (
+    CANCELED_RESULT,
+    EXPIRED_RESULT,
+    ApiKey,
+    Batch,
+    BatchItem,
+    BatchResult,
+    Generation,
+    ItemState,
+    KeyKind,
+    KeyPatch,
+    KeyUsage,
+    Transaction,
+    batch_counts,
+)
 from gateway.store.migrations import migrate_sqlite
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -91,6 +106,80 @@ SQL_KEY_USAGE = (
     "COALESCE(SUM(CASE WHEN created_at >= ? THEN cost ELSE 0 END), 0), "
     "COALESCE(SUM(CASE WHEN created_at >= ? THEN cost ELSE 0 END), 0) "
     "FROM generations WHERE key_hash = ?"
+)
+
+
+# --- Message Batches ---
+_BATCH_COLUMNS = "id, tenant_id, key_hash, status, created_at, expires_at, ended_at, cancel_initiated_at"
+SQL_INSERT_BATCH = f"INSERT INTO batches ({_BATCH_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+SQL_INSERT_BATCH_ITEM = (
+    "INSERT INTO batch_items (batch_id, custom_id, seq, params, state, attempts, available_at, updated_at) "
+    "VALUES (?, ?, ?, ?, 'pending', 0, ?, ?)"
+)
+SQL_GET_BATCH = f"SELECT {_BATCH_COLUMNS} FROM batches WHERE tenant_id = ? AND id = ?"
+SQL_BATCH_STATES = (
+    "SELECT batch_id, state, COUNT(*) FROM batch_items WHERE batch_id IN ({marks}) GROUP BY batch_id, state"
+)
+_CURSOR = "(SELECT created_at, id FROM batches WHERE tenant_id = ? AND id = ?)"
+SQL_LIST_BATCHES = f"SELECT {_BATCH_COLUMNS} FROM batches WHERE tenant_id = ? ORDER BY created_at DESC, id DESC LIMIT ?"
+SQL_LIST_BATCHES_AFTER = (
+    f"SELECT {_BATCH_COLUMNS} FROM batches WHERE tenant_id = ? AND (created_at, id) < {_CURSOR} "
+    "ORDER BY created_at DESC, id DESC LIMIT ?"
+)
+SQL_LIST_BATCHES_BEFORE = (
+    f"SELECT {_BATCH_COLUMNS} FROM batches WHERE tenant_id = ? AND (created_at, id) > {_CURSOR} "
+    "ORDER BY created_at, id LIMIT ?"
+)
+SQL_ANY_CLAIMABLE = "SELECT 1 FROM batch_items WHERE state = 'pending' AND available_at <= ? LIMIT 1"
+SQL_PICK_ITEMS = (
+    "SELECT i.batch_id, i.custom_id, b.tenant_id, b.key_hash, i.params, i.attempts "
+    "FROM batch_items i JOIN batches b ON b.id = i.batch_id "
+    "WHERE i.state = 'pending' AND i.available_at <= ? AND b.status = 'in_progress' AND b.expires_at > ? "
+    "ORDER BY b.created_at, i.batch_id, i.seq LIMIT ?"
+)
+SQL_MARK_RUNNING = (
+    "UPDATE batch_items SET state = 'running', attempts = attempts + 1, updated_at = ? "
+    "WHERE batch_id = ? AND custom_id = ?"
+)
+SQL_ITEM_FOR_FINISH = (
+    "SELECT i.state, b.status, b.expires_at FROM batch_items i JOIN batches b ON b.id = i.batch_id "
+    "WHERE i.batch_id = ? AND i.custom_id = ?"
+)
+SQL_FINISH_ITEM = (
+    "UPDATE batch_items SET state = ?, result = ?, attempts = attempts - ?, available_at = ?, updated_at = ? "
+    "WHERE batch_id = ? AND custom_id = ?"
+)
+_NO_OPEN_ITEMS = (
+    "NOT EXISTS (SELECT 1 FROM batch_items i WHERE i.batch_id = batches.id AND i.state IN ('pending', 'running'))"
+)
+SQL_END_BATCH_IF_DONE = (
+    f"UPDATE batches SET status = 'ended', ended_at = ? WHERE id = ? AND status <> 'ended' AND {_NO_OPEN_ITEMS}"
+)
+SQL_END_DONE_BATCHES = f"UPDATE batches SET status = 'ended', ended_at = ? WHERE status <> 'ended' AND {_NO_OPEN_ITEMS}"
+SQL_CANCEL_ITEMS = (
+    "UPDATE batch_items SET state = 'canceled', result = ?, updated_at = ? WHERE batch_id = ? AND state = 'pending'"
+)
+SQL_CANCEL_BATCH = (
+    "UPDATE batches SET status = 'canceling', cancel_initiated_at = COALESCE(cancel_initiated_at, ?) "
+    "WHERE id = ? AND status <> 'ended'"
+)
+SQL_ANY_OPEN_BATCH = "SELECT 1 FROM batches WHERE status <> 'ended' LIMIT 1"
+SQL_EXPIRE_ITEMS = (
+    "UPDATE batch_items SET state = 'expired', result = ?, updated_at = ? WHERE state = 'pending' "
+    "AND batch_id IN (SELECT id FROM batches WHERE status <> 'ended' AND expires_at <= ?)"
+)
+SQL_ANY_STALE = "SELECT 1 FROM batch_items WHERE state = 'running' AND updated_at < ? LIMIT 1"
+SQL_RELEASE_STALE = (
+    "UPDATE batch_items SET state = 'pending', available_at = ?, updated_at = ? "
+    "WHERE state = 'running' AND updated_at < ?"
+)
+SQL_BATCH_STATUS = "SELECT status FROM batches WHERE tenant_id = ? AND id = ?"
+SQL_DELETE_BATCH_ITEMS = "DELETE FROM batch_items WHERE batch_id = ?"
+SQL_DELETE_BATCH = "DELETE FROM batches WHERE id = ?"
+SQL_BATCH_RESULTS = (
+    "SELECT custom_id, state, result FROM batch_items "
+    "WHERE batch_id = (SELECT id FROM batches WHERE tenant_id = ? AND id = ?) AND custom_id > ? "
+    "ORDER BY custom_id LIMIT ?"
 )
 
 
@@ -243,6 +332,19 @@ def _transaction_from_row(row: sqlite3.Row) -> Transaction:
         generation_id=row[5],
         key_hash=row[6],
         created_at=_from_us(row[7]),
+    )
+
+
+def _batch_from_row(row: sqlite3.Row) -> Batch:
+    return Batch(
+        id=row[0],
+        tenant_id=row[1],
+        key_hash=row[2],
+        status=row[3],
+        created_at=_from_us(row[4]),
+        expires_at=_from_us(row[5]),
+        ended_at=None if row[6] is None else _from_us(row[6]),
+        cancel_initiated_at=None if row[7] is None else _from_us(row[7]),
     )
 
 
@@ -498,3 +600,140 @@ class SqliteStore:
         rows = await self._fetch(SQL_KEY_USAGE, (_to_us(day), _to_us(week), _to_us(month), key_hash))
         total, daily, weekly, monthly = (_from_units(int(v)) for v in rows[0])
         return KeyUsage(total=total, daily=daily, weekly=weekly, monthly=monthly)
+
+
+    # --- Message Batches ---
+
+    async def create_batch(self, batch: Batch, items: Sequence[tuple[str, str]]) -> None:
+        """Insert a batch and its items (all pending) in one transaction."""
+        created = _to_us(batch.created_at)
+        row = (batch.id, batch.tenant_id, batch.key_hash, batch.status, created, _to_us(batch.expires_at),
+               _opt_us(batch.ended_at), _opt_us(batch.cancel_initiated_at))
+        params = [(batch.id, custom_id, seq, body, created, created) for seq, (custom_id, body) in enumerate(items)]
+        async with self._write() as conn:
+            await conn.execute(SQL_INSERT_BATCH, row)
+            await conn.executemany(SQL_INSERT_BATCH_ITEM, params)
+
+    @staticmethod
+    async def _with_counts(conn: aiosqlite.Connection, rows: Sequence[sqlite3.Row]) -> list[Batch]:
+        batches = [_batch_from_row(row) for row in rows]
+        tally: dict[str, dict[str, int]] = {b.id: {} for b in batches}
+        ids = list(tally)
+        for chunk in _chunks(ids):
+            for batch_id, state, n in await conn.execute_fetchall(SQL_BATCH_STATES.format(marks=_marks(chunk)), chunk):
+                tally[batch_id][state] = int(n)
+        return [replace(b, counts=batch_counts(tally[b.id])) for b in batches]
+
+    async def get_batch(self, tenant_id: str, batch_id: str) -> Batch | None:
+        """The tenant's batch with its counts, or None."""
+        async with self._read() as conn:
+            rows = list(await conn.execute_fetchall(SQL_GET_BATCH, (tenant_id, batch_id)))
+            found = await self._with_counts(conn, rows)
+        return found[0] if found else None
+
+    async def list_batches(
+        self, tenant_id: str, *, before_id: str | None, after_id: str | None, limit: int
+    ) -> tuple[list[Batch], bool]:
+        """(page, has_more), newest first; see Store.list_batches."""
+        if before_id is not None and after_id is not None:
+            raise ValueError("give before_id or after_id, not both")
+        async with self._read() as conn:
+            if after_id is not None:
+                rows = list(await conn.execute_fetchall(
+                    SQL_LIST_BATCHES_AFTER, (tenant_id, tenant_id, after_id, limit + 1)))
+            elif before_id is not None:
+                rows = list(await conn.execute_fetchall(
+                    SQL_LIST_BATCHES_BEFORE, (tenant_id, tenant_id, before_id, limit + 1)))
+            else:
+                rows = list(await conn.execute_fetchall(SQL_LIST_BATCHES, (tenant_id, limit + 1)))
+            has_more = len(rows) > limit
+            rows = rows[:limit]
+            if before_id is not None:
+                rows.reverse()
+            return await self._with_counts(conn, rows), has_more
+
+    async def claim_items(self, limit: int, now: datetime) -> list[BatchItem]:
+        """Move up to ``limit`` claimable pending items to running and return them."""
+        if limit <= 0:
+            return []
+        at = _to_us(now)
+        if not await self._fetch(SQL_ANY_CLAIMABLE, (at,)):  # no write lock when there is nothing to do
+            return []
+        async with self._write() as conn:
+            rows = list(await conn.execute_fetchall(SQL_PICK_ITEMS, (at, at, limit)))
+            await conn.executemany(SQL_MARK_RUNNING, [(at, row[0], row[1]) for row in rows])
+        return [BatchItem(batch_id=row[0], custom_id=row[1], tenant_id=row[2], key_hash=row[3], params=row[4],
+                          attempts=int(row[5]) + 1) for row in rows]
+
+    async def finish_item(
+        self, batch_id: str, custom_id: str, state: ItemState, result: str | None, now: datetime,
+        *, retry_at: datetime | None = None, count_attempt: bool = True,
+    ) -> bool:
+        """Record a running item's outcome (or put it back); see Store.finish_item."""
+        at = _to_us(now)
+        async with self._write() as conn:
+            rows = list(await conn.execute_fetchall(SQL_ITEM_FOR_FINISH, (batch_id, custom_id)))
+            if not rows or rows[0][0] != "running":
+                return False
+            _, status, expires_at = rows[0]
+            if state == "pending" and status != "in_progress":
+                state, result = "canceled", CANCELED_RESULT
+            elif state == "pending" and expires_at <= at:
+                state, result = "expired", EXPIRED_RESULT
+            available = at if retry_at is None else _to_us(retry_at)
+            refund = 1 if state == "pending" and not count_attempt else 0
+            await conn.execute(SQL_FINISH_ITEM, (state, result, refund, available, at, batch_id, custom_id))
+            await conn.execute(SQL_END_BATCH_IF_DONE, (at, batch_id))
+        return True
+
+    async def cancel_batch(self, tenant_id: str, batch_id: str, now: datetime) -> Batch | None:
+        """Cancel the tenant's batch; see Store.cancel_batch."""
+        at = _to_us(now)
+        async with self._write() as conn:
+            rows = list(await conn.execute_fetchall(SQL_BATCH_STATUS, (tenant_id, batch_id)))
+            if not rows:
+                return None
+            if rows[0][0] != "ended":
+                await conn.execute(SQL_CANCEL_ITEMS, (CANCELED_RESULT, at, batch_id))
+                await conn.execute(SQL_CANCEL_BATCH, (at, batch_id))
+                await conn.execute(SQL_END_BATCH_IF_DONE, (at, batch_id))
+            rows = list(await conn.execute_fetchall(SQL_GET_BATCH, (tenant_id, batch_id)))
+            return (await self._with_counts(conn, rows))[0]
+
+    async def expire_batches(self, now: datetime) -> int:
+        """Expire pending items of batches past their window and end finished batches."""
+        at = _to_us(now)
+        if not await self._fetch(SQL_ANY_OPEN_BATCH):
+            return 0
+        async with self._write() as conn:
+            async with conn.execute(SQL_EXPIRE_ITEMS, (EXPIRED_RESULT, at, at)) as cursor:
+                expired = cursor.rowcount
+            await conn.execute(SQL_END_DONE_BATCHES, (at,))
+        return max(expired, 0)
+
+    async def release_stale(self, now: datetime, older_than: timedelta) -> int:
+        """Running items not updated for ``older_than`` go back to pending."""
+        at, cutoff = _to_us(now), _to_us(now - older_than)
+        if not await self._fetch(SQL_ANY_STALE, (cutoff,)):
+            return 0
+        async with self._write() as conn, conn.execute(SQL_RELEASE_STALE, (at, at, cutoff)) as cursor:
+            return max(cursor.rowcount, 0)
+
+    async def delete_batch(self, tenant_id: str, batch_id: str) -> Literal["deleted", "missing", "not_ended"]:
+        """Delete an ended batch and its items."""
+        async with self._write() as conn:
+            rows = list(await conn.execute_fetchall(SQL_BATCH_STATUS, (tenant_id, batch_id)))
+            if not rows:
+                return "missing"
+            if rows[0][0] != "ended":
+                return "not_ended"
+            await conn.execute(SQL_DELETE_BATCH_ITEMS, (batch_id,))
+            await conn.execute(SQL_DELETE_BATCH, (batch_id,))
+        return "deleted"
+
+    async def batch_results(
+        self, tenant_id: str, batch_id: str, *, after: str | None, limit: int
+    ) -> list[BatchResult]:
+        """Up to ``limit`` items of the tenant's batch ordered by custom_id, after ``after``."""
+        rows = await self._fetch(SQL_BATCH_RESULTS, (tenant_id, batch_id, after or "", limit))
+        return [BatchResult(custom_id=row[0], state=row[1], result=row[2]) for row in rows]

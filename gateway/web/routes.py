@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from gateway.batches import handlers as batches
 from gateway.pipeline import gemini_native
 from gateway.pipeline.chat import handle_chat
 from gateway.pipeline.embeddings import handle_embeddings
@@ -27,6 +28,7 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/v1/embeddings", handle_embeddings)
     r.add_post("/v1/messages", handle_messages)
     r.add_post("/v1/messages/count_tokens", handle_count_tokens)
+    batches.add_routes(app)  # /v1/messages/batches...
     r.add_get("/v1/models", models.list_models)
     r.add_get("/v1/models/{model:.+}", models.get_model)
     r.add_get("/v1/key", admin.current_key)

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,6 +32,7 @@ from gateway.store import (
 from gateway.store import migrations as migrations_module
 from gateway.store import postgres as postgres_module
 from gateway.store import sqlite as sqlite_module
+from gateway.store.base import Batch, BatchCounts
 from gateway.store.migrations import Backend, Migration, load_migrations, split_sqlite_script
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SqliteStore
@@ -162,7 +164,7 @@ async def with_tenants(store: Store, *tenant_ids: str) -> Store:
 async def test_migrate_is_idempotent(store_factory: StoreFactory) -> None:
     store = await store_factory()
     all_versions = [m.version for m in load_migrations(store.backend)]
-    assert all_versions == ["0001_init", "0002_key_rate_limits", "0003_ledger"]
+    assert all_versions == ["0001_init", "0002_key_rate_limits", "0003_ledger", "0004_batches"]
     assert await store.migrate() == all_versions  # a fresh database gets every migration, in order
     assert await store.migrate() == []
     other = await store_factory()
@@ -181,7 +183,7 @@ async def test_migrate_0002_on_a_database_with_keys(
     with monkeypatch.context() as patched:
         patched.setattr(migrations_module, "load_migrations", migrations_up_to("0002_key_rate_limits"))
         assert await store.migrate() == ["0002_key_rate_limits"]
-    assert await store.migrate() == ["0003_ledger"]
+    assert await store.migrate() == ["0003_ledger", "0004_batches"]
     assert await store.migrate() == []
     assert await other.migrate() == []
     await with_tenants(store, "t1")
@@ -204,7 +206,7 @@ async def test_migrate_0003_on_a_database_with_usage(
     await insert_generation_raw(store, old)
     other = await store_factory()  # opened before the upgrade ran
 
-    assert await store.migrate() == ["0003_ledger"]
+    assert await store.migrate() == ["0003_ledger", "0004_batches"]
     assert await other.migrate() == []
     # existing rows are kept; the ledger starts empty (history is not back-filled) at balance 0
     assert await other.get_key("h1") == key
@@ -1022,3 +1024,219 @@ async def test_sqlite_worker_processes_share_one_file(tmp_path: Path) -> None:
         assert await store.key_changes_since(-1) == (200, [])
     finally:
         await store.close()
+
+
+# --- Message Batches -----------------------------------------------------------------------------
+
+
+def make_batch(id: str, *, tenant_id: str = "t1", created_at: datetime = T0, key_hash: str = "h1") -> Batch:
+    return Batch(id=id, tenant_id=tenant_id, key_hash=key_hash, status="in_progress", created_at=created_at,
+                 expires_at=created_at + timedelta(hours=24), ended_at=None, cancel_initiated_at=None)
+
+
+def items(*custom_ids: str) -> list[tuple[str, str]]:
+    return [(c, f'{{"model":"m","custom":"{c}"}}') for c in custom_ids]
+
+
+async def test_create_and_get_batch(store: Store) -> None:
+    await with_tenants(store, "t1", "t2")
+    await store.create_batch(make_batch("msgbatch_a"), items("r1", "r2", "r3"))
+    got = await store.get_batch("t1", "msgbatch_a")
+    assert got == dataclasses.replace(make_batch("msgbatch_a"), counts=BatchCounts(processing=3))
+    assert got is not None and got.counts.total == 3
+    assert await store.get_batch("t2", "msgbatch_a") is None  # another tenant's
+    assert await store.get_batch("t1", "msgbatch_nope") is None
+    results = await store.batch_results("t1", "msgbatch_a", after=None, limit=10)
+    assert [(r.custom_id, r.state, r.result) for r in results] == [(c, "pending", None) for c in ("r1", "r2", "r3")]
+    assert await store.batch_results("t2", "msgbatch_a", after=None, limit=10) == []
+
+
+async def test_create_batch_is_one_transaction(store: Store) -> None:
+    await with_tenants(store, "t1")
+    with pytest.raises(Exception):  # noqa: B017 - the backends' integrity errors differ
+        await store.create_batch(make_batch("msgbatch_a"), items("r1", "r1"))
+    assert await store.get_batch("t1", "msgbatch_a") is None
+
+
+async def test_list_batches_newest_first_with_cursors(store: Store) -> None:
+    await with_tenants(store, "t1", "t2")
+    ids = [f"msgbatch_{i}" for i in range(5)]
+    for i, batch_id in enumerate(ids):
+        await store.create_batch(make_batch(batch_id, created_at=T0 + timedelta(seconds=i)), items("r"))
+    await store.create_batch(make_batch("msgbatch_other", tenant_id="t2"), items("r"))
+    newest_first = ids[::-1]
+
+    async def page(**kw: Any) -> tuple[list[str], bool]:
+        found, more = await store.list_batches("t1", **{"before_id": None, "after_id": None, **kw})
+        return [b.id for b in found], more
+
+    assert await page(limit=10) == (newest_first, False)
+    assert await page(limit=2) == (newest_first[:2], True)
+    assert await page(limit=2, after_id=newest_first[1]) == (newest_first[2:4], True)
+    assert await page(limit=2, after_id=newest_first[3]) == (newest_first[4:], False)
+    assert await page(limit=2, before_id=newest_first[4]) == (newest_first[2:4], True)
+    assert await page(limit=5, before_id=newest_first[1]) == (newest_first[:1], False)
+    assert await page(limit=5, after_id="msgbatch_other") == ([], False)  # another tenant's cursor
+    found, _ = await store.list_batches("t1", before_id=None, after_id=None, limit=1)
+    assert found[0].counts == BatchCounts(processing=1)
+
+
+async def test_claim_finish_and_end(store: Store) -> None:
+    await with_tenants(store, "t1")
+    await store.create_batch(make_batch("msgbatch_a"), items("r1", "r2", "r3"))
+    now = T0 + timedelta(minutes=1)
+    first = await store.claim_items(2, now)
+    assert [(i.custom_id, i.attempts, i.key_hash, i.tenant_id) for i in first] == [
+        ("r1", 1, "h1", "t1"), ("r2", 1, "h1", "t1")]
+    assert first[0].params == '{"model":"m","custom":"r1"}'
+    assert [i.custom_id for i in await store.claim_items(5, now)] == ["r3"]
+    assert await store.claim_items(5, now) == []
+    msg = '{"type":"succeeded","message":{"id":"msg_1"}}'
+    assert await store.finish_item("msgbatch_a", "r1", "succeeded", msg, now)
+    assert not await store.finish_item("msgbatch_a", "r1", "errored", "{}", now)  # not running any more
+    assert await store.finish_item("msgbatch_a", "r2", "errored", '{"type":"errored"}', now)
+    mid = await store.get_batch("t1", "msgbatch_a")
+    assert mid is not None and mid.status == "in_progress" and mid.ended_at is None
+    assert mid.counts == BatchCounts(processing=1, succeeded=1, errored=1)
+    end = now + timedelta(seconds=5)
+    assert await store.finish_item("msgbatch_a", "r3", "succeeded", msg, end)
+    done = await store.get_batch("t1", "msgbatch_a")
+    assert done is not None and done.status == "ended" and done.ended_at == end
+    assert done.counts == BatchCounts(succeeded=2, errored=1)
+    results = await store.batch_results("t1", "msgbatch_a", after="r1", limit=10)
+    assert [(r.custom_id, r.state, r.result) for r in results] == [
+        ("r2", "errored", '{"type":"errored"}'), ("r3", "succeeded", msg)]
+
+
+async def test_retry_waits_and_counts_attempts(store: Store) -> None:
+    await with_tenants(store, "t1")
+    await store.create_batch(make_batch("msgbatch_a"), items("r1"))
+    now = T0 + timedelta(minutes=1)
+    (first,) = await store.claim_items(1, now)
+    assert first.attempts == 1
+    assert await store.finish_item("msgbatch_a", "r1", "pending", None, now, retry_at=now + timedelta(seconds=10))
+    assert await store.claim_items(1, now + timedelta(seconds=9)) == []  # not yet
+    (again,) = await store.claim_items(1, now + timedelta(seconds=10))
+    assert again.attempts == 2
+    # a try that never reached the gateway gives its attempt back
+    later = now + timedelta(seconds=11)
+    assert await store.finish_item("msgbatch_a", "r1", "pending", None, later, count_attempt=False)
+    (third,) = await store.claim_items(1, later)
+    assert third.attempts == 2
+
+
+async def test_claims_never_overlap(store_factory: StoreFactory) -> None:
+    stores = [await store_factory() for _ in range(3)]
+    await stores[0].migrate()
+    await with_tenants(stores[0], "t1")
+    for b in range(3):
+        await stores[0].create_batch(make_batch(f"msgbatch_{b}", created_at=T0 + timedelta(seconds=b)),
+                                     items(*(f"r{i:03d}" for i in range(40))))
+    now = T0 + timedelta(minutes=1)
+
+    async def drain(store: Store) -> list[tuple[str, str]]:
+        got: list[tuple[str, str]] = []
+        while batch := await store.claim_items(7, now):
+            got.extend((i.batch_id, i.custom_id) for i in batch)
+            await asyncio.sleep(0)
+        return got
+
+    results = await asyncio.gather(*(drain(s) for s in stores))
+    claimed = [pair for result in results for pair in result]
+    assert len(claimed) == len(set(claimed)) == 120
+
+
+async def test_concurrent_finishers_end_the_batch(store_factory: StoreFactory) -> None:
+    stores = [await store_factory() for _ in range(4)]
+    await stores[0].migrate()
+    await with_tenants(stores[0], "t1")
+    await stores[0].create_batch(make_batch("msgbatch_a"), items(*(f"r{i}" for i in range(8))))
+    now = T0 + timedelta(minutes=1)
+    claimed = await stores[0].claim_items(8, now)
+    await asyncio.gather(*(stores[n % 4].finish_item(i.batch_id, i.custom_id, "succeeded", "{}", now)
+                           for n, i in enumerate(claimed)))
+    got = await stores[1].get_batch("t1", "msgbatch_a")
+    assert got is not None and got.status == "ended" and got.counts == BatchCounts(succeeded=8)
+
+
+async def test_cancel_batch(store: Store) -> None:
+    await with_tenants(store, "t1", "t2")
+    await store.create_batch(make_batch("msgbatch_a"), items("r1", "r2", "r3"))
+    now = T0 + timedelta(minutes=1)
+    (running,) = await store.claim_items(1, now)
+    assert await store.cancel_batch("t2", "msgbatch_a", now) is None
+    canceling = await store.cancel_batch("t1", "msgbatch_a", now)
+    assert canceling is not None and canceling.status == "canceling" and canceling.cancel_initiated_at == now
+    assert canceling.counts == BatchCounts(processing=1, canceled=2)
+    assert await store.claim_items(5, now) == []
+    # the running one asks for a retry: the batch is canceling, so it is canceled instead
+    later = now + timedelta(seconds=3)
+    assert await store.finish_item("msgbatch_a", running.custom_id, "pending", None, later)
+    ended = await store.get_batch("t1", "msgbatch_a")
+    assert ended is not None and ended.status == "ended" and ended.ended_at == later
+    assert ended.cancel_initiated_at == now and ended.counts == BatchCounts(canceled=3)
+    lines = await store.batch_results("t1", "msgbatch_a", after=None, limit=10)
+    assert {r.result for r in lines} == {'{"type":"canceled"}'}
+    again = await store.cancel_batch("t1", "msgbatch_a", later + timedelta(seconds=1))  # ended: unchanged
+    assert again == ended
+
+
+async def test_cancel_with_nothing_running_ends_at_once(store: Store) -> None:
+    await with_tenants(store, "t1")
+    await store.create_batch(make_batch("msgbatch_a"), items("r1"))
+    got = await store.cancel_batch("t1", "msgbatch_a", T0)
+    assert got is not None and got.status == "ended" and got.ended_at == T0 and got.counts == BatchCounts(canceled=1)
+
+
+async def test_expire_batches(store: Store) -> None:
+    await with_tenants(store, "t1")
+    await store.create_batch(make_batch("msgbatch_old"), items("r1", "r2", "r3"))
+    await store.create_batch(make_batch("msgbatch_new", created_at=T0 + timedelta(hours=1)), items("r1"))
+    (running,) = await store.claim_items(1, T0 + timedelta(minutes=1))
+    await store.finish_item("msgbatch_old", running.custom_id, "succeeded", "{}", T0 + timedelta(minutes=2))
+    (running,) = await store.claim_items(1, T0 + timedelta(minutes=3))
+    assert running.custom_id == "r2"
+    now = T0 + timedelta(hours=24, seconds=1)
+    assert await store.expire_batches(now - timedelta(seconds=2)) == 0
+    assert await store.expire_batches(now) == 1  # r3; r2 still runs
+    old = await store.get_batch("t1", "msgbatch_old")
+    assert old is not None and old.status == "in_progress"
+    assert old.counts == BatchCounts(processing=1, succeeded=1, expired=1)
+    # the running one is put back for a retry after the window closed: it expires
+    assert await store.finish_item("msgbatch_old", "r2", "pending", None, now)
+    old = await store.get_batch("t1", "msgbatch_old")
+    assert old is not None and old.status == "ended" and old.ended_at == now
+    assert old.counts == BatchCounts(succeeded=1, expired=2)
+    new = await store.get_batch("t1", "msgbatch_new")
+    assert new is not None and new.status == "in_progress"
+
+
+async def test_no_claims_from_expired_batches(store: Store) -> None:
+    await with_tenants(store, "t1")
+    await store.create_batch(make_batch("msgbatch_a"), items("r1"))
+    assert await store.claim_items(5, T0 + timedelta(hours=24)) == []
+
+
+async def test_release_stale(store: Store) -> None:
+    await with_tenants(store, "t1")
+    await store.create_batch(make_batch("msgbatch_a"), items("r1", "r2"))
+    t1 = T0 + timedelta(minutes=1)
+    await store.claim_items(1, t1)
+    t2 = T0 + timedelta(minutes=5)
+    await store.claim_items(1, t2)
+    assert await store.claim_items(5, t2) == []
+    assert await store.release_stale(T0 + timedelta(minutes=10), timedelta(minutes=6)) == 1  # r1 only
+    (back,) = await store.claim_items(5, T0 + timedelta(minutes=10))
+    assert back.custom_id == "r1" and back.attempts == 2
+
+
+async def test_delete_batch(store: Store) -> None:
+    await with_tenants(store, "t1", "t2")
+    await store.create_batch(make_batch("msgbatch_a"), items("r1"))
+    assert await store.delete_batch("t1", "msgbatch_a") == "not_ended"
+    await store.cancel_batch("t1", "msgbatch_a", T0)
+    assert await store.delete_batch("t2", "msgbatch_a") == "missing"
+    assert await store.delete_batch("t1", "msgbatch_a") == "deleted"
+    assert await store.get_batch("t1", "msgbatch_a") is None
+    assert await store.batch_results("t1", "msgbatch_a", after=None, limit=10) == []
+    assert await store.delete_batch("t1", "msgbatch_a") == "missing"
