@@ -7,6 +7,7 @@ live as long as Redis keeps them; when they are gone they are loaded again from 
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
 from importlib import resources
 
 from redis.asyncio import Redis
@@ -53,7 +54,7 @@ class RedisAccounts:
         status, reason = _text(out[0]), _text(out[1])
         if status == "missing":
             raise Missing(reason)
-        available, used = int(_text(out[2])), int(_text(out[3]))
+        available, used = int(Decimal(_text(out[2]))), int(Decimal(_text(out[3])))
         if status == "refused":
             return Reservation(False, reason, available=available, key_used=used)
         return Reservation(True, available=available, key_used=used)

@@ -3,6 +3,9 @@
 -- KEYS[1] tenant hash {balance}; KEYS[2] tenant holds hash (request_id -> amount);
 -- KEYS[3] key windows hash (window -> used); KEYS[4] key holds hash; KEYS[5] hold expiry zset
 -- ARGV: hold, prepaid (0/1), limit (-1 = none), window, request_id, hold_seconds
+-- Lua numbers are doubles: whole units are exact up to 2^53 (about 900,000 USD); above that a
+-- comparison may be off by a few units of 1e-10 USD. Stored values stay exact (HINCRBY is int64).
+local function int(x) return string.format('%.0f', x) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local hold = tonumber(ARGV[1])
@@ -28,16 +31,16 @@ if prepaid then
   local bal = redis.call('HGET', KEYS[1], 'balance')
   if not bal then return {'missing', 'tenant'} end
   available = tonumber(bal) - sum(KEYS[2])
-  if available < hold then return {'refused', 'balance', tostring(available), '0'} end
+  if available < hold then return {'refused', 'balance', int(available), '0'} end
 end
 local used = 0
 if limit >= 0 then
   local u = redis.call('HGET', KEYS[3], window)
   if not u then return {'missing', 'key'} end
   used = tonumber(u) + sum(KEYS[4])
-  if used + hold > limit then return {'refused', 'key_limit', tostring(available), tostring(used)} end
+  if used + hold > limit then return {'refused', 'key_limit', int(available), int(used)} end
 end
-redis.call('HSET', KEYS[2], rid, hold)
-redis.call('HSET', KEYS[4], rid, hold)
+redis.call('HSET', KEYS[2], rid, int(hold))
+redis.call('HSET', KEYS[4], rid, int(hold))
 redis.call('ZADD', KEYS[5], now + tonumber(ARGV[6]), rid)
-return {'ok', '', tostring(available), tostring(used)}
+return {'ok', '', int(available), int(used)}

@@ -117,3 +117,14 @@ async def test_forgotten_counters_must_be_loaded_again(make_accounts: Factory) -
     await acct.forget_balances()
     with pytest.raises(Missing):
         await acct.reserve("t", "k", 1, None, True, "r")
+
+
+async def test_large_balances(make_accounts: Factory) -> None:
+    acct = make_accounts()
+    big = 10**16  # 1,000,000 USD in units of 1e-10
+    await acct.load("t", big, "k", {"m:1": 0})
+    r = await acct.reserve("t", "k", 10**13, KeyLimit(10**17, "m:1"), True, "r")
+    assert r.ok and r.available == big
+    await acct.settle("t", "k", "r", 5 * 10**12, ("m:1",))
+    r = await acct.reserve("t", "k", 1, KeyLimit(10**17, "m:1"), True, "r2")
+    assert r.ok and r.available == big - 5 * 10**12 and r.key_used == 5 * 10**12
