@@ -231,7 +231,15 @@ async def test_translated_streams_keep_alive_and_time_out_too(
     gateway.upstream.first_delay = 0.15  # within the first-token limit, beyond a few keep-alives
     resp = await client.post("/v1/messages", json=body, headers=auth)  # Anthropic client, OpenAI upstream
     raw = await resp.read()
-    assert raw.startswith(b": ARouter PROCESSING\n\n") and b"event: message_stop" in raw
+    assert raw.startswith(b"event: ping\ndata: {\"type\":\"ping\"}\n\n") and b"event: message_stop" in raw
+    from anthropic import AsyncAnthropic
+
+    sdk = AsyncAnthropic(base_url=str(client.make_url("")).rstrip("/"), api_key=auth["Authorization"][7:],
+                         max_retries=0)
+    async with sdk.messages.stream(model="openai/slow-first", max_tokens=20, messages=MSG) as stream:  # type: ignore[arg-type]
+        text = await stream.get_final_text()  # the SDK skips the pings sent while waiting
+    await sdk.close()
+    assert text == "Hello! How can I help you today?"
     gateway.upstream.first_delay = 0.3  # now beyond the first-token limit
     resp = await client.post("/v1/messages", json=body, headers=auth)
     raw = await resp.read()

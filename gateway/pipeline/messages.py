@@ -51,7 +51,7 @@ from gateway.protocols.anthropic_messages.count import count_request_tokens, ren
 from gateway.protocols.anthropic_messages.errors import render_error
 from gateway.protocols.anthropic_messages.parse import parse_messages_request
 from gateway.protocols.anthropic_messages.render import render_message_bytes
-from gateway.protocols.anthropic_messages.stream import AnthropicStreamEncoder, error_frame
+from gateway.protocols.anthropic_messages.stream import AnthropicStreamEncoder, error_frame, ping
 from gateway.providers import adapter_for
 from gateway.providers.base import BuildParams, CallContext
 from gateway.routing.catalog import Route
@@ -204,7 +204,7 @@ async def _relay(
     """Relay an Anthropic event stream as the upstream's bytes, cut at event boundaries; the response
     starts with the first upstream event (see ``downstream``), so earlier failures can fall back."""
     down = Downstream(request, ctx, {**SSE_HEADERS, **stream_headers(ctx)},
-                      request.app[SETTINGS].routing.keepalive_seconds)
+                      request.app[SETTINGS].routing.keepalive_seconds, ping())  # Anthropic's own keep-alive
     try:
         async with call as upstream:
             cutter = EventCutter()
@@ -270,7 +270,7 @@ async def _translated(
         id=call_ctx.id, model=requested, stop=stop, input_tokens=estimate_tokens_of(ctx.body_bytes)
     )
     timing = StreamTiming(request.app[SETTINGS].routing.keepalive_seconds, provider.timeouts.first_token)
-    relay = _TranslatedStream(request, ctx, adapter.stream_decoder(call_ctx), encoder, headers, timing)
+    relay = _TranslatedStream(request, ctx, adapter.stream_decoder(call_ctx), encoder, headers, timing, ping())
     try:
         async with open_translated(session, provider, adapter, built.request) as up:
             await relay.run(up)
