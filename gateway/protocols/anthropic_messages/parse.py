@@ -44,7 +44,6 @@ from gateway.core.request import (
     ChatRequest,
     ContentPart,
     ImagePart,
-    JSONObject,
     Message,
     NamedToolChoice,
     Part,
@@ -59,7 +58,15 @@ from gateway.core.request import (
     ToolSpec,
 )
 from gateway.core.response import CallWarning
-from gateway.errors import InvalidRequest
+from gateway.protocols.fields import array as _list
+from gateway.protocols.fields import fail as _fail
+from gateway.protocols.fields import obj as _obj
+from gateway.protocols.fields import opt_bool as _opt_bool
+from gateway.protocols.fields import opt_int as _opt_int
+from gateway.protocols.fields import opt_num as _opt_num
+from gateway.protocols.fields import opt_obj as _opt_obj
+from gateway.protocols.fields import opt_str as _opt_str
+from gateway.protocols.fields import string as _str
 
 # Parameters with no canonical equivalent; passed on to Anthropic upstreams only.
 ANTHROPIC_ONLY_PARAMS = ("service_tier", "container", "mcp_servers", "context_management", "inference_geo")
@@ -71,67 +78,6 @@ class ParsedMessages:
 
     request: ChatRequest
     warnings: tuple[CallWarning, ...] = ()
-
-
-def _fail(path: str, message: str) -> InvalidRequest:
-    return InvalidRequest(f"{path}: {message}", param=path)
-
-
-def _obj(value: Any, path: str) -> Mapping[str, Any]:
-    if not isinstance(value, dict):
-        raise _fail(path, "expected an object")
-    return value
-
-
-def _list(value: Any, path: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise _fail(path, "expected an array")
-    return value
-
-
-def _str(value: Any, path: str) -> str:
-    if not isinstance(value, str):
-        raise _fail(path, "expected a string")
-    return value
-
-
-def _opt_str(obj: Mapping[str, Any], key: str, path: str) -> str | None:
-    value = obj.get(key)
-    return None if value is None else _str(value, path + key)
-
-
-def _opt_num(obj: Mapping[str, Any], key: str) -> float | None:
-    value = obj.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _fail(key, "expected a number")
-    return float(value)
-
-
-def _opt_int(obj: Mapping[str, Any], key: str, path: str = "") -> int | None:
-    value = obj.get(key)
-    if value is None:
-        return None
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _fail(path + key, "expected an integer")
-    return value
-
-
-def _opt_bool(obj: Mapping[str, Any], key: str, path: str = "") -> bool | None:
-    value = obj.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, bool):
-        raise _fail(path + key, "expected a boolean")
-    return value
-
-
-def _opt_obj(obj: Mapping[str, Any], key: str, path: str = "") -> JSONObject | None:
-    value = obj.get(key)
-    return None if value is None else _obj(value, path + key)
 
 
 class _Parser:

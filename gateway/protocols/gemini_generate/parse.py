@@ -73,6 +73,11 @@ from gateway.core.request import (
 )
 from gateway.core.response import CallWarning
 from gateway.errors import InvalidRequest
+from gateway.protocols.fields import array as _list
+from gateway.protocols.fields import boolean, integer, number
+from gateway.protocols.fields import fail as _fail
+from gateway.protocols.fields import obj as _obj
+from gateway.protocols.fields import string as _str
 from gateway.protocols.gemini_generate.schema import from_gemini_schema
 
 # Top-level fields passed to Gemini upstreams untouched (extra["gemini"]).
@@ -109,28 +114,6 @@ def _get(obj: Mapping[str, Any], key: str) -> Any:
     return obj.get(_snake(key)) if value is None else value
 
 
-def _fail(path: str, message: str) -> InvalidRequest:
-    return InvalidRequest(f"{path}: {message}", param=path)
-
-
-def _obj(value: Any, path: str) -> Mapping[str, Any]:
-    if not isinstance(value, dict):
-        raise _fail(path, "expected an object")
-    return value
-
-
-def _list(value: Any, path: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise _fail(path, "expected an array")
-    return value
-
-
-def _str(value: Any, path: str) -> str:
-    if not isinstance(value, str):
-        raise _fail(path, "expected a string")
-    return value
-
-
 def _opt_str(obj: Mapping[str, Any], key: str, path: str) -> str | None:
     value = _get(obj, key)
     return None if value is None else _str(value, f"{path}.{key}" if path else key)
@@ -138,33 +121,19 @@ def _opt_str(obj: Mapping[str, Any], key: str, path: str) -> str | None:
 
 def _opt_num(obj: Mapping[str, Any], key: str, path: str) -> float | None:
     value = _get(obj, key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _fail(f"{path}.{key}", "expected a number")
-    return float(value)
+    return None if value is None else number(value, f"{path}.{key}")
 
 
 def _opt_int(obj: Mapping[str, Any], key: str, path: str) -> int | None:
     value = _get(obj, key)
-    if value is None:
-        return None
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
     if isinstance(value, str) and value.lstrip("-").isdigit():  # proto JSON may quote integers
         return int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _fail(f"{path}.{key}", "expected an integer")
-    return value
+    return None if value is None else integer(value, f"{path}.{key}")
 
 
 def _opt_bool(obj: Mapping[str, Any], key: str, path: str) -> bool | None:
     value = _get(obj, key)
-    if value is None:
-        return None
-    if not isinstance(value, bool):
-        raise _fail(f"{path}.{key}", "expected a boolean")
-    return value
+    return None if value is None else boolean(value, f"{path}.{key}")
 
 
 def model_from_path(model: str) -> str:

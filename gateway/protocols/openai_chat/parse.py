@@ -34,7 +34,15 @@ from gateway.core.request import (
     ToolResultPart,
     ToolSpec,
 )
-from gateway.errors import InvalidRequest
+from gateway.protocols.fields import array as _list
+from gateway.protocols.fields import fail as _fail
+from gateway.protocols.fields import obj as _obj
+from gateway.protocols.fields import opt_bool as _opt_bool
+from gateway.protocols.fields import opt_int as _opt_int
+from gateway.protocols.fields import opt_num as _opt_num
+from gateway.protocols.fields import opt_obj as _opt_obj
+from gateway.protocols.fields import opt_str as _opt_str
+from gateway.protocols.fields import string as _str
 
 # OpenAI-only parameters: kept for OpenAI-type upstreams, dropped with a warning elsewhere.
 OPENAI_ONLY_PARAMS = (
@@ -43,67 +51,6 @@ OPENAI_ONLY_PARAMS = (
 )
 _EFFORTS: tuple[str, ...] = get_args(ReasoningEffort)
 _DATA_URL = re.compile(r"^data:(?P<mt>[\w.+-]+/[\w.+-]+)?(?:;[^,;]*)*;base64,(?P<data>.*)$", re.DOTALL)
-
-
-def _fail(path: str, message: str) -> InvalidRequest:
-    return InvalidRequest(f"{path}: {message}", param=path)
-
-
-def _obj(value: Any, path: str) -> Mapping[str, Any]:
-    if not isinstance(value, dict):
-        raise _fail(path, "expected an object")
-    return value
-
-
-def _list(value: Any, path: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise _fail(path, "expected an array")
-    return value
-
-
-def _str(value: Any, path: str) -> str:
-    if not isinstance(value, str):
-        raise _fail(path, "expected a string")
-    return value
-
-
-def _opt_str(body: Mapping[str, Any], key: str, path: str) -> str | None:
-    value = body.get(key)
-    return None if value is None else _str(value, f"{path}{key}")
-
-
-def _opt_num(body: Mapping[str, Any], key: str) -> float | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _fail(key, "expected a number")
-    return float(value)
-
-
-def _opt_int(body: Mapping[str, Any], key: str, path: str = "") -> int | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise _fail(path + key, "expected an integer")
-    return value
-
-
-def _opt_bool(body: Mapping[str, Any], key: str, path: str = "") -> bool | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, bool):
-        raise _fail(path + key, "expected a boolean")
-    return value
-
-
-def _opt_obj(body: Mapping[str, Any], key: str, path: str = "") -> JSONObject | None:
-    value = body.get(key)
-    return None if value is None else _obj(value, path + key)
 
 
 def parse_chat_request(body: Mapping[str, Any]) -> ChatRequest:
