@@ -31,6 +31,7 @@ from gateway.store import (
     usage_transaction,
     usage_window_starts,
 )
+from gateway.store import postgres_sql as q
 from gateway.store.base import (
     CANCELED_RESULT,
     EXPIRED_RESULT,
@@ -50,170 +51,6 @@ from gateway.store.migrations import migrate_postgres
 
 POOL_MIN_SIZE = 1
 POOL_MAX_SIZE = 10
-
-SQL_PING = "SELECT 1"
-SQL_INSERT_TENANT = """
-INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING
-"""
-SQL_INSERT_KEY = """
-INSERT INTO api_keys (hash, tenant_id, kind, name, label, disabled, spend_limit, limit_reset,
-                      allowed_providers, allowed_models, expires_at, created_at, updated_at, rate_limit)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-"""
-SQL_GET_KEY = """
-SELECT hash, tenant_id, kind, name, label, disabled, spend_limit, limit_reset,
-       allowed_providers, allowed_models, expires_at, created_at, updated_at, rate_limit
-FROM api_keys WHERE hash = $1
-"""
-SQL_LOCK_TENANT_KEY = """
-SELECT hash, tenant_id, kind, name, label, disabled, spend_limit, limit_reset,
-       allowed_providers, allowed_models, expires_at, created_at, updated_at, rate_limit
-FROM api_keys WHERE hash = $1 AND tenant_id = $2 FOR UPDATE
-"""
-SQL_LIST_KEYS = """
-SELECT hash, tenant_id, kind, name, label, disabled, spend_limit, limit_reset,
-       allowed_providers, allowed_models, expires_at, created_at, updated_at, rate_limit
-FROM api_keys WHERE tenant_id = $1 AND kind = $2 AND ($3 OR NOT disabled)
-ORDER BY created_at, hash LIMIT $4 OFFSET $5
-"""
-SQL_UPDATE_KEY = """
-UPDATE api_keys SET name = $3, disabled = $4, spend_limit = $5, limit_reset = $6, allowed_providers = $7,
-                    allowed_models = $8, expires_at = $9, updated_at = $10, rate_limit = $11
-WHERE hash = $1 AND tenant_id = $2
-"""
-SQL_DELETE_KEY = "DELETE FROM api_keys WHERE hash = $1 AND tenant_id = $2 RETURNING hash"
-SQL_LOCK_CHANGES = "LOCK TABLE key_changes IN EXCLUSIVE MODE"
-SQL_INSERT_CHANGE = "INSERT INTO key_changes (key_hash, changed_at) VALUES ($1, $2)"
-SQL_LATEST_CHANGE = "SELECT COALESCE(MAX(seq), 0) FROM key_changes"
-SQL_CHANGES_SINCE = """
-SELECT (SELECT COALESCE(MAX(seq), 0) FROM key_changes) AS latest,
-       ARRAY(SELECT key_hash FROM key_changes WHERE seq > $1 GROUP BY key_hash ORDER BY MIN(seq)) AS hashes
-"""
-SQL_INSERT_GENERATIONS = """
-INSERT INTO generations (id, request_id, tenant_id, key_hash, endpoint, model, provider, upstream_model,
-                         status, streamed, cancelled, prompt_tokens, completion_tokens, total_tokens, cost,
-                         latency_ms, ttft_ms, finish_reason, app_title, app_referer, created_at)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                     $8::text[], $9::integer[], $10::boolean[], $11::boolean[], $12::integer[], $13::integer[],
-                     $14::integer[], $15::numeric[], $16::integer[], $17::integer[], $18::text[], $19::text[],
-                     $20::text[], $21::timestamptz[])
-ON CONFLICT (id) DO NOTHING
-RETURNING id
-"""
-SQL_INSERT_TRANSACTIONS = """
-INSERT INTO transactions (id, tenant_id, type, amount, description, generation_id, key_hash, created_at)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::numeric[], $5::text[], $6::text[], $7::text[],
-                     $8::timestamptz[])
-ON CONFLICT DO NOTHING
-RETURNING tenant_id, amount
-"""
-SQL_INSERT_TRANSACTION = """
-INSERT INTO transactions (id, tenant_id, type, amount, description, generation_id, key_hash, created_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-ON CONFLICT DO NOTHING
-RETURNING id
-"""
-SQL_ADD_BALANCE = "UPDATE tenants SET balance = balance + $2 WHERE id = $1 RETURNING balance"
-SQL_GET_BALANCE = "SELECT balance FROM tenants WHERE id = $1"
-SQL_LIST_TRANSACTIONS = """
-SELECT id, tenant_id, type, amount, description, generation_id, key_hash, created_at
-FROM transactions WHERE tenant_id = $1
-ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3
-"""
-SQL_GET_GENERATION = """
-SELECT id, request_id, tenant_id, key_hash, endpoint, model, provider, upstream_model,
-       status, streamed, cancelled, prompt_tokens, completion_tokens, total_tokens, cost,
-       latency_ms, ttft_ms, finish_reason, app_title, app_referer, created_at
-FROM generations WHERE id = $1 AND tenant_id = $2
-"""
-SQL_KEY_USAGE = """
-SELECT COALESCE(SUM(cost), 0) AS total,
-       COALESCE(SUM(cost) FILTER (WHERE created_at >= $2), 0) AS daily,
-       COALESCE(SUM(cost) FILTER (WHERE created_at >= $3), 0) AS weekly,
-       COALESCE(SUM(cost) FILTER (WHERE created_at >= $4), 0) AS monthly
-FROM generations WHERE key_hash = $1
-"""
-
-
-# --- Message Batches ---
-_BATCH_COLUMNS = "id, tenant_id, key_hash, status, created_at, expires_at, ended_at, cancel_initiated_at"
-SQL_INSERT_BATCH = f"INSERT INTO batches ({_BATCH_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-SQL_INSERT_BATCH_ITEMS = """
-INSERT INTO batch_items (batch_id, custom_id, seq, params, state, attempts, available_at, updated_at)
-SELECT $1, c, s, p, 'pending', 0, $5, $5 FROM unnest($2::text[], $3::integer[], $4::text[]) AS t (c, s, p)
-"""
-SQL_GET_BATCH = f"SELECT {_BATCH_COLUMNS} FROM batches WHERE tenant_id = $1 AND id = $2"
-SQL_LOCK_BATCH = "SELECT status, expires_at FROM batches WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
-SQL_BATCH_STATES = """
-SELECT batch_id, state, COUNT(*) AS n FROM batch_items WHERE batch_id = ANY($1::text[]) GROUP BY batch_id, state
-"""
-_CURSOR = "(SELECT created_at, id FROM batches WHERE tenant_id = $1 AND id = $2)"
-SQL_LIST_BATCHES = f"""
-SELECT {_BATCH_COLUMNS} FROM batches WHERE tenant_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2
-"""
-SQL_LIST_BATCHES_AFTER = f"""
-SELECT {_BATCH_COLUMNS} FROM batches WHERE tenant_id = $1 AND (created_at, id) < {_CURSOR}
-ORDER BY created_at DESC, id DESC LIMIT $3
-"""
-SQL_LIST_BATCHES_BEFORE = f"""
-SELECT {_BATCH_COLUMNS} FROM batches WHERE tenant_id = $1 AND (created_at, id) > {_CURSOR}
-ORDER BY created_at, id LIMIT $3
-"""
-SQL_CLAIM_ITEMS = """
-WITH picked AS (
-    SELECT i.batch_id, i.custom_id
-    FROM batch_items i JOIN batches b ON b.id = i.batch_id
-    WHERE i.state = 'pending' AND i.available_at <= $1 AND b.status = 'in_progress' AND b.expires_at > $1
-    ORDER BY b.created_at, i.batch_id, i.seq
-    LIMIT $2
-    FOR UPDATE OF i SKIP LOCKED
-)
-UPDATE batch_items AS u SET state = 'running', attempts = u.attempts + 1, updated_at = $1
-FROM picked, batches AS b
-WHERE u.batch_id = picked.batch_id AND u.custom_id = picked.custom_id AND b.id = u.batch_id AND u.state = 'pending'
-RETURNING u.batch_id, u.custom_id, b.tenant_id, b.key_hash, u.params, u.attempts
-"""
-SQL_LOCK_BATCH_BY_ID = "SELECT status, expires_at FROM batches WHERE id = $1 FOR UPDATE"
-SQL_ITEM_STATE = "SELECT state FROM batch_items WHERE batch_id = $1 AND custom_id = $2 FOR UPDATE"
-SQL_FINISH_ITEM = """
-UPDATE batch_items SET state = $3, result = $4, attempts = attempts - $5, available_at = $6, updated_at = $7
-WHERE batch_id = $1 AND custom_id = $2
-"""
-_NO_OPEN_ITEMS = (
-    "NOT EXISTS (SELECT 1 FROM batch_items i WHERE i.batch_id = batches.id AND i.state IN ('pending', 'running'))"
-)
-SQL_END_BATCH_IF_DONE = f"""
-UPDATE batches SET status = 'ended', ended_at = $2 WHERE id = $1 AND status <> 'ended' AND {_NO_OPEN_ITEMS}
-"""
-SQL_END_DONE_BATCHES = f"""
-UPDATE batches SET status = 'ended', ended_at = $1 WHERE status <> 'ended' AND {_NO_OPEN_ITEMS}
-"""
-SQL_CANCEL_ITEMS = """
-UPDATE batch_items SET state = 'canceled', result = $2, updated_at = $3 WHERE batch_id = $1 AND state = 'pending'
-"""
-SQL_CANCEL_BATCH = """
-UPDATE batches SET status = 'canceling', cancel_initiated_at = COALESCE(cancel_initiated_at, $2)
-WHERE id = $1 AND status <> 'ended'
-"""
-SQL_LOCK_EXPIRED_BATCHES = """
-SELECT id FROM batches WHERE status <> 'ended' AND expires_at <= $1 ORDER BY id FOR UPDATE
-"""
-SQL_EXPIRE_ITEMS = """
-UPDATE batch_items SET state = 'expired', result = $2, updated_at = $3
-WHERE batch_id = ANY($1::text[]) AND state = 'pending'
-"""
-SQL_RELEASE_STALE = """
-UPDATE batch_items SET state = 'pending', available_at = $1, updated_at = $1
-WHERE state = 'running' AND updated_at < $2
-"""
-SQL_DELETE_BATCH = "DELETE FROM batches WHERE id = $1"
-SQL_DELETE_BATCH_ITEMS = "DELETE FROM batch_items WHERE batch_id = $1"
-SQL_BATCH_RESULTS = """
-SELECT custom_id, state, result FROM batch_items
-WHERE batch_id = (SELECT id FROM batches WHERE tenant_id = $1 AND id = $2) AND custom_id > $3
-ORDER BY custom_id LIMIT $4
-"""
-
 
 def _opt_utc(value: datetime | None) -> datetime | None:
     return None if value is None else require_utc(value)
@@ -381,11 +218,11 @@ class PostgresStore:
 
     async def ping(self) -> None:
         """Run ``SELECT 1``."""
-        await self._pool.fetchval(SQL_PING)
+        await self._pool.fetchval(q.SQL_PING)
 
     async def ensure_tenant(self, tenant_id: str, name: str) -> None:
         """Create the tenant if it does not exist; idempotent."""
-        await self._pool.execute(SQL_INSERT_TENANT, tenant_id, name, datetime.now(UTC))
+        await self._pool.execute(q.SQL_INSERT_TENANT, tenant_id, name, datetime.now(UTC))
 
     async def insert_key(self, key: ApiKey) -> None:
         """Insert a new key (its tenant must exist) and record a key change."""
@@ -406,31 +243,31 @@ class PostgresStore:
             rate_limits_to_json(key.rate_limit),
         )
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(SQL_INSERT_KEY, *args)
-            await conn.execute(SQL_LOCK_CHANGES)
-            await conn.execute(SQL_INSERT_CHANGE, key.hash, datetime.now(UTC))
+            await conn.execute(q.SQL_INSERT_KEY, *args)
+            await conn.execute(q.SQL_LOCK_CHANGES)
+            await conn.execute(q.SQL_INSERT_CHANGE, key.hash, datetime.now(UTC))
 
     async def get_key(self, key_hash: str) -> ApiKey | None:
         """The key with this hash, or None."""
-        rec = await self._pool.fetchrow(SQL_GET_KEY, key_hash)
+        rec = await self._pool.fetchrow(q.SQL_GET_KEY, key_hash)
         return None if rec is None else _key_from_record(rec)
 
     async def list_keys(
         self, tenant_id: str, *, kind: KeyKind, offset: int, limit: int, include_disabled: bool
     ) -> list[ApiKey]:
         """Keys of a tenant, oldest first (created_at, then hash)."""
-        recs = await self._pool.fetch(SQL_LIST_KEYS, tenant_id, kind, include_disabled, limit, offset)
+        recs = await self._pool.fetch(q.SQL_LIST_KEYS, tenant_id, kind, include_disabled, limit, offset)
         return [_key_from_record(rec) for rec in recs]
 
     async def update_key(self, tenant_id: str, key_hash: str, patch: KeyPatch, now: datetime) -> ApiKey | None:
         """Apply a patch to a key of this tenant and record a key change; None if no such key."""
         async with self._pool.acquire() as conn, conn.transaction():
-            rec = await conn.fetchrow(SQL_LOCK_TENANT_KEY, key_hash, tenant_id)
+            rec = await conn.fetchrow(q.SQL_LOCK_TENANT_KEY, key_hash, tenant_id)
             if rec is None:
                 return None
             key = apply_patch(_key_from_record(rec), patch, now)
             await conn.execute(
-                SQL_UPDATE_KEY,
+                q.SQL_UPDATE_KEY,
                 key_hash,
                 tenant_id,
                 key.name,
@@ -443,25 +280,25 @@ class PostgresStore:
                 key.updated_at,
                 rate_limits_to_json(key.rate_limit),
             )
-            await conn.execute(SQL_LOCK_CHANGES)
-            await conn.execute(SQL_INSERT_CHANGE, key_hash, key.updated_at)
+            await conn.execute(q.SQL_LOCK_CHANGES)
+            await conn.execute(q.SQL_INSERT_CHANGE, key_hash, key.updated_at)
         return key
 
     async def delete_key(self, tenant_id: str, key_hash: str) -> bool:
         """Delete a key of this tenant and record a key change; False if no such key."""
         async with self._pool.acquire() as conn, conn.transaction():
-            deleted = await conn.fetchval(SQL_DELETE_KEY, key_hash, tenant_id)
+            deleted = await conn.fetchval(q.SQL_DELETE_KEY, key_hash, tenant_id)
             if deleted is None:
                 return False
-            await conn.execute(SQL_LOCK_CHANGES)
-            await conn.execute(SQL_INSERT_CHANGE, key_hash, datetime.now(UTC))
+            await conn.execute(q.SQL_LOCK_CHANGES)
+            await conn.execute(q.SQL_INSERT_CHANGE, key_hash, datetime.now(UTC))
         return True
 
     async def key_changes_since(self, seq: int) -> tuple[int, list[str]]:
         """Return (latest change sequence number, hashes of keys changed after ``seq``); -1: none."""
         if seq < 0:
-            return int(await self._pool.fetchval(SQL_LATEST_CHANGE)), []
-        rec = await self._pool.fetchrow(SQL_CHANGES_SINCE, seq)
+            return int(await self._pool.fetchval(q.SQL_LATEST_CHANGE)), []
+        rec = await self._pool.fetchrow(q.SQL_CHANGES_SINCE, seq)
         return int(rec["latest"]), [str(h) for h in rec["hashes"]]
 
     async def insert_generations(self, rows: Sequence[Generation]) -> None:
@@ -478,15 +315,15 @@ class PostgresStore:
         batch = sorted(first.values(), key=lambda row: row.id)  # one lock order for concurrent batches
         args = _columns([_generation_args(row) for row in batch])
         async with self._pool.acquire() as conn, conn.transaction():
-            inserted = {str(rec["id"]) for rec in await conn.fetch(SQL_INSERT_GENERATIONS, *args)}
+            inserted = {str(rec["id"]) for rec in await conn.fetch(q.SQL_INSERT_GENERATIONS, *args)}
             usage = [txn for row in batch if row.id in inserted and (txn := usage_transaction(row)) is not None]
             if not usage:
                 return
-            recs = await conn.fetch(SQL_INSERT_TRANSACTIONS, *_columns([_transaction_args(txn) for txn in usage]))
+            recs = await conn.fetch(q.SQL_INSERT_TRANSACTIONS, *_columns([_transaction_args(txn) for txn in usage]))
             totals: dict[str, Decimal] = {}
             for rec in recs:
                 totals[rec["tenant_id"]] = totals.get(rec["tenant_id"], Decimal(0)) + rec["amount"]
-            await conn.executemany(SQL_ADD_BALANCE, sorted(totals.items()))
+            await conn.executemany(q.SQL_ADD_BALANCE, sorted(totals.items()))
 
     async def add_credit(self, txn: Transaction) -> Decimal:
         """Insert a credit transaction and raise the tenant's balance; return the new balance.
@@ -496,33 +333,33 @@ class PostgresStore:
         """
         txn = check_credit(txn)
         async with self._pool.acquire() as conn, conn.transaction():
-            if await conn.fetchval(SQL_INSERT_TRANSACTION, *_transaction_args(txn)) is None:
-                balance = await conn.fetchval(SQL_GET_BALANCE, txn.tenant_id)
+            if await conn.fetchval(q.SQL_INSERT_TRANSACTION, *_transaction_args(txn)) is None:
+                balance = await conn.fetchval(q.SQL_GET_BALANCE, txn.tenant_id)
             else:
-                balance = await conn.fetchval(SQL_ADD_BALANCE, txn.tenant_id, txn.amount)
+                balance = await conn.fetchval(q.SQL_ADD_BALANCE, txn.tenant_id, txn.amount)
             if balance is None:
                 raise LookupError(f"no tenant {txn.tenant_id!r}")  # rolls the credit back
         return quantize_cost(cast(Decimal, balance))
 
     async def balance(self, tenant_id: str) -> Decimal:
         """The tenant's balance (0 for an unknown tenant)."""
-        balance = await self._pool.fetchval(SQL_GET_BALANCE, tenant_id)
+        balance = await self._pool.fetchval(q.SQL_GET_BALANCE, tenant_id)
         return quantize_cost(Decimal(0) if balance is None else cast(Decimal, balance))
 
     async def list_transactions(self, tenant_id: str, *, offset: int, limit: int) -> list[Transaction]:
         """The tenant's transactions, newest first (created_at, then id, descending)."""
-        recs = await self._pool.fetch(SQL_LIST_TRANSACTIONS, tenant_id, limit, offset)
+        recs = await self._pool.fetch(q.SQL_LIST_TRANSACTIONS, tenant_id, limit, offset)
         return [_transaction_from_record(rec) for rec in recs]
 
     async def get_generation(self, tenant_id: str, generation_id: str) -> Generation | None:
         """The generation with this id if it belongs to the tenant, else None."""
-        rec = await self._pool.fetchrow(SQL_GET_GENERATION, generation_id, tenant_id)
+        rec = await self._pool.fetchrow(q.SQL_GET_GENERATION, generation_id, tenant_id)
         return None if rec is None else _generation_from_record(rec)
 
     async def key_usage(self, key_hash: str, now: datetime) -> KeyUsage:
         """Sum of generation cost for the key: all time, and since the current UTC day/week/month began."""
         day, week, month = usage_window_starts(now)
-        rec = await self._pool.fetchrow(SQL_KEY_USAGE, key_hash, day, week, month)
+        rec = await self._pool.fetchrow(q.SQL_KEY_USAGE, key_hash, day, week, month)
         return KeyUsage(
             total=quantize_cost(cast(Decimal, rec["total"])),
             daily=quantize_cost(cast(Decimal, rec["daily"])),
@@ -538,11 +375,11 @@ class PostgresStore:
         created = require_utc(batch.created_at)
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(
-                SQL_INSERT_BATCH, batch.id, batch.tenant_id, batch.key_hash, batch.status, created,
+                q.SQL_INSERT_BATCH, batch.id, batch.tenant_id, batch.key_hash, batch.status, created,
                 require_utc(batch.expires_at), _opt_utc(batch.ended_at), _opt_utc(batch.cancel_initiated_at),
             )
             await conn.execute(
-                SQL_INSERT_BATCH_ITEMS, batch.id, [c for c, _ in items], list(range(len(items))),
+                q.SQL_INSERT_BATCH_ITEMS, batch.id, [c for c, _ in items], list(range(len(items))),
                 [p for _, p in items], created,
             )
 
@@ -551,14 +388,14 @@ class PostgresStore:
         batches = [_batch_from_record(rec) for rec in recs]
         tally: dict[str, dict[str, int]] = {b.id: {} for b in batches}
         if batches:
-            for rec in await conn.fetch(SQL_BATCH_STATES, list(tally)):
+            for rec in await conn.fetch(q.SQL_BATCH_STATES, list(tally)):
                 tally[rec["batch_id"]][rec["state"]] = int(rec["n"])
         return [replace(b, counts=batch_counts(tally[b.id])) for b in batches]
 
     async def get_batch(self, tenant_id: str, batch_id: str) -> Batch | None:
         """The tenant's batch with its counts, or None."""
         async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-            recs = await conn.fetch(SQL_GET_BATCH, tenant_id, batch_id)
+            recs = await conn.fetch(q.SQL_GET_BATCH, tenant_id, batch_id)
             found = await self._with_counts(conn, recs)
         return found[0] if found else None
 
@@ -570,11 +407,11 @@ class PostgresStore:
             raise ValueError("give before_id or after_id, not both")
         async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             if after_id is not None:
-                recs = list(await conn.fetch(SQL_LIST_BATCHES_AFTER, tenant_id, after_id, limit + 1))
+                recs = list(await conn.fetch(q.SQL_LIST_BATCHES_AFTER, tenant_id, after_id, limit + 1))
             elif before_id is not None:
-                recs = list(await conn.fetch(SQL_LIST_BATCHES_BEFORE, tenant_id, before_id, limit + 1))
+                recs = list(await conn.fetch(q.SQL_LIST_BATCHES_BEFORE, tenant_id, before_id, limit + 1))
             else:
-                recs = list(await conn.fetch(SQL_LIST_BATCHES, tenant_id, limit + 1))
+                recs = list(await conn.fetch(q.SQL_LIST_BATCHES, tenant_id, limit + 1))
             has_more = len(recs) > limit
             recs = recs[:limit]
             if before_id is not None:
@@ -585,7 +422,7 @@ class PostgresStore:
         """Move up to ``limit`` claimable pending items to running (FOR UPDATE SKIP LOCKED)."""
         if limit <= 0:
             return []
-        recs = await self._pool.fetch(SQL_CLAIM_ITEMS, require_utc(now), limit)
+        recs = await self._pool.fetch(q.SQL_CLAIM_ITEMS, require_utc(now), limit)
         items = [BatchItem(batch_id=r["batch_id"], custom_id=r["custom_id"], tenant_id=r["tenant_id"],
                            key_hash=r["key_hash"], params=r["params"], attempts=int(r["attempts"])) for r in recs]
         return items
@@ -601,8 +438,8 @@ class PostgresStore:
         """
         now = require_utc(now)
         async with self._pool.acquire() as conn, conn.transaction():
-            batch = await conn.fetchrow(SQL_LOCK_BATCH_BY_ID, batch_id)
-            if batch is None or await conn.fetchval(SQL_ITEM_STATE, batch_id, custom_id) != "running":
+            batch = await conn.fetchrow(q.SQL_LOCK_BATCH_BY_ID, batch_id)
+            if batch is None or await conn.fetchval(q.SQL_ITEM_STATE, batch_id, custom_id) != "running":
                 return False
             if state == "pending" and batch["status"] != "in_progress":
                 state, result = "canceled", CANCELED_RESULT
@@ -610,22 +447,22 @@ class PostgresStore:
                 state, result = "expired", EXPIRED_RESULT
             available = now if retry_at is None else require_utc(retry_at)
             refund = 1 if state == "pending" and not count_attempt else 0
-            await conn.execute(SQL_FINISH_ITEM, batch_id, custom_id, state, result, refund, available, now)
-            await conn.execute(SQL_END_BATCH_IF_DONE, batch_id, now)
+            await conn.execute(q.SQL_FINISH_ITEM, batch_id, custom_id, state, result, refund, available, now)
+            await conn.execute(q.SQL_END_BATCH_IF_DONE, batch_id, now)
         return True
 
     async def cancel_batch(self, tenant_id: str, batch_id: str, now: datetime) -> Batch | None:
         """Cancel the tenant's batch; see Store.cancel_batch."""
         now = require_utc(now)
         async with self._pool.acquire() as conn, conn.transaction():
-            batch = await conn.fetchrow(SQL_LOCK_BATCH, tenant_id, batch_id)
+            batch = await conn.fetchrow(q.SQL_LOCK_BATCH, tenant_id, batch_id)
             if batch is None:
                 return None
             if batch["status"] != "ended":
-                await conn.execute(SQL_CANCEL_ITEMS, batch_id, CANCELED_RESULT, now)
-                await conn.execute(SQL_CANCEL_BATCH, batch_id, now)
-                await conn.execute(SQL_END_BATCH_IF_DONE, batch_id, now)
-            recs = await conn.fetch(SQL_GET_BATCH, tenant_id, batch_id)
+                await conn.execute(q.SQL_CANCEL_ITEMS, batch_id, CANCELED_RESULT, now)
+                await conn.execute(q.SQL_CANCEL_BATCH, batch_id, now)
+                await conn.execute(q.SQL_END_BATCH_IF_DONE, batch_id, now)
+            recs = await conn.fetch(q.SQL_GET_BATCH, tenant_id, batch_id)
             return (await self._with_counts(conn, recs))[0]
 
     async def expire_batches(self, now: datetime) -> int:
@@ -634,32 +471,32 @@ class PostgresStore:
         expired = 0
         async with self._pool.acquire() as conn:
             async with conn.transaction():  # batches locked first, in id order, as cancel and finish do
-                ids = [rec["id"] for rec in await conn.fetch(SQL_LOCK_EXPIRED_BATCHES, now)]
+                ids = [rec["id"] for rec in await conn.fetch(q.SQL_LOCK_EXPIRED_BATCHES, now)]
                 if ids:
-                    expired = _rowcount(await conn.execute(SQL_EXPIRE_ITEMS, ids, EXPIRED_RESULT, now))
-            await conn.execute(SQL_END_DONE_BATCHES, now)
+                    expired = _rowcount(await conn.execute(q.SQL_EXPIRE_ITEMS, ids, EXPIRED_RESULT, now))
+            await conn.execute(q.SQL_END_DONE_BATCHES, now)
         return expired
 
     async def release_stale(self, now: datetime, older_than: timedelta) -> int:
         """Running items not updated for ``older_than`` go back to pending."""
         now = require_utc(now)
-        return _rowcount(await self._pool.execute(SQL_RELEASE_STALE, now, now - older_than))
+        return _rowcount(await self._pool.execute(q.SQL_RELEASE_STALE, now, now - older_than))
 
     async def delete_batch(self, tenant_id: str, batch_id: str) -> Literal["deleted", "missing", "not_ended"]:
         """Delete an ended batch and its items."""
         async with self._pool.acquire() as conn, conn.transaction():
-            batch = await conn.fetchrow(SQL_LOCK_BATCH, tenant_id, batch_id)
+            batch = await conn.fetchrow(q.SQL_LOCK_BATCH, tenant_id, batch_id)
             if batch is None:
                 return "missing"
             if batch["status"] != "ended":
                 return "not_ended"
-            await conn.execute(SQL_DELETE_BATCH_ITEMS, batch_id)
-            await conn.execute(SQL_DELETE_BATCH, batch_id)
+            await conn.execute(q.SQL_DELETE_BATCH_ITEMS, batch_id)
+            await conn.execute(q.SQL_DELETE_BATCH, batch_id)
         return "deleted"
 
     async def batch_results(
         self, tenant_id: str, batch_id: str, *, after: str | None, limit: int
     ) -> list[BatchResult]:
         """Up to ``limit`` items of the tenant's batch ordered by custom_id, after ``after``."""
-        recs = await self._pool.fetch(SQL_BATCH_RESULTS, tenant_id, batch_id, after or "", limit)
+        recs = await self._pool.fetch(q.SQL_BATCH_RESULTS, tenant_id, batch_id, after or "", limit)
         return [BatchResult(custom_id=r["custom_id"], state=r["state"], result=r["result"]) for r in recs]

@@ -33,6 +33,7 @@ from gateway.store import (
     usage_transaction,
     usage_window_starts,
 )
+from gateway.store import sqlite_sql as q
 from gateway.store.base import (
     CANCELED_RESULT,
     EXPIRED_RESULT,
@@ -55,133 +56,6 @@ _MICROSECOND = timedelta(microseconds=1)
 _BUSY_TIMEOUT_MS = 5000
 _BUSY_RETRIES = 5  # extra attempts after busy_timeout expired (each waits up to _BUSY_TIMEOUT_MS again)
 _IN_CHUNK = 400  # rows per "IN (...)" lookup: at most 800 parameters, under SQLite's oldest limit (999)
-
-_KEY_COLUMNS = (
-    "hash, tenant_id, kind, name, label, disabled, spend_limit, limit_reset, "
-    "allowed_providers, allowed_models, expires_at, created_at, updated_at, rate_limit"
-)
-_GEN_COLUMNS = (
-    "id, request_id, tenant_id, key_hash, endpoint, model, provider, upstream_model, status, streamed, "
-    "cancelled, prompt_tokens, completion_tokens, total_tokens, cost, latency_ms, ttft_ms, "
-    "finish_reason, app_title, app_referer, created_at"
-)
-
-SQL_INSERT_TENANT = "INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING"
-SQL_INSERT_KEY = f"INSERT INTO api_keys ({_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-SQL_GET_KEY = f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE hash = ?"
-SQL_GET_TENANT_KEY = f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE hash = ? AND tenant_id = ?"
-SQL_LIST_KEYS = (
-    f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE tenant_id = ? AND kind = ? AND (? OR disabled = 0) "
-    "ORDER BY created_at, hash LIMIT ? OFFSET ?"
-)
-SQL_UPDATE_KEY = (
-    "UPDATE api_keys SET name = ?, disabled = ?, spend_limit = ?, limit_reset = ?, allowed_providers = ?, "
-    "allowed_models = ?, expires_at = ?, updated_at = ?, rate_limit = ? WHERE hash = ? AND tenant_id = ?"
-)
-SQL_DELETE_KEY = "DELETE FROM api_keys WHERE hash = ? AND tenant_id = ?"
-SQL_INSERT_CHANGE = "INSERT INTO key_changes (key_hash, changed_at) VALUES (?, ?)"
-SQL_LATEST_CHANGE = "SELECT COALESCE(MAX(seq), 0) FROM key_changes"
-SQL_CHANGED_KEYS = "SELECT key_hash FROM key_changes WHERE seq > ? GROUP BY key_hash ORDER BY MIN(seq)"
-SQL_INSERT_GENERATION = (
-    f"INSERT INTO generations ({_GEN_COLUMNS}) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
-)
-SQL_EXISTING_GENERATIONS = "SELECT id FROM generations WHERE id IN ({marks})"
-SQL_CONFLICTING_TRANSACTIONS = (
-    "SELECT id, generation_id FROM transactions WHERE id IN ({marks}) OR generation_id IN ({marks})"
-)
-_TXN_COLUMNS = "id, tenant_id, type, amount, description, generation_id, key_hash, created_at"
-SQL_INSERT_TRANSACTION = (
-    f"INSERT INTO transactions ({_TXN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
-)
-SQL_LIST_TRANSACTIONS = (
-    f"SELECT {_TXN_COLUMNS} FROM transactions WHERE tenant_id = ? ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
-)
-SQL_ADD_BALANCE = "UPDATE tenants SET balance = balance + ? WHERE id = ?"
-SQL_GET_BALANCE = "SELECT balance FROM tenants WHERE id = ?"
-SQL_GET_GENERATION = f"SELECT {_GEN_COLUMNS} FROM generations WHERE id = ? AND tenant_id = ?"
-SQL_KEY_USAGE = (
-    "SELECT COALESCE(SUM(cost), 0), "
-    "COALESCE(SUM(CASE WHEN created_at >= ? THEN cost ELSE 0 END), 0), "
-    "COALESCE(SUM(CASE WHEN created_at >= ? THEN cost ELSE 0 END), 0), "
-    "COALESCE(SUM(CASE WHEN created_at >= ? THEN cost ELSE 0 END), 0) "
-    "FROM generations WHERE key_hash = ?"
-)
-
-
-# --- Message Batches ---
-_BATCH_COLUMNS = "id, tenant_id, key_hash, status, created_at, expires_at, ended_at, cancel_initiated_at"
-SQL_INSERT_BATCH = f"INSERT INTO batches ({_BATCH_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-SQL_INSERT_BATCH_ITEM = (
-    "INSERT INTO batch_items (batch_id, custom_id, seq, params, state, attempts, available_at, updated_at) "
-    "VALUES (?, ?, ?, ?, 'pending', 0, ?, ?)"
-)
-SQL_GET_BATCH = f"SELECT {_BATCH_COLUMNS} FROM batches WHERE tenant_id = ? AND id = ?"
-SQL_BATCH_STATES = (
-    "SELECT batch_id, state, COUNT(*) FROM batch_items WHERE batch_id IN ({marks}) GROUP BY batch_id, state"
-)
-_CURSOR = "(SELECT created_at, id FROM batches WHERE tenant_id = ? AND id = ?)"
-SQL_LIST_BATCHES = f"SELECT {_BATCH_COLUMNS} FROM batches WHERE tenant_id = ? ORDER BY created_at DESC, id DESC LIMIT ?"
-SQL_LIST_BATCHES_AFTER = (
-    f"SELECT {_BATCH_COLUMNS} FROM batches WHERE tenant_id = ? AND (created_at, id) < {_CURSOR} "
-    "ORDER BY created_at DESC, id DESC LIMIT ?"
-)
-SQL_LIST_BATCHES_BEFORE = (
-    f"SELECT {_BATCH_COLUMNS} FROM batches WHERE tenant_id = ? AND (created_at, id) > {_CURSOR} "
-    "ORDER BY created_at, id LIMIT ?"
-)
-SQL_ANY_CLAIMABLE = "SELECT 1 FROM batch_items WHERE state = 'pending' AND available_at <= ? LIMIT 1"
-SQL_PICK_ITEMS = (
-    "SELECT i.batch_id, i.custom_id, b.tenant_id, b.key_hash, i.params, i.attempts "
-    "FROM batch_items i JOIN batches b ON b.id = i.batch_id "
-    "WHERE i.state = 'pending' AND i.available_at <= ? AND b.status = 'in_progress' AND b.expires_at > ? "
-    "ORDER BY b.created_at, i.batch_id, i.seq LIMIT ?"
-)
-SQL_MARK_RUNNING = (
-    "UPDATE batch_items SET state = 'running', attempts = attempts + 1, updated_at = ? "
-    "WHERE batch_id = ? AND custom_id = ?"
-)
-SQL_ITEM_FOR_FINISH = (
-    "SELECT i.state, b.status, b.expires_at FROM batch_items i JOIN batches b ON b.id = i.batch_id "
-    "WHERE i.batch_id = ? AND i.custom_id = ?"
-)
-SQL_FINISH_ITEM = (
-    "UPDATE batch_items SET state = ?, result = ?, attempts = attempts - ?, available_at = ?, updated_at = ? "
-    "WHERE batch_id = ? AND custom_id = ?"
-)
-_NO_OPEN_ITEMS = (
-    "NOT EXISTS (SELECT 1 FROM batch_items i WHERE i.batch_id = batches.id AND i.state IN ('pending', 'running'))"
-)
-SQL_END_BATCH_IF_DONE = (
-    f"UPDATE batches SET status = 'ended', ended_at = ? WHERE id = ? AND status <> 'ended' AND {_NO_OPEN_ITEMS}"
-)
-SQL_END_DONE_BATCHES = f"UPDATE batches SET status = 'ended', ended_at = ? WHERE status <> 'ended' AND {_NO_OPEN_ITEMS}"
-SQL_CANCEL_ITEMS = (
-    "UPDATE batch_items SET state = 'canceled', result = ?, updated_at = ? WHERE batch_id = ? AND state = 'pending'"
-)
-SQL_CANCEL_BATCH = (
-    "UPDATE batches SET status = 'canceling', cancel_initiated_at = COALESCE(cancel_initiated_at, ?) "
-    "WHERE id = ? AND status <> 'ended'"
-)
-SQL_ANY_OPEN_BATCH = "SELECT 1 FROM batches WHERE status <> 'ended' LIMIT 1"
-SQL_EXPIRE_ITEMS = (
-    "UPDATE batch_items SET state = 'expired', result = ?, updated_at = ? WHERE state = 'pending' "
-    "AND batch_id IN (SELECT id FROM batches WHERE status <> 'ended' AND expires_at <= ?)"
-)
-SQL_ANY_STALE = "SELECT 1 FROM batch_items WHERE state = 'running' AND updated_at < ? LIMIT 1"
-SQL_RELEASE_STALE = (
-    "UPDATE batch_items SET state = 'pending', available_at = ?, updated_at = ? "
-    "WHERE state = 'running' AND updated_at < ?"
-)
-SQL_BATCH_STATUS = "SELECT status FROM batches WHERE tenant_id = ? AND id = ?"
-SQL_DELETE_BATCH_ITEMS = "DELETE FROM batch_items WHERE batch_id = ?"
-SQL_DELETE_BATCH = "DELETE FROM batches WHERE id = ?"
-SQL_BATCH_RESULTS = (
-    "SELECT custom_id, state, result FROM batch_items "
-    "WHERE batch_id = (SELECT id FROM batches WHERE tenant_id = ? AND id = ?) AND custom_id > ? "
-    "ORDER BY custom_id LIMIT ?"
-)
-
 
 def _to_us(value: datetime) -> int:
     return (require_utc(value) - _EPOCH) // _MICROSECOND
@@ -445,36 +319,36 @@ class SqliteStore:
     async def ensure_tenant(self, tenant_id: str, name: str) -> None:
         """Create the tenant if it does not exist; idempotent."""
         async with self._write() as conn:
-            await conn.execute(SQL_INSERT_TENANT, (tenant_id, name, _to_us(datetime.now(UTC))))
+            await conn.execute(q.SQL_INSERT_TENANT, (tenant_id, name, _to_us(datetime.now(UTC))))
 
     async def insert_key(self, key: ApiKey) -> None:
         """Insert a new key (its tenant must exist) and record a key change."""
         params = _key_params(key)
         async with self._write() as conn:
-            await conn.execute(SQL_INSERT_KEY, params)
-            await conn.execute(SQL_INSERT_CHANGE, (key.hash, _to_us(datetime.now(UTC))))
+            await conn.execute(q.SQL_INSERT_KEY, params)
+            await conn.execute(q.SQL_INSERT_CHANGE, (key.hash, _to_us(datetime.now(UTC))))
 
     async def get_key(self, key_hash: str) -> ApiKey | None:
         """The key with this hash, or None."""
-        rows = await self._fetch(SQL_GET_KEY, (key_hash,))
+        rows = await self._fetch(q.SQL_GET_KEY, (key_hash,))
         return _key_from_row(rows[0]) if rows else None
 
     async def list_keys(
         self, tenant_id: str, *, kind: KeyKind, offset: int, limit: int, include_disabled: bool
     ) -> list[ApiKey]:
         """Keys of a tenant, oldest first (created_at, then hash)."""
-        rows = await self._fetch(SQL_LIST_KEYS, (tenant_id, kind, int(include_disabled), limit, offset))
+        rows = await self._fetch(q.SQL_LIST_KEYS, (tenant_id, kind, int(include_disabled), limit, offset))
         return [_key_from_row(row) for row in rows]
 
     async def update_key(self, tenant_id: str, key_hash: str, patch: KeyPatch, now: datetime) -> ApiKey | None:
         """Apply a patch to a key of this tenant and record a key change; None if no such key."""
         async with self._write() as conn:
-            rows = list(await conn.execute_fetchall(SQL_GET_TENANT_KEY, (key_hash, tenant_id)))
+            rows = list(await conn.execute_fetchall(q.SQL_GET_TENANT_KEY, (key_hash, tenant_id)))
             if not rows:
                 return None
             key = apply_patch(_key_from_row(rows[0]), patch, now)
             await conn.execute(
-                SQL_UPDATE_KEY,
+                q.SQL_UPDATE_KEY,
                 (
                     key.name,
                     int(key.disabled),
@@ -489,26 +363,26 @@ class SqliteStore:
                     tenant_id,
                 ),
             )
-            await conn.execute(SQL_INSERT_CHANGE, (key_hash, _to_us(key.updated_at)))
+            await conn.execute(q.SQL_INSERT_CHANGE, (key_hash, _to_us(key.updated_at)))
         return key
 
     async def delete_key(self, tenant_id: str, key_hash: str) -> bool:
         """Delete a key of this tenant and record a key change; False if no such key."""
         async with self._write() as conn:
-            async with conn.execute(SQL_DELETE_KEY, (key_hash, tenant_id)) as cursor:
+            async with conn.execute(q.SQL_DELETE_KEY, (key_hash, tenant_id)) as cursor:
                 deleted = cursor.rowcount > 0
             if deleted:
-                await conn.execute(SQL_INSERT_CHANGE, (key_hash, _to_us(datetime.now(UTC))))
+                await conn.execute(q.SQL_INSERT_CHANGE, (key_hash, _to_us(datetime.now(UTC))))
         return deleted
 
     async def key_changes_since(self, seq: int) -> tuple[int, list[str]]:
         """Return (latest change sequence number, hashes of keys changed after ``seq``); -1: none."""
         async with self._read() as conn:
-            (row,) = await conn.execute_fetchall(SQL_LATEST_CHANGE)
+            (row,) = await conn.execute_fetchall(q.SQL_LATEST_CHANGE)
             latest = int(row[0])
             if seq < 0:
                 return latest, []
-            rows = await conn.execute_fetchall(SQL_CHANGED_KEYS, (seq,))
+            rows = await conn.execute_fetchall(q.SQL_CHANGED_KEYS, (seq,))
         return latest, [str(row[0]) for row in rows]
 
     async def insert_generations(self, rows: Sequence[Generation]) -> None:
@@ -525,7 +399,7 @@ class SqliteStore:
             # The write lock is held from BEGIN IMMEDIATE: the ids read here stay exact until COMMIT.
             seen: set[str] = set()
             for chunk in _chunks(list(dict.fromkeys(row.id for row in rows))):
-                found = await conn.execute_fetchall(SQL_EXISTING_GENERATIONS.format(marks=_marks(chunk)), chunk)
+                found = await conn.execute_fetchall(q.SQL_EXISTING_GENERATIONS.format(marks=_marks(chunk)), chunk)
                 seen.update(str(r[0]) for r in found)
             new_params: list[tuple[Any, ...]] = []
             usage: list[Transaction] = []
@@ -536,7 +410,7 @@ class SqliteStore:
                 new_params.append(param)
                 if charge is not None:
                     usage.append(charge)
-            await conn.executemany(SQL_INSERT_GENERATION, new_params)
+            await conn.executemany(q.SQL_INSERT_GENERATION, new_params)
             if usage:
                 await self._charge(conn, usage)
 
@@ -548,17 +422,17 @@ class SqliteStore:
         for start in range(0, len(usage), _IN_CHUNK):
             chunk = usage[start : start + _IN_CHUNK]
             params = [txn.id for txn in chunk] + [str(txn.generation_id) for txn in chunk]
-            found = await conn.execute_fetchall(SQL_CONFLICTING_TRANSACTIONS.format(marks=_marks(chunk)), params)
+            found = await conn.execute_fetchall(q.SQL_CONFLICTING_TRANSACTIONS.format(marks=_marks(chunk)), params)
             for txn_id, gen_id in found:
                 taken_ids.add(txn_id)
                 if gen_id is not None:
                     taken_gens.add(gen_id)
         fresh = [txn for txn in usage if txn.id not in taken_ids and txn.generation_id not in taken_gens]
-        await conn.executemany(SQL_INSERT_TRANSACTION, [_transaction_params(txn) for txn in fresh])
+        await conn.executemany(q.SQL_INSERT_TRANSACTION, [_transaction_params(txn) for txn in fresh])
         totals: dict[str, int] = {}
         for txn in fresh:
             totals[txn.tenant_id] = totals.get(txn.tenant_id, 0) + _to_units(txn.amount)
-        await conn.executemany(SQL_ADD_BALANCE, [(amount, tenant) for tenant, amount in sorted(totals.items())])
+        await conn.executemany(q.SQL_ADD_BALANCE, [(amount, tenant) for tenant, amount in sorted(totals.items())])
 
     async def add_credit(self, txn: Transaction) -> Decimal:
         """Insert a credit transaction and raise the tenant's balance; return the new balance.
@@ -568,36 +442,36 @@ class SqliteStore:
         """
         txn = check_credit(txn)
         async with self._write() as conn:
-            rows = list(await conn.execute_fetchall(SQL_GET_BALANCE, (txn.tenant_id,)))
+            rows = list(await conn.execute_fetchall(q.SQL_GET_BALANCE, (txn.tenant_id,)))
             if not rows:
                 raise LookupError(f"no tenant {txn.tenant_id!r}")
-            async with conn.execute(SQL_INSERT_TRANSACTION, _transaction_params(txn)) as cursor:
+            async with conn.execute(q.SQL_INSERT_TRANSACTION, _transaction_params(txn)) as cursor:
                 inserted = cursor.rowcount > 0
             if not inserted:
                 return _from_units(rows[0][0])
-            await conn.execute(SQL_ADD_BALANCE, (_to_units(txn.amount), txn.tenant_id))
-            (row,) = await conn.execute_fetchall(SQL_GET_BALANCE, (txn.tenant_id,))
+            await conn.execute(q.SQL_ADD_BALANCE, (_to_units(txn.amount), txn.tenant_id))
+            (row,) = await conn.execute_fetchall(q.SQL_GET_BALANCE, (txn.tenant_id,))
         return _from_units(row[0])
 
     async def balance(self, tenant_id: str) -> Decimal:
         """The tenant's balance (0 for an unknown tenant)."""
-        rows = await self._fetch(SQL_GET_BALANCE, (tenant_id,))
+        rows = await self._fetch(q.SQL_GET_BALANCE, (tenant_id,))
         return _from_units(rows[0][0] if rows else 0)
 
     async def list_transactions(self, tenant_id: str, *, offset: int, limit: int) -> list[Transaction]:
         """The tenant's transactions, newest first (created_at, then id, descending)."""
-        rows = await self._fetch(SQL_LIST_TRANSACTIONS, (tenant_id, limit, offset))
+        rows = await self._fetch(q.SQL_LIST_TRANSACTIONS, (tenant_id, limit, offset))
         return [_transaction_from_row(row) for row in rows]
 
     async def get_generation(self, tenant_id: str, generation_id: str) -> Generation | None:
         """The generation with this id if it belongs to the tenant, else None."""
-        rows = await self._fetch(SQL_GET_GENERATION, (generation_id, tenant_id))
+        rows = await self._fetch(q.SQL_GET_GENERATION, (generation_id, tenant_id))
         return _generation_from_row(rows[0]) if rows else None
 
     async def key_usage(self, key_hash: str, now: datetime) -> KeyUsage:
         """Sum of generation cost for the key: all time, and since the current UTC day/week/month began."""
         day, week, month = usage_window_starts(now)
-        rows = await self._fetch(SQL_KEY_USAGE, (_to_us(day), _to_us(week), _to_us(month), key_hash))
+        rows = await self._fetch(q.SQL_KEY_USAGE, (_to_us(day), _to_us(week), _to_us(month), key_hash))
         total, daily, weekly, monthly = (_from_units(int(v)) for v in rows[0])
         return KeyUsage(total=total, daily=daily, weekly=weekly, monthly=monthly)
 
@@ -611,8 +485,8 @@ class SqliteStore:
                _opt_us(batch.ended_at), _opt_us(batch.cancel_initiated_at))
         params = [(batch.id, custom_id, seq, body, created, created) for seq, (custom_id, body) in enumerate(items)]
         async with self._write() as conn:
-            await conn.execute(SQL_INSERT_BATCH, row)
-            await conn.executemany(SQL_INSERT_BATCH_ITEM, params)
+            await conn.execute(q.SQL_INSERT_BATCH, row)
+            await conn.executemany(q.SQL_INSERT_BATCH_ITEM, params)
 
     @staticmethod
     async def _with_counts(conn: aiosqlite.Connection, rows: Sequence[sqlite3.Row]) -> list[Batch]:
@@ -620,14 +494,15 @@ class SqliteStore:
         tally: dict[str, dict[str, int]] = {b.id: {} for b in batches}
         ids = list(tally)
         for chunk in _chunks(ids):
-            for batch_id, state, n in await conn.execute_fetchall(SQL_BATCH_STATES.format(marks=_marks(chunk)), chunk):
+            sql = q.SQL_BATCH_STATES.format(marks=_marks(chunk))
+            for batch_id, state, n in await conn.execute_fetchall(sql, chunk):
                 tally[batch_id][state] = int(n)
         return [replace(b, counts=batch_counts(tally[b.id])) for b in batches]
 
     async def get_batch(self, tenant_id: str, batch_id: str) -> Batch | None:
         """The tenant's batch with its counts, or None."""
         async with self._read() as conn:
-            rows = list(await conn.execute_fetchall(SQL_GET_BATCH, (tenant_id, batch_id)))
+            rows = list(await conn.execute_fetchall(q.SQL_GET_BATCH, (tenant_id, batch_id)))
             found = await self._with_counts(conn, rows)
         return found[0] if found else None
 
@@ -640,12 +515,12 @@ class SqliteStore:
         async with self._read() as conn:
             if after_id is not None:
                 rows = list(await conn.execute_fetchall(
-                    SQL_LIST_BATCHES_AFTER, (tenant_id, tenant_id, after_id, limit + 1)))
+                    q.SQL_LIST_BATCHES_AFTER, (tenant_id, tenant_id, after_id, limit + 1)))
             elif before_id is not None:
                 rows = list(await conn.execute_fetchall(
-                    SQL_LIST_BATCHES_BEFORE, (tenant_id, tenant_id, before_id, limit + 1)))
+                    q.SQL_LIST_BATCHES_BEFORE, (tenant_id, tenant_id, before_id, limit + 1)))
             else:
-                rows = list(await conn.execute_fetchall(SQL_LIST_BATCHES, (tenant_id, limit + 1)))
+                rows = list(await conn.execute_fetchall(q.SQL_LIST_BATCHES, (tenant_id, limit + 1)))
             has_more = len(rows) > limit
             rows = rows[:limit]
             if before_id is not None:
@@ -657,11 +532,11 @@ class SqliteStore:
         if limit <= 0:
             return []
         at = _to_us(now)
-        if not await self._fetch(SQL_ANY_CLAIMABLE, (at,)):  # no write lock when there is nothing to do
+        if not await self._fetch(q.SQL_ANY_CLAIMABLE, (at,)):  # no write lock when there is nothing to do
             return []
         async with self._write() as conn:
-            rows = list(await conn.execute_fetchall(SQL_PICK_ITEMS, (at, at, limit)))
-            await conn.executemany(SQL_MARK_RUNNING, [(at, row[0], row[1]) for row in rows])
+            rows = list(await conn.execute_fetchall(q.SQL_PICK_ITEMS, (at, at, limit)))
+            await conn.executemany(q.SQL_MARK_RUNNING, [(at, row[0], row[1]) for row in rows])
         return [BatchItem(batch_id=row[0], custom_id=row[1], tenant_id=row[2], key_hash=row[3], params=row[4],
                           attempts=int(row[5]) + 1) for row in rows]
 
@@ -672,7 +547,7 @@ class SqliteStore:
         """Record a running item's outcome (or put it back); see Store.finish_item."""
         at = _to_us(now)
         async with self._write() as conn:
-            rows = list(await conn.execute_fetchall(SQL_ITEM_FOR_FINISH, (batch_id, custom_id)))
+            rows = list(await conn.execute_fetchall(q.SQL_ITEM_FOR_FINISH, (batch_id, custom_id)))
             if not rows or rows[0][0] != "running":
                 return False
             _, status, expires_at = rows[0]
@@ -682,58 +557,58 @@ class SqliteStore:
                 state, result = "expired", EXPIRED_RESULT
             available = at if retry_at is None else _to_us(retry_at)
             refund = 1 if state == "pending" and not count_attempt else 0
-            await conn.execute(SQL_FINISH_ITEM, (state, result, refund, available, at, batch_id, custom_id))
-            await conn.execute(SQL_END_BATCH_IF_DONE, (at, batch_id))
+            await conn.execute(q.SQL_FINISH_ITEM, (state, result, refund, available, at, batch_id, custom_id))
+            await conn.execute(q.SQL_END_BATCH_IF_DONE, (at, batch_id))
         return True
 
     async def cancel_batch(self, tenant_id: str, batch_id: str, now: datetime) -> Batch | None:
         """Cancel the tenant's batch; see Store.cancel_batch."""
         at = _to_us(now)
         async with self._write() as conn:
-            rows = list(await conn.execute_fetchall(SQL_BATCH_STATUS, (tenant_id, batch_id)))
+            rows = list(await conn.execute_fetchall(q.SQL_BATCH_STATUS, (tenant_id, batch_id)))
             if not rows:
                 return None
             if rows[0][0] != "ended":
-                await conn.execute(SQL_CANCEL_ITEMS, (CANCELED_RESULT, at, batch_id))
-                await conn.execute(SQL_CANCEL_BATCH, (at, batch_id))
-                await conn.execute(SQL_END_BATCH_IF_DONE, (at, batch_id))
-            rows = list(await conn.execute_fetchall(SQL_GET_BATCH, (tenant_id, batch_id)))
+                await conn.execute(q.SQL_CANCEL_ITEMS, (CANCELED_RESULT, at, batch_id))
+                await conn.execute(q.SQL_CANCEL_BATCH, (at, batch_id))
+                await conn.execute(q.SQL_END_BATCH_IF_DONE, (at, batch_id))
+            rows = list(await conn.execute_fetchall(q.SQL_GET_BATCH, (tenant_id, batch_id)))
             return (await self._with_counts(conn, rows))[0]
 
     async def expire_batches(self, now: datetime) -> int:
         """Expire pending items of batches past their window and end finished batches."""
         at = _to_us(now)
-        if not await self._fetch(SQL_ANY_OPEN_BATCH):
+        if not await self._fetch(q.SQL_ANY_OPEN_BATCH):
             return 0
         async with self._write() as conn:
-            async with conn.execute(SQL_EXPIRE_ITEMS, (EXPIRED_RESULT, at, at)) as cursor:
+            async with conn.execute(q.SQL_EXPIRE_ITEMS, (EXPIRED_RESULT, at, at)) as cursor:
                 expired = cursor.rowcount
-            await conn.execute(SQL_END_DONE_BATCHES, (at,))
+            await conn.execute(q.SQL_END_DONE_BATCHES, (at,))
         return max(expired, 0)
 
     async def release_stale(self, now: datetime, older_than: timedelta) -> int:
         """Running items not updated for ``older_than`` go back to pending."""
         at, cutoff = _to_us(now), _to_us(now - older_than)
-        if not await self._fetch(SQL_ANY_STALE, (cutoff,)):
+        if not await self._fetch(q.SQL_ANY_STALE, (cutoff,)):
             return 0
-        async with self._write() as conn, conn.execute(SQL_RELEASE_STALE, (at, at, cutoff)) as cursor:
+        async with self._write() as conn, conn.execute(q.SQL_RELEASE_STALE, (at, at, cutoff)) as cursor:
             return max(cursor.rowcount, 0)
 
     async def delete_batch(self, tenant_id: str, batch_id: str) -> Literal["deleted", "missing", "not_ended"]:
         """Delete an ended batch and its items."""
         async with self._write() as conn:
-            rows = list(await conn.execute_fetchall(SQL_BATCH_STATUS, (tenant_id, batch_id)))
+            rows = list(await conn.execute_fetchall(q.SQL_BATCH_STATUS, (tenant_id, batch_id)))
             if not rows:
                 return "missing"
             if rows[0][0] != "ended":
                 return "not_ended"
-            await conn.execute(SQL_DELETE_BATCH_ITEMS, (batch_id,))
-            await conn.execute(SQL_DELETE_BATCH, (batch_id,))
+            await conn.execute(q.SQL_DELETE_BATCH_ITEMS, (batch_id,))
+            await conn.execute(q.SQL_DELETE_BATCH, (batch_id,))
         return "deleted"
 
     async def batch_results(
         self, tenant_id: str, batch_id: str, *, after: str | None, limit: int
     ) -> list[BatchResult]:
         """Up to ``limit`` items of the tenant's batch ordered by custom_id, after ``after``."""
-        rows = await self._fetch(SQL_BATCH_RESULTS, (tenant_id, batch_id, after or "", limit))
+        rows = await self._fetch(q.SQL_BATCH_RESULTS, (tenant_id, batch_id, after or "", limit))
         return [BatchResult(custom_id=row[0], state=row[1], result=row[2]) for row in rows]
