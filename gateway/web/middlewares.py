@@ -54,10 +54,14 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
         try:
             resp = await handler(request)
         finally:
-            if ctx.billed and ctx.key is not None:
-                await _settle_billing(request, ctx)
-            if ctx.limits is not None and ctx.key is not None:
-                await _settle_limits(request, ctx)
+            if ctx.key is not None:
+                settles = []
+                if ctx.billed:
+                    settles.append(_settle_billing(request, ctx))
+                if ctx.limits is not None:
+                    settles.append(_settle_limits(request, ctx))
+                if settles:  # at the same time: with Redis, one wait instead of two
+                    await asyncio.gather(*settles)
     except asyncio.CancelledError:  # the client went away and the server cancelled the handler
         ctx.cancelled = True
         ctx.status = ctx.status or 499
