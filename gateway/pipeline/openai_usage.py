@@ -16,7 +16,8 @@ from gateway.billing.pricing import request_cost
 from gateway.settings import ModelSettings
 from gateway.sse import event_data, iter_events
 
-_NULLS = (b'"usage":null', b'"usage": null')
+_USAGE = (b'"usage":{', b'"usage": {')  # a usage object, not the "usage":null every chunk carries
+_FINISH = (b'"finish_reason":"', b'"finish_reason": "')  # a finish reason, not null
 
 
 class Usage:
@@ -125,7 +126,7 @@ class StreamTap:
     def inspect(self, block: bytes, sep: bytes) -> bytes:
         """Look at a block of complete events; return what to forward (the same object when unchanged)."""
         self.fragments += block.count(b'"content":"') + block.count(b'"arguments":"')
-        has_usage = b'"usage"' in block
+        has_usage = _USAGE[0] in block or _USAGE[1] in block
         has_finish = b'"finish_reason":"' in block or b'"finish_reason": "' in block
         if b"[DONE]" in block:
             self.done = True
@@ -134,9 +135,7 @@ class StreamTap:
         kept: list[bytes] = []
         changed = False
         for event in iter_events(block, sep):
-            interesting = b'"finish_reason":' in event or (
-                b'"usage"' in event and not any(n in event for n in _NULLS)
-            )
+            interesting = any(m in event for m in _FINISH) or any(m in event for m in _USAGE)
             action = self._read(event) if interesting else None
             if action == "drop":
                 changed = True
