@@ -42,7 +42,7 @@ from gateway.core.events import ReasoningDelta, StreamEvent, TextDelta, ToolArgs
 from gateway.core.response import Usage
 from gateway.errors import GatewayError, InvalidRequest, NotFound, UpstreamError
 from gateway.pipeline.context import RequestContext
-from gateway.pipeline.downstream import KEEPALIVE
+from gateway.pipeline.downstream import KEEPALIVE, Downstream
 from gateway.pipeline.gemini_usage import (
     GeminiStreamTap,
     JsonArrayFramer,
@@ -177,7 +177,7 @@ async def _passthrough(
         return web.Response(body=data, content_type="application/json", headers=headers)
     tap = GeminiStreamTap()
     try:
-        return await _relay(request, ctx, call, tap, framing)
+        return await _relay(request, ctx, call, tap, framing, provider)
     finally:
         usage = tap.usage
         if ctx.status == 200 and (ctx.cancelled or not tap.done):  # cut short: bill what was generated
@@ -193,44 +193,58 @@ async def _relay(
     call: AbstractAsyncContextManager[aiohttp.ClientResponse],
     tap: GeminiStreamTap,
     framing: Framing,
+    provider: ProviderSettings,
 ) -> web.StreamResponse:
-    """Relay a Gemini SSE stream: the frames' bytes (``sse``) or their JSON as one array (``json``)."""
-    resp: web.StreamResponse | None = None
+    """Relay a Gemini SSE stream: the frames' bytes (``sse``) or their JSON as one array (``json``).
+
+    The response starts with the first upstream frame (see ``downstream``), so failures before it
+    can still fall back; keep-alive comments only in the SSE framing."""
     framer = JsonArrayFramer()
+    headers = {**SSE_HEADERS, **stream_headers(ctx), "Content-Type": CONTENT_TYPES[framing]}
+    down = Downstream(request, ctx, headers, request.app[SETTINGS].routing.keepalive_seconds,
+                      KEEPALIVE if framing == "sse" else None)
     try:
         async with call as upstream:
-            resp = web.StreamResponse(headers={**SSE_HEADERS, **stream_headers(ctx),
-                                               "Content-Type": CONTENT_TYPES[framing]})
-            await resp.prepare(request)
-            ctx.status = 200
             cutter = EventCutter()
-            async for chunk in upstream.content.iter_any():
-                block = cutter.feed(chunk)
-                if block and not await _forward(resp, ctx, tap, framer, framing, block, cutter.separator):
-                    return resp
+            block = await down.first_block(upstream.content, cutter, provider.timeouts.first_token)
+            blocks = upstream.content.iter_any()
+            while block:
+                if not await _forward(down, ctx, tap, framer, framing, block, cutter.separator):
+                    return _response(down)
+                block = b""
+                async for chunk in blocks:
+                    block = cutter.feed(chunk)
+                    if block:
+                        break
             rest = cutter.rest()  # a last frame without its blank line
-            if rest.strip() and not await _forward(resp, ctx, tap, framer, framing, rest + cutter.separator,
+            if rest.strip() and not await _forward(down, ctx, tap, framer, framing, rest + cutter.separator,
                                                    cutter.separator):
-                return resp
+                return _response(down)
     except UpstreamError as err:
-        if resp is None:
+        if not down.committed:
             raise
-        await _end_with_error(resp, ctx, err, framer, framing)
-        return resp
+        await _end_with_error(down, ctx, err, framer, framing)
+        return _response(down)
+    finally:
+        await down.close()
     if tap.error:
         ctx.finish_reason = "error"
         ctx.upstream_error = ctx.upstream_error or "UpstreamError"
     if not tap.done:
         name = ctx.route.provider.name if ctx.route else "upstream"
-        await _end_with_error(resp, ctx, UpstreamError(f"provider '{name}' ended the stream early", provider=name),
+        await _end_with_error(down, ctx, UpstreamError(f"provider '{name}' ended the stream early", provider=name),
                               framer, framing)
     elif framing == "json":
-        await _write(resp, ctx, framer.close())
-    return resp
+        await down.write(framer.close())
+    return _response(down)
+
+
+def _response(down: Downstream) -> web.StreamResponse:
+    return down.resp if down.resp is not None else web.StreamResponse()
 
 
 async def _forward(
-    resp: web.StreamResponse,
+    down: Downstream,
     ctx: RequestContext,
     tap: GeminiStreamTap,
     framer: JsonArrayFramer,
@@ -244,7 +258,7 @@ async def _forward(
         return True
     if ctx.ttft is None:
         ctx.ttft = ctx.elapsed()
-    return await _write(resp, ctx, out)
+    return await down.write(out)
 
 
 async def _write(resp: web.StreamResponse, ctx: RequestContext, data: bytes) -> bool:
@@ -260,16 +274,16 @@ async def _write(resp: web.StreamResponse, ctx: RequestContext, data: bytes) -> 
 
 
 async def _end_with_error(
-    resp: web.StreamResponse, ctx: RequestContext, err: GatewayError, framer: JsonArrayFramer, framing: Framing
+    down: Downstream, ctx: RequestContext, err: GatewayError, framer: JsonArrayFramer, framing: Framing
 ) -> None:
     """End a started stream with Google's error object: a last SSE frame, or the array's last element."""
     ctx.finish_reason = "error"
     ctx.upstream_error = type(err).__name__
     payload = orjson.dumps(error_body("gemini", err)[1])
     if framing == "sse":
-        await _write(resp, ctx, b"data: " + payload + b"\r\n\r\n")
+        await down.write(b"data: " + payload + b"\r\n\r\n")
     else:
-        await _write(resp, ctx, framer.feed([payload]) + framer.close())
+        await down.write(framer.feed([payload]) + framer.close())
 
 
 class _CountingEncoder:
