@@ -18,20 +18,17 @@ from gateway.batches.runner import BatchRunner, concurrency_from_env
 from gateway.billing.accounts import Accounts
 from gateway.billing.redis_accounts import RedisAccounts
 from gateway.billing.service import Billing
-from gateway.billing.sqlite_accounts import SCHEMA as ACCOUNTS_SCHEMA
 from gateway.billing.sqlite_accounts import SqliteAccounts
 from gateway.logs import configure_logging
 from gateway.metrics import Metrics
 from gateway.pipeline.recorder import UsageRecorder
 from gateway.ratelimit.limiter import Limiter
 from gateway.ratelimit.redis_limiter import RedisLimiter
-from gateway.ratelimit.sqlite_limiter import SCHEMA as LIMITER_SCHEMA
 from gateway.ratelimit.sqlite_limiter import SqliteLimiter
 from gateway.routing.catalog import Catalog
 from gateway.routing.upstreams import Upstreams
 from gateway.server import GRACEFUL_SECONDS, KEEPALIVE_SECONDS
 from gateway.settings import Settings, load_settings
-from gateway.sqlite_counters import CounterFile
 from gateway.state import (
     BATCH_RUNNER,
     BILLING,
@@ -141,32 +138,28 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _limiter_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Rate limits and money counters: in Redis when configured, else in the host's counter file (one
-    file, one group-committed queue for both, so a request's settlements share a transaction)."""
     settings = app[SETTINGS]
     limiter: Limiter
-    accounts: Accounts
-    counters: CounterFile | None = None
     if settings.redis_url:
         metrics = app[METRICS]
         limiter = RedisLimiter(
             app[REDIS], on_failure=settings.limits.redis_failure,
             on_error=lambda policy: metrics.limiter_failures.labels(policy).inc(),
         )
+    else:
+        limiter = SqliteLimiter(limiter_path(settings))
+    app[LIMITER] = limiter
+    accounts: Accounts
+    if settings.redis_url:
         accounts = RedisAccounts(app[REDIS])
     else:
-        counters = CounterFile(limiter_path(settings), LIMITER_SCHEMA + ACCOUNTS_SCHEMA)
-        limiter = SqliteLimiter(counters)
-        accounts = SqliteAccounts(counters)
-    app[LIMITER] = limiter
+        accounts = SqliteAccounts(limiter_path(settings))
     app[BILLING] = Billing(accounts, app[STORE], prepaid=settings.prepaid)
     if not settings.prepaid:
         await accounts.forget_balances()  # not kept current while prepaid is off: reload if it comes back
     yield
     await accounts.close()
     await limiter.close()
-    if counters is not None:
-        await counters.close()
 
 
 async def _batches_ctx(app: web.Application) -> AsyncIterator[None]:

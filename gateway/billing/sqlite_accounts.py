@@ -24,11 +24,8 @@ CREATE INDEX IF NOT EXISTS acct_holds_expires ON acct_holds (expires);
 class SqliteAccounts:
     """Exact reservations across the processes that open the same file."""
 
-    def __init__(self, path: str | CounterFile, *, hold_seconds: float = 3600.0) -> None:
-        """``path``: the counter file's path, or a CounterFile shared with the other counters (created
-        with this module's SCHEMA in its schema), so their operations share transactions."""
-        self._file = path if isinstance(path, CounterFile) else CounterFile(path, SCHEMA)
-        self._owns_file = not isinstance(path, CounterFile)
+    def __init__(self, path: str, *, hold_seconds: float = 3600.0) -> None:
+        self._file = CounterFile(path, SCHEMA)
         self._hold = hold_seconds
 
     async def reserve(
@@ -105,5 +102,4 @@ class SqliteAccounts:
         await self._file.run(op)
 
     async def close(self) -> None:
-        if self._owns_file:
-            await self._file.close()
+        await self._file.close()

@@ -25,11 +25,8 @@ CREATE TABLE IF NOT EXISTS inflight (key TEXT NOT NULL, request_id TEXT NOT NULL
 class SqliteLimiter:
     """Exact limits across the processes that open the same file."""
 
-    def __init__(self, path: str | CounterFile, *, hold_seconds: float = 3600.0) -> None:
-        """``path``: the counter file's path, or a CounterFile shared with the other counters (created
-        with this module's SCHEMA in its schema), so their operations share transactions."""
-        self._file = path if isinstance(path, CounterFile) else CounterFile(path, SCHEMA)
-        self._owns_file = not isinstance(path, CounterFile)
+    def __init__(self, path: str, *, hold_seconds: float = 3600.0) -> None:
+        self._file = CounterFile(path, SCHEMA)
         self._hold = hold_seconds  # a slot left by a crashed worker frees itself after this
 
     async def acquire(self, key: str, limits: Limits, tokens: int, request_id: str) -> Decision:
@@ -75,5 +72,4 @@ class SqliteLimiter:
         await self._file.run(op)
 
     async def close(self) -> None:
-        if self._owns_file:
-            await self._file.close()
+        await self._file.close()
