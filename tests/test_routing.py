@@ -251,3 +251,18 @@ async def test_translated_streams_keep_alive_and_time_out_too(
     resp = await client2.post("/v1/messages", json=body, headers=auth2)
     doc = await resp.json()
     assert resp.status == 504 and doc["error"]["type"] == "timeout_error"  # not committed: a clean 504
+
+
+async def test_a_translated_stream_cut_short_is_billed_for_what_was_generated(gateway: Gateway) -> None:
+    """The OpenAI upstream dies before its usage chunk: the prompt is estimated from the request and
+    the output counted as one token per streamed delta, rather than billed as nothing."""
+    key, _ = await gateway.new_key()
+    body = {"model": "openai/dies-midstream", "max_tokens": 20, "stream": True, "messages": MSG}
+    resp = await gateway.client.post("/v1/messages", json=body, headers={"x-api-key": key})
+    raw = await resp.read()
+    deltas = raw.count(b'"type":"text_delta"')
+    assert b"event: error" in raw and deltas >= 2
+    await gateway.app[RECORDER].flush()
+    gen = await gateway.app[STORE].get_generation("default", resp.headers["X-Generation-Id"])
+    assert gen is not None and gen.prompt_tokens is not None and gen.prompt_tokens > 0
+    assert gen.completion_tokens is not None and gen.completion_tokens >= deltas and gen.cost > 0

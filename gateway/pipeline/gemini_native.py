@@ -27,7 +27,6 @@ shape; other provider types have no embeddings (400).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -38,7 +37,6 @@ from aiohttp import web
 
 from gateway.auth.policy import check_model_allowed
 from gateway.codec import JSONObject
-from gateway.core.events import ReasoningDelta, StreamEvent, TextDelta, ToolArgsDelta
 from gateway.core.response import Usage
 from gateway.errors import GatewayError, InvalidRequest, NotFound, UpstreamError
 from gateway.pipeline.context import RequestContext
@@ -51,8 +49,8 @@ from gateway.pipeline.gemini_usage import (
 )
 from gateway.pipeline.inbound import admit_raw, estimate_tokens_of, route_request
 from gateway.pipeline.openai_usage import usage_from_body
-from gateway.pipeline.relay import COST_HEADER, SSE_HEADERS, StreamTiming, stream_headers
-from gateway.pipeline.translated import _TranslatedStream, note_dropped, open_translated, settle_usage
+from gateway.pipeline.relay import COST_HEADER, SSE_HEADERS, stream_headers
+from gateway.pipeline.translated import settle_usage, translate, translated_response, translated_stream
 from gateway.protocols.anthropic_messages.count import count_request_tokens
 from gateway.protocols.errors import error_body
 from gateway.protocols.gemini_generate.parse import (
@@ -63,7 +61,6 @@ from gateway.protocols.gemini_generate.parse import (
 from gateway.protocols.gemini_generate.render import render_count_tokens, render_generate_response_bytes
 from gateway.protocols.gemini_generate.stream import CONTENT_TYPES, Framing, GeminiStreamEncoder
 from gateway.providers import adapter_for
-from gateway.providers.base import BuildParams, CallContext
 from gateway.routing.catalog import Route
 from gateway.routing.upstreams import Target
 from gateway.settings import ProviderSettings, Settings
@@ -261,18 +258,6 @@ async def _forward(
     return await down.write(out)
 
 
-async def _write(resp: web.StreamResponse, ctx: RequestContext, data: bytes) -> bool:
-    """Write to the client; False (and the request marked cancelled) once it has gone."""
-    if not data:
-        return True
-    try:
-        await resp.write(data)
-    except ConnectionResetError:
-        ctx.cancelled = True
-        return False
-    return True
-
-
 async def _end_with_error(
     down: Downstream, ctx: RequestContext, err: GatewayError, framer: JsonArrayFramer, framing: Framing
 ) -> None:
@@ -284,25 +269,6 @@ async def _end_with_error(
         await down.write(b"data: " + payload + b"\r\n\r\n")
     else:
         await down.write(framer.feed([payload]) + framer.close())
-
-
-class _CountingEncoder:
-    """A GeminiStreamEncoder that also counts the content deltas it saw (an output estimate)."""
-
-    __slots__ = ("encoder", "fragments")
-
-    def __init__(self, encoder: GeminiStreamEncoder) -> None:
-        self.encoder = encoder
-        self.fragments = 0
-
-    @property
-    def done(self) -> bool:
-        return self.encoder.done
-
-    def feed(self, event: StreamEvent) -> bytes:
-        if isinstance(event, TextDelta | ReasoningDelta | ToolArgsDelta):
-            self.fragments += 1
-        return self.encoder.feed(event)
 
 
 async def _translated(
@@ -317,52 +283,15 @@ async def _translated(
 ) -> web.StreamResponse:
     """Serve a Gemini request from an OpenAI- or Anthropic-type provider through the canonical model."""
     req = parse_generate_request(body, model, stream=stream).request
-    adapter = adapter_for(provider.type, provider.name)
-    limit = route.model.max_output_tokens if route.model is not None else None
-    built = adapter.build_request(req, BuildParams(upstream_model=route.upstream_model, max_output_tokens=limit))
-    headers = stream_headers(ctx)
-    note_dropped(request, provider.name, built.dropped, headers)
-    call_ctx = CallContext(id=ctx.generation_id or "", created=int(time.time()), model=route.model_id)
-    session = request.app[SESSION]
+    t = translate(request, ctx, req, route, provider)
     if not stream:
-        async with open_translated(session, provider, adapter, built.request) as up:
-            raw = await up.read()
-        resp = adapter.parse_response(raw, call_ctx)
-        settle_usage(ctx, route, resp.usage, resp.finish.reason.value)
-        headers[COST_HEADER] = format(ctx.cost.normalize(), "f")
+        resp = await translated_response(request, ctx, route, t)
         return web.Response(body=render_generate_response_bytes(resp), content_type="application/json",
-                            headers=headers)
-    encoder = _CountingEncoder(GeminiStreamEncoder(framing=framing, response_id=call_ctx.id))
-    headers["Content-Type"] = CONTENT_TYPES[framing]
-    timing = StreamTiming(request.app[SETTINGS].routing.keepalive_seconds, provider.timeouts.first_token)
+                            headers=t.headers)
+    encoder = GeminiStreamEncoder(framing=framing, response_id=t.call_ctx.id)
+    t.headers["Content-Type"] = CONTENT_TYPES[framing]
     ping = KEEPALIVE if framing == "sse" else None  # a JSON array has no room for comments
-    relay = _TranslatedStream(request, ctx, adapter.stream_decoder(call_ctx), encoder, headers, timing, ping)
-    try:
-        async with open_translated(session, provider, adapter, built.request) as up:
-            await relay.run(up)
-        if relay.resp is not None and not relay.closed and not encoder.done:
-            if not await _write(relay.resp, ctx, encoder.encoder.close()):
-                relay.down.gone = True
-    except UpstreamError as err:
-        if relay.resp is None:
-            raise
-        await relay.fail(err)
-    finally:
-        relay.settle(route)
-        if ctx.status == 200 and (ctx.cancelled or not relay.assembler.finished):
-            _bill_cut_short(ctx, route, relay.assembler.usage, encoder.fragments)
-    if relay.resp is None:
-        raise UpstreamError(f"provider '{provider.name}' sent an empty stream", provider=provider.name)
-    return relay.resp
-
-
-def _bill_cut_short(ctx: RequestContext, route: Route, seen: Usage, fragments: int) -> None:
-    """A translated stream that did not finish: the usage seen, the gaps estimated (the prompt from
-    the body size, the output as one token per content delta)."""
-    prompt = seen.input_tokens if seen.input_tokens is not None else estimate_tokens_of(ctx.body_bytes)
-    output = max(seen.output_tokens or 0, fragments)
-    settle_usage(ctx, route, Usage(input_tokens=prompt, output_tokens=output, total_tokens=prompt + output),
-                 ctx.finish_reason)
+    return await translated_stream(request, ctx, route, t, encoder, ping=ping, tail=encoder.close)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -29,7 +29,6 @@ others the offline tokenizer's estimate (never a made-up zero: an upstream failu
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 
@@ -45,15 +44,14 @@ from gateway.pipeline.chat import ROUTER_FIELDS
 from gateway.pipeline.context import RequestContext
 from gateway.pipeline.downstream import Downstream
 from gateway.pipeline.inbound import admit, estimate_tokens_of, route_request
-from gateway.pipeline.relay import COST_HEADER, SSE_HEADERS, StreamTiming, stream_headers
-from gateway.pipeline.translated import _TranslatedStream, note_dropped, open_translated, settle_usage
+from gateway.pipeline.relay import COST_HEADER, SSE_HEADERS, stream_headers
+from gateway.pipeline.translated import settle_usage, translate, translated_response, translated_stream
 from gateway.protocols.anthropic_messages.count import count_request_tokens, render_count
 from gateway.protocols.anthropic_messages.errors import render_error
 from gateway.protocols.anthropic_messages.parse import parse_messages_request
 from gateway.protocols.anthropic_messages.render import render_message_bytes
 from gateway.protocols.anthropic_messages.stream import AnthropicStreamEncoder, error_frame, ping
 from gateway.providers import adapter_for
-from gateway.providers.base import BuildParams, CallContext
 from gateway.routing.catalog import Route
 from gateway.routing.upstreams import Target
 from gateway.settings import ProviderSettings
@@ -250,35 +248,13 @@ async def _translated(
 ) -> web.StreamResponse:
     """Serve a Messages request from an OpenAI- or Gemini-type provider through the canonical model."""
     req = parse_messages_request(body).request
-    adapter = adapter_for(provider.type, provider.name)
-    limit = route.model.max_output_tokens if route.model is not None else None
-    built = adapter.build_request(req, BuildParams(upstream_model=route.upstream_model, max_output_tokens=limit))
-    headers = stream_headers(ctx)
-    note_dropped(request, provider.name, built.dropped, headers)
-    call_ctx = CallContext(id=ctx.generation_id or "", created=int(time.time()), model=route.model_id)
-    session = request.app[SESSION]
+    t = translate(request, ctx, req, route, provider)
     stop = req.sampling.stop
     if not stream:
-        async with open_translated(session, provider, adapter, built.request) as up:
-            raw = await up.read()
-        resp = adapter.parse_response(raw, call_ctx)
-        settle_usage(ctx, route, resp.usage, resp.finish.reason.value)
-        headers[COST_HEADER] = format(ctx.cost.normalize(), "f")
+        resp = await translated_response(request, ctx, route, t)
         return web.Response(body=render_message_bytes(resp, model=requested, stop=stop),
-                            content_type="application/json", headers=headers)
+                            content_type="application/json", headers=t.headers)
     encoder = AnthropicStreamEncoder(
-        id=call_ctx.id, model=requested, stop=stop, input_tokens=estimate_tokens_of(ctx.body_bytes)
+        id=t.call_ctx.id, model=requested, stop=stop, input_tokens=estimate_tokens_of(ctx.body_bytes)
     )
-    timing = StreamTiming(request.app[SETTINGS].routing.keepalive_seconds, provider.timeouts.first_token)
-    relay = _TranslatedStream(request, ctx, adapter.stream_decoder(call_ctx), encoder, headers, timing, ping())
-    try:
-        async with open_translated(session, provider, adapter, built.request) as up:
-            await relay.run(up)
-    except UpstreamError as err:
-        if relay.resp is None:
-            raise
-        await relay.fail(err)
-    finally:
-        relay.settle(route)
-    assert relay.resp is not None
-    return relay.resp
+    return await translated_stream(request, ctx, route, t, encoder, ping=ping())

@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Protocol
 
@@ -23,11 +24,20 @@ from multidict import CIMultiDict
 from gateway.billing.pricing import request_cost
 from gateway.codec import JSONObject
 from gateway.core.assemble import StreamAssembler
-from gateway.core.events import ReasoningDelta, StreamEvent, StreamFailure, TextDelta, ToolCallStart
-from gateway.core.response import Usage
+from gateway.core.events import (
+    ReasoningDelta,
+    StreamEvent,
+    StreamFailure,
+    TextDelta,
+    ToolArgsDelta,
+    ToolCallStart,
+)
+from gateway.core.request import ChatRequest
+from gateway.core.response import ChatResponse, Usage
 from gateway.errors import GatewayError, UpstreamError
 from gateway.pipeline.context import RequestContext
 from gateway.pipeline.downstream import KEEPALIVE, Downstream
+from gateway.pipeline.inbound import estimate_tokens_of
 from gateway.pipeline.relay import COST_HEADER, SSE_HEADERS, StreamTiming, stream_headers
 from gateway.protocols.openai_chat.parse import parse_chat_request
 from gateway.protocols.openai_chat.render import render_chat_completion_bytes
@@ -54,38 +64,81 @@ async def handle_translated(
     """Serve one OpenAI chat request from a provider that speaks another protocol (``provider``: the
     deployment to call, by default the route's provider)."""
     req = parse_chat_request(body)  # InvalidRequest -> 400 in the OpenAI envelope (middleware)
-    provider = provider or route.provider
+    t = translate(request, ctx, req, route, provider or route.provider)
+    if not stream:
+        resp = await translated_response(request, ctx, route, t)
+        return web.Response(body=render_chat_completion_bytes(resp, pricer(route)), content_type="application/json",
+                            headers=t.headers)
+    encoder = OpenAIStreamEncoder(
+        id=t.call_ctx.id, created=t.call_ctx.created, model=route.model_id, provider=t.provider.name,
+        include_usage=req.include_usage or _wants_usage(body), price=pricer(route),
+    )
+    return await translated_stream(request, ctx, route, t, encoder)
+
+
+@dataclass(frozen=True, slots=True)
+class Translation:
+    """One request translated for one deployment: what to send and what the decoder needs."""
+
+    provider: ProviderSettings
+    adapter: ProviderAdapter
+    upstream: UpstreamRequest
+    call_ctx: CallContext
+    headers: dict[str, str]  # for the client's response (dropped parameters named)
+
+
+def translate(
+    request: web.Request, ctx: RequestContext, req: ChatRequest, route: Route, provider: ProviderSettings
+) -> Translation:
+    """Build the upstream request for ``provider`` from a canonical request (any inbound protocol)."""
     adapter = adapter_for(provider.type, provider.name)
     limit = route.model.max_output_tokens if route.model is not None else None
     built = adapter.build_request(req, BuildParams(upstream_model=route.upstream_model, max_output_tokens=limit))
     headers = stream_headers(ctx)
     note_dropped(request, provider.name, built.dropped, headers)
     call_ctx = CallContext(id=ctx.generation_id or "", created=int(time.time()), model=route.model_id)
-    session = request.app[SESSION]
-    if not stream:
-        async with open_translated(session, provider, adapter, built.request) as up:
-            raw = await up.read()
-        resp = adapter.parse_response(raw, call_ctx)
-        settle_usage(ctx, route, resp.usage, resp.finish.reason.value)
-        headers[COST_HEADER] = format(ctx.cost.normalize(), "f")
-        return web.Response(body=render_chat_completion_bytes(resp, pricer(route)), content_type="application/json",
-                            headers=headers)
-    encoder = OpenAIStreamEncoder(
-        id=call_ctx.id, created=call_ctx.created, model=route.model_id, provider=provider.name,
-        include_usage=req.include_usage or _wants_usage(body), price=pricer(route),
-    )
-    timing = StreamTiming(request.app[SETTINGS].routing.keepalive_seconds, provider.timeouts.first_token)
-    relay = _TranslatedStream(request, ctx, adapter.stream_decoder(call_ctx), encoder, headers, timing)
+    return Translation(provider, adapter, built.request, call_ctx, headers)
+
+
+async def translated_response(
+    request: web.Request, ctx: RequestContext, route: Route, t: Translation
+) -> ChatResponse:
+    """Call the upstream once, decode its answer, price it (X-ARouter-Cost joins ``t.headers``)."""
+    async with open_translated(request.app[SESSION], t.provider, t.adapter, t.upstream) as up:
+        raw = await up.read()
+    resp = t.adapter.parse_response(raw, t.call_ctx)
+    settle_usage(ctx, route, resp.usage, resp.finish.reason.value)
+    t.headers[COST_HEADER] = format(ctx.cost.normalize(), "f")
+    return resp
+
+
+async def translated_stream(
+    request: web.Request,
+    ctx: RequestContext,
+    route: Route,
+    t: Translation,
+    encoder: StreamEncoder,
+    *,
+    ping: bytes | None = KEEPALIVE,
+    tail: Callable[[], bytes] | None = None,
+) -> web.StreamResponse:
+    """Relay the upstream's stream re-encoded for the client; ``tail``: bytes that close a stream the
+    encoder did not end (the Gemini JSON array's ``]``)."""
+    timing = StreamTiming(request.app[SETTINGS].routing.keepalive_seconds, t.provider.timeouts.first_token)
+    relay = _TranslatedStream(request, ctx, t.adapter.stream_decoder(t.call_ctx), encoder, t.headers, timing, ping)
     try:
-        async with open_translated(session, provider, adapter, built.request) as up:
+        async with open_translated(request.app[SESSION], t.provider, t.adapter, t.upstream) as up:
             await relay.run(up)
+        if tail is not None and relay.resp is not None and not relay.closed and not relay.finished():
+            await relay.down.write(tail())
     except UpstreamError as err:
         if relay.resp is None:
             raise
         await relay.fail(err)
     finally:
         relay.settle(route)
-    assert relay.resp is not None
+    if relay.resp is None:
+        raise UpstreamError(f"provider '{t.provider.name}' sent an empty stream", provider=t.provider.name)
     return relay.resp
 
 
@@ -123,6 +176,7 @@ class _TranslatedStream:
         self.first_token = timing.first_token if timing is not None else 3600.0
         self.pending = bytearray()  # encoded, not yet written (held back until the first content)
         self.content = False  # the upstream produced text, reasoning or a tool call
+        self.fragments = 0  # content deltas seen: the output estimate of a stream cut short
 
     @property
     def resp(self) -> web.StreamResponse | None:
@@ -187,6 +241,8 @@ class _TranslatedStream:
         failure: GatewayError | None = None
         for ev in events:
             self.assembler.add(ev)
+            if isinstance(ev, TextDelta | ReasoningDelta | ToolArgsDelta):
+                self.fragments += 1
             if isinstance(ev, TextDelta | ReasoningDelta | ToolCallStart):
                 self.content = True
             elif isinstance(ev, StreamFailure):
@@ -205,10 +261,19 @@ class _TranslatedStream:
         return await self.down.write(out)
 
     def settle(self, route: Route) -> None:
+        """Price what was used; a stream cut short after it started (client gone, upstream failed or
+        silent about usage) is billed for the usage seen, the gaps estimated (the prompt from the body
+        size, the output as one token per content delta)."""
         finish = self.assembler.response().finish.reason.value if self.assembler.finished else None
         if self.ctx.finish_reason is not None:
             finish = self.ctx.finish_reason
-        settle_usage(self.ctx, route, self.assembler.usage, finish)
+        usage = self.assembler.usage
+        incomplete = usage.input_tokens is None or usage.output_tokens is None
+        if self.ctx.status == 200 and (self.ctx.cancelled or not self.assembler.finished or incomplete):
+            prompt = usage.input_tokens if usage.input_tokens is not None else estimate_tokens_of(self.ctx.body_bytes)
+            output = max(usage.output_tokens or 0, self.fragments)
+            usage = Usage(input_tokens=prompt, output_tokens=output, total_tokens=prompt + output)
+        settle_usage(self.ctx, route, usage, finish)
 
 
 def event_name(event: bytes) -> str | None:
