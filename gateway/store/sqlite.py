@@ -12,7 +12,6 @@ and then insert exactly the new rows, their usage transactions and the balance c
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -26,13 +25,11 @@ import aiosqlite
 from gateway.store import (
     apply_patch,
     check_credit,
-    quantize_cost,
-    rate_limits_from_json,
     rate_limits_to_json,
-    require_utc,
     usage_transaction,
     usage_window_starts,
 )
+from gateway.store import sqlite_rows as conv
 from gateway.store import sqlite_sql as q
 from gateway.store.base import (
     CANCELED_RESULT,
@@ -51,188 +48,8 @@ from gateway.store.base import (
 )
 from gateway.store.migrations import migrate_sqlite
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
 _BUSY_TIMEOUT_MS = 5000
 _BUSY_RETRIES = 5  # extra attempts after busy_timeout expired (each waits up to _BUSY_TIMEOUT_MS again)
-_IN_CHUNK = 400  # rows per "IN (...)" lookup: at most 800 parameters, under SQLite's oldest limit (999)
-
-def _to_us(value: datetime) -> int:
-    return (require_utc(value) - _EPOCH) // _MICROSECOND
-
-
-def _from_us(value: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=value)
-
-
-def _opt_us(value: datetime | None) -> int | None:
-    return None if value is None else _to_us(value)
-
-
-def _to_units(value: Decimal) -> int:
-    return int(quantize_cost(value).scaleb(10))
-
-
-def _from_units(value: int) -> Decimal:
-    return quantize_cost(Decimal(value).scaleb(-10))
-
-
-def _names_to_json(value: tuple[str, ...] | None) -> str | None:
-    return None if value is None else json.dumps(list(value))
-
-
-def _names_from_json(value: str | None) -> tuple[str, ...] | None:
-    return None if value is None else tuple(str(v) for v in json.loads(value))
-
-
-def _limit_to_text(value: Decimal | None) -> str | None:
-    if value is None:
-        return None
-    if not value.is_finite():
-        raise ValueError(f"limit must be a finite Decimal, got {value!r}")
-    return str(value)
-
-
-def _key_params(key: ApiKey) -> tuple[Any, ...]:
-    return (
-        key.hash,
-        key.tenant_id,
-        key.kind,
-        key.name,
-        key.label,
-        int(key.disabled),
-        _limit_to_text(key.limit),
-        key.limit_reset,
-        _names_to_json(key.allowed_providers),
-        _names_to_json(key.allowed_models),
-        _opt_us(key.expires_at),
-        _to_us(key.created_at),
-        _to_us(key.updated_at),
-        rate_limits_to_json(key.rate_limit),
-    )
-
-
-def _key_from_row(row: sqlite3.Row) -> ApiKey:
-    return ApiKey(
-        hash=row[0],
-        tenant_id=row[1],
-        kind=row[2],
-        name=row[3],
-        label=row[4],
-        disabled=bool(row[5]),
-        limit=None if row[6] is None else Decimal(row[6]),
-        limit_reset=row[7],
-        allowed_providers=_names_from_json(row[8]),
-        allowed_models=_names_from_json(row[9]),
-        expires_at=None if row[10] is None else _from_us(row[10]),
-        created_at=_from_us(row[11]),
-        updated_at=_from_us(row[12]),
-        rate_limit=rate_limits_from_json(row[13]),
-    )
-
-
-def _generation_params(gen: Generation) -> tuple[Any, ...]:
-    return (
-        gen.id,
-        gen.request_id,
-        gen.tenant_id,
-        gen.key_hash,
-        gen.endpoint,
-        gen.model,
-        gen.provider,
-        gen.upstream_model,
-        gen.status,
-        int(gen.streamed),
-        int(gen.cancelled),
-        gen.prompt_tokens,
-        gen.completion_tokens,
-        gen.total_tokens,
-        _to_units(gen.cost),
-        gen.latency_ms,
-        gen.ttft_ms,
-        gen.finish_reason,
-        gen.app_title,
-        gen.app_referer,
-        _to_us(gen.created_at),
-    )
-
-
-def _generation_from_row(row: sqlite3.Row) -> Generation:
-    return Generation(
-        id=row[0],
-        request_id=row[1],
-        tenant_id=row[2],
-        key_hash=row[3],
-        endpoint=row[4],
-        model=row[5],
-        provider=row[6],
-        upstream_model=row[7],
-        status=row[8],
-        streamed=bool(row[9]),
-        cancelled=bool(row[10]),
-        prompt_tokens=row[11],
-        completion_tokens=row[12],
-        total_tokens=row[13],
-        cost=_from_units(row[14]),
-        latency_ms=row[15],
-        ttft_ms=row[16],
-        finish_reason=row[17],
-        app_title=row[18],
-        app_referer=row[19],
-        created_at=_from_us(row[20]),
-    )
-
-
-def _transaction_params(txn: Transaction) -> tuple[Any, ...]:
-    return (
-        txn.id,
-        txn.tenant_id,
-        txn.type,
-        _to_units(txn.amount),
-        txn.description,
-        txn.generation_id,
-        txn.key_hash,
-        _to_us(txn.created_at),
-    )
-
-
-def _transaction_from_row(row: sqlite3.Row) -> Transaction:
-    return Transaction(
-        id=row[0],
-        tenant_id=row[1],
-        type=row[2],
-        amount=_from_units(row[3]),
-        description=row[4],
-        generation_id=row[5],
-        key_hash=row[6],
-        created_at=_from_us(row[7]),
-    )
-
-
-def _batch_from_row(row: sqlite3.Row) -> Batch:
-    return Batch(
-        id=row[0],
-        tenant_id=row[1],
-        key_hash=row[2],
-        status=row[3],
-        created_at=_from_us(row[4]),
-        expires_at=_from_us(row[5]),
-        ended_at=None if row[6] is None else _from_us(row[6]),
-        cancel_initiated_at=None if row[7] is None else _from_us(row[7]),
-    )
-
-
-def _chunks(values: Sequence[str]) -> Iterable[Sequence[str]]:
-    return (values[i : i + _IN_CHUNK] for i in range(0, len(values), _IN_CHUNK))
-
-
-def _marks(values: Sequence[object]) -> str:
-    return ", ".join("?" * len(values))
-
-
-def _is_busy(exc: sqlite3.OperationalError) -> bool:
-    message = str(exc).lower()
-    return "locked" in message or "busy" in message
 
 
 class SqliteStore:
@@ -255,7 +72,7 @@ class SqliteStore:
                     await conn.execute("PRAGMA journal_mode = WAL")
                     break
                 except sqlite3.OperationalError as exc:
-                    if not _is_busy(exc) or attempt == _BUSY_RETRIES:
+                    if not conv.is_busy(exc) or attempt == _BUSY_RETRIES:
                         raise
             await conn.execute("PRAGMA synchronous = NORMAL")
             await conn.execute("PRAGMA foreign_keys = ON")
@@ -282,7 +99,7 @@ class SqliteStore:
                 await self._conn.execute("BEGIN IMMEDIATE")
                 break
             except sqlite3.OperationalError as exc:
-                if not _is_busy(exc) or attempt == _BUSY_RETRIES:
+                if not conv.is_busy(exc) or attempt == _BUSY_RETRIES:
                     raise
         try:
             yield
@@ -319,26 +136,26 @@ class SqliteStore:
     async def ensure_tenant(self, tenant_id: str, name: str) -> None:
         """Create the tenant if it does not exist; idempotent."""
         async with self._write() as conn:
-            await conn.execute(q.SQL_INSERT_TENANT, (tenant_id, name, _to_us(datetime.now(UTC))))
+            await conn.execute(q.SQL_INSERT_TENANT, (tenant_id, name, conv.to_us(datetime.now(UTC))))
 
     async def insert_key(self, key: ApiKey) -> None:
         """Insert a new key (its tenant must exist) and record a key change."""
-        params = _key_params(key)
+        params = conv.key_params(key)
         async with self._write() as conn:
             await conn.execute(q.SQL_INSERT_KEY, params)
-            await conn.execute(q.SQL_INSERT_CHANGE, (key.hash, _to_us(datetime.now(UTC))))
+            await conn.execute(q.SQL_INSERT_CHANGE, (key.hash, conv.to_us(datetime.now(UTC))))
 
     async def get_key(self, key_hash: str) -> ApiKey | None:
         """The key with this hash, or None."""
         rows = await self._fetch(q.SQL_GET_KEY, (key_hash,))
-        return _key_from_row(rows[0]) if rows else None
+        return conv.key_from_row(rows[0]) if rows else None
 
     async def list_keys(
         self, tenant_id: str, *, kind: KeyKind, offset: int, limit: int, include_disabled: bool
     ) -> list[ApiKey]:
         """Keys of a tenant, oldest first (created_at, then hash)."""
         rows = await self._fetch(q.SQL_LIST_KEYS, (tenant_id, kind, int(include_disabled), limit, offset))
-        return [_key_from_row(row) for row in rows]
+        return [conv.key_from_row(row) for row in rows]
 
     async def update_key(self, tenant_id: str, key_hash: str, patch: KeyPatch, now: datetime) -> ApiKey | None:
         """Apply a patch to a key of this tenant and record a key change; None if no such key."""
@@ -346,24 +163,24 @@ class SqliteStore:
             rows = list(await conn.execute_fetchall(q.SQL_GET_TENANT_KEY, (key_hash, tenant_id)))
             if not rows:
                 return None
-            key = apply_patch(_key_from_row(rows[0]), patch, now)
+            key = apply_patch(conv.key_from_row(rows[0]), patch, now)
             await conn.execute(
                 q.SQL_UPDATE_KEY,
                 (
                     key.name,
                     int(key.disabled),
-                    _limit_to_text(key.limit),
+                    conv.limit_to_text(key.limit),
                     key.limit_reset,
-                    _names_to_json(key.allowed_providers),
-                    _names_to_json(key.allowed_models),
-                    _opt_us(key.expires_at),
-                    _to_us(key.updated_at),
+                    conv.names_to_json(key.allowed_providers),
+                    conv.names_to_json(key.allowed_models),
+                    conv.opt_us(key.expires_at),
+                    conv.to_us(key.updated_at),
                     rate_limits_to_json(key.rate_limit),
                     key_hash,
                     tenant_id,
                 ),
             )
-            await conn.execute(q.SQL_INSERT_CHANGE, (key_hash, _to_us(key.updated_at)))
+            await conn.execute(q.SQL_INSERT_CHANGE, (key_hash, conv.to_us(key.updated_at)))
         return key
 
     async def delete_key(self, tenant_id: str, key_hash: str) -> bool:
@@ -372,7 +189,7 @@ class SqliteStore:
             async with conn.execute(q.SQL_DELETE_KEY, (key_hash, tenant_id)) as cursor:
                 deleted = cursor.rowcount > 0
             if deleted:
-                await conn.execute(q.SQL_INSERT_CHANGE, (key_hash, _to_us(datetime.now(UTC))))
+                await conn.execute(q.SQL_INSERT_CHANGE, (key_hash, conv.to_us(datetime.now(UTC))))
         return deleted
 
     async def key_changes_since(self, seq: int) -> tuple[int, list[str]]:
@@ -393,13 +210,13 @@ class SqliteStore:
         """
         if not rows:
             return
-        params = [_generation_params(row) for row in rows]
+        params = [conv.generation_params(row) for row in rows]
         charges = [usage_transaction(row) for row in rows]
         async with self._write() as conn:
             # The write lock is held from BEGIN IMMEDIATE: the ids read here stay exact until COMMIT.
             seen: set[str] = set()
-            for chunk in _chunks(list(dict.fromkeys(row.id for row in rows))):
-                found = await conn.execute_fetchall(q.SQL_EXISTING_GENERATIONS.format(marks=_marks(chunk)), chunk)
+            for chunk in conv.chunks(list(dict.fromkeys(row.id for row in rows))):
+                found = await conn.execute_fetchall(q.SQL_EXISTING_GENERATIONS.format(marks=conv.marks(chunk)), chunk)
                 seen.update(str(r[0]) for r in found)
             new_params: list[tuple[Any, ...]] = []
             usage: list[Transaction] = []
@@ -419,19 +236,19 @@ class SqliteStore:
         """Insert usage transactions (skipping any whose id or generation is taken) and lower balances."""
         taken_ids: set[str] = set()
         taken_gens: set[str] = set()
-        for start in range(0, len(usage), _IN_CHUNK):
-            chunk = usage[start : start + _IN_CHUNK]
+        for start in range(0, len(usage), conv.IN_CHUNK):
+            chunk = usage[start : start + conv.IN_CHUNK]
             params = [txn.id for txn in chunk] + [str(txn.generation_id) for txn in chunk]
-            found = await conn.execute_fetchall(q.SQL_CONFLICTING_TRANSACTIONS.format(marks=_marks(chunk)), params)
+            found = await conn.execute_fetchall(q.SQL_CONFLICTING_TRANSACTIONS.format(marks=conv.marks(chunk)), params)
             for txn_id, gen_id in found:
                 taken_ids.add(txn_id)
                 if gen_id is not None:
                     taken_gens.add(gen_id)
         fresh = [txn for txn in usage if txn.id not in taken_ids and txn.generation_id not in taken_gens]
-        await conn.executemany(q.SQL_INSERT_TRANSACTION, [_transaction_params(txn) for txn in fresh])
+        await conn.executemany(q.SQL_INSERT_TRANSACTION, [conv.transaction_params(txn) for txn in fresh])
         totals: dict[str, int] = {}
         for txn in fresh:
-            totals[txn.tenant_id] = totals.get(txn.tenant_id, 0) + _to_units(txn.amount)
+            totals[txn.tenant_id] = totals.get(txn.tenant_id, 0) + conv.to_units(txn.amount)
         await conn.executemany(q.SQL_ADD_BALANCE, [(amount, tenant) for tenant, amount in sorted(totals.items())])
 
     async def add_credit(self, txn: Transaction) -> Decimal:
@@ -445,34 +262,34 @@ class SqliteStore:
             rows = list(await conn.execute_fetchall(q.SQL_GET_BALANCE, (txn.tenant_id,)))
             if not rows:
                 raise LookupError(f"no tenant {txn.tenant_id!r}")
-            async with conn.execute(q.SQL_INSERT_TRANSACTION, _transaction_params(txn)) as cursor:
+            async with conn.execute(q.SQL_INSERT_TRANSACTION, conv.transaction_params(txn)) as cursor:
                 inserted = cursor.rowcount > 0
             if not inserted:
-                return _from_units(rows[0][0])
-            await conn.execute(q.SQL_ADD_BALANCE, (_to_units(txn.amount), txn.tenant_id))
+                return conv.from_units(rows[0][0])
+            await conn.execute(q.SQL_ADD_BALANCE, (conv.to_units(txn.amount), txn.tenant_id))
             (row,) = await conn.execute_fetchall(q.SQL_GET_BALANCE, (txn.tenant_id,))
-        return _from_units(row[0])
+        return conv.from_units(row[0])
 
     async def balance(self, tenant_id: str) -> Decimal:
         """The tenant's balance (0 for an unknown tenant)."""
         rows = await self._fetch(q.SQL_GET_BALANCE, (tenant_id,))
-        return _from_units(rows[0][0] if rows else 0)
+        return conv.from_units(rows[0][0] if rows else 0)
 
     async def list_transactions(self, tenant_id: str, *, offset: int, limit: int) -> list[Transaction]:
         """The tenant's transactions, newest first (created_at, then id, descending)."""
         rows = await self._fetch(q.SQL_LIST_TRANSACTIONS, (tenant_id, limit, offset))
-        return [_transaction_from_row(row) for row in rows]
+        return [conv.transaction_from_row(row) for row in rows]
 
     async def get_generation(self, tenant_id: str, generation_id: str) -> Generation | None:
         """The generation with this id if it belongs to the tenant, else None."""
         rows = await self._fetch(q.SQL_GET_GENERATION, (generation_id, tenant_id))
-        return _generation_from_row(rows[0]) if rows else None
+        return conv.generation_from_row(rows[0]) if rows else None
 
     async def key_usage(self, key_hash: str, now: datetime) -> KeyUsage:
         """Sum of generation cost for the key: all time, and since the current UTC day/week/month began."""
         day, week, month = usage_window_starts(now)
-        rows = await self._fetch(q.SQL_KEY_USAGE, (_to_us(day), _to_us(week), _to_us(month), key_hash))
-        total, daily, weekly, monthly = (_from_units(int(v)) for v in rows[0])
+        rows = await self._fetch(q.SQL_KEY_USAGE, (conv.to_us(day), conv.to_us(week), conv.to_us(month), key_hash))
+        total, daily, weekly, monthly = (conv.from_units(int(v)) for v in rows[0])
         return KeyUsage(total=total, daily=daily, weekly=weekly, monthly=monthly)
 
 
@@ -480,9 +297,9 @@ class SqliteStore:
 
     async def create_batch(self, batch: Batch, items: Sequence[tuple[str, str]]) -> None:
         """Insert a batch and its items (all pending) in one transaction."""
-        created = _to_us(batch.created_at)
-        row = (batch.id, batch.tenant_id, batch.key_hash, batch.status, created, _to_us(batch.expires_at),
-               _opt_us(batch.ended_at), _opt_us(batch.cancel_initiated_at))
+        created = conv.to_us(batch.created_at)
+        row = (batch.id, batch.tenant_id, batch.key_hash, batch.status, created, conv.to_us(batch.expires_at),
+               conv.opt_us(batch.ended_at), conv.opt_us(batch.cancel_initiated_at))
         params = [(batch.id, custom_id, seq, body, created, created) for seq, (custom_id, body) in enumerate(items)]
         async with self._write() as conn:
             await conn.execute(q.SQL_INSERT_BATCH, row)
@@ -490,11 +307,11 @@ class SqliteStore:
 
     @staticmethod
     async def _with_counts(conn: aiosqlite.Connection, rows: Sequence[sqlite3.Row]) -> list[Batch]:
-        batches = [_batch_from_row(row) for row in rows]
+        batches = [conv.batch_from_row(row) for row in rows]
         tally: dict[str, dict[str, int]] = {b.id: {} for b in batches}
         ids = list(tally)
-        for chunk in _chunks(ids):
-            sql = q.SQL_BATCH_STATES.format(marks=_marks(chunk))
+        for chunk in conv.chunks(ids):
+            sql = q.SQL_BATCH_STATES.format(marks=conv.marks(chunk))
             for batch_id, state, n in await conn.execute_fetchall(sql, chunk):
                 tally[batch_id][state] = int(n)
         return [replace(b, counts=batch_counts(tally[b.id])) for b in batches]
@@ -531,7 +348,7 @@ class SqliteStore:
         """Move up to ``limit`` claimable pending items to running and return them."""
         if limit <= 0:
             return []
-        at = _to_us(now)
+        at = conv.to_us(now)
         if not await self._fetch(q.SQL_ANY_CLAIMABLE, (at,)):  # no write lock when there is nothing to do
             return []
         async with self._write() as conn:
@@ -545,7 +362,7 @@ class SqliteStore:
         *, retry_at: datetime | None = None, count_attempt: bool = True,
     ) -> bool:
         """Record a running item's outcome (or put it back); see Store.finish_item."""
-        at = _to_us(now)
+        at = conv.to_us(now)
         async with self._write() as conn:
             rows = list(await conn.execute_fetchall(q.SQL_ITEM_FOR_FINISH, (batch_id, custom_id)))
             if not rows or rows[0][0] != "running":
@@ -555,7 +372,7 @@ class SqliteStore:
                 state, result = "canceled", CANCELED_RESULT
             elif state == "pending" and expires_at <= at:
                 state, result = "expired", EXPIRED_RESULT
-            available = at if retry_at is None else _to_us(retry_at)
+            available = at if retry_at is None else conv.to_us(retry_at)
             refund = 1 if state == "pending" and not count_attempt else 0
             await conn.execute(q.SQL_FINISH_ITEM, (state, result, refund, available, at, batch_id, custom_id))
             await conn.execute(q.SQL_END_BATCH_IF_DONE, (at, batch_id))
@@ -563,7 +380,7 @@ class SqliteStore:
 
     async def cancel_batch(self, tenant_id: str, batch_id: str, now: datetime) -> Batch | None:
         """Cancel the tenant's batch; see Store.cancel_batch."""
-        at = _to_us(now)
+        at = conv.to_us(now)
         async with self._write() as conn:
             rows = list(await conn.execute_fetchall(q.SQL_BATCH_STATUS, (tenant_id, batch_id)))
             if not rows:
@@ -577,7 +394,7 @@ class SqliteStore:
 
     async def expire_batches(self, now: datetime) -> int:
         """Expire pending items of batches past their window and end finished batches."""
-        at = _to_us(now)
+        at = conv.to_us(now)
         if not await self._fetch(q.SQL_ANY_OPEN_BATCH):
             return 0
         async with self._write() as conn:
@@ -588,7 +405,7 @@ class SqliteStore:
 
     async def release_stale(self, now: datetime, older_than: timedelta) -> int:
         """Running items not updated for ``older_than`` go back to pending."""
-        at, cutoff = _to_us(now), _to_us(now - older_than)
+        at, cutoff = conv.to_us(now), conv.to_us(now - older_than)
         if not await self._fetch(q.SQL_ANY_STALE, (cutoff,)):
             return 0
         async with self._write() as conn, conn.execute(q.SQL_RELEASE_STALE, (at, at, cutoff)) as cursor:

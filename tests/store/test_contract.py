@@ -145,7 +145,7 @@ def migrations_up_to(last: str) -> Callable[[Backend], list[Migration]]:
 async def insert_generation_raw(store: Store, gen: Generation) -> None:
     """Insert a generation row only, as a release before the ledger (0003) did."""
     if isinstance(store, SqliteStore):
-        await store._conn.execute(sqlite_module.q.SQL_INSERT_GENERATION, sqlite_module._generation_params(gen))
+        await store._conn.execute(sqlite_module.q.SQL_INSERT_GENERATION, sqlite_module.conv.generation_params(gen))
     else:
         assert isinstance(store, PostgresStore)
         args = postgres_module._columns([postgres_module._generation_args(gen)])

@@ -10,8 +10,7 @@ from anthropic.lib.streaming._messages import accumulate_event
 from anthropic.types import Message, RawMessageStreamEvent
 from pydantic import TypeAdapter
 
-from gateway.core.events import StreamEvent
-from gateway.providers.base import StreamDecoder
+from tests.translate.wire import decode, sse_frames  # noqa: F401  (re-exported for these tests)
 
 HERE = Path(__file__).parent
 FIXTURES = HERE / "fixtures"
@@ -29,30 +28,6 @@ def fixture_json(name: str) -> Any:
 
 def repo_fixture(name: str) -> bytes:
     return (REPO_FIXTURES / name).read_bytes()
-
-
-def sse_frames(raw: bytes) -> list[tuple[str | None, bytes]]:
-    """Split an SSE body into (event name, data) pairs, as the relay hands them to a decoder."""
-    frames: list[tuple[str | None, bytes]] = []
-    for block in raw.replace(b"\r\n", b"\n").split(b"\n\n"):
-        name: str | None = None
-        data: list[bytes] = []
-        for line in block.split(b"\n"):
-            if line.startswith(b"event:"):
-                name = line[6:].strip().decode()
-            elif line.startswith(b"data:"):
-                data.append(line[5:].lstrip(b" "))
-        if data:
-            frames.append((name, b"\n".join(data)))
-    return frames
-
-
-def decode(decoder: StreamDecoder, raw: bytes) -> list[StreamEvent]:
-    events: list[StreamEvent] = []
-    for name, data in sse_frames(raw):
-        events.extend(decoder.feed(name, data))
-    events.extend(decoder.close())
-    return events
 
 
 def anthropic_events(raw: bytes) -> list[dict[str, Any]]:
