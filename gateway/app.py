@@ -37,9 +37,9 @@ from gateway.state import (
     KEYCACHE,
     LIMITER,
     METRICS,
+    POOL,
     RECORDER,
     REDIS,
-    SESSION,
     SETTINGS,
     STORE,
     TOKENIZER,
@@ -48,7 +48,7 @@ from gateway.state import (
 from gateway.store import open_store
 from gateway.store.base import ApiKey, Store
 from gateway.tokenizer import Tokenizer
-from gateway.upstream.session import new_session
+from gateway.upstream.pool import Pool
 from gateway.web.middlewares import gateway_middleware
 from gateway.web.routes import add_routes
 
@@ -66,7 +66,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
     app[METRICS] = Metrics()
     app[TOKENIZER] = Tokenizer()
     app.cleanup_ctx.append(_store_ctx(store))
-    app.cleanup_ctx.append(_session_ctx)
+    app.cleanup_ctx.append(_pool_ctx)
     if settings.redis_url:
         app.cleanup_ctx.append(_redis_ctx)
     app.cleanup_ctx.append(_limiter_ctx)
@@ -121,11 +121,10 @@ def _store_ctx(given: Store | None) -> Callable[[web.Application], AsyncIterator
     return ctx
 
 
-async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
-    session = new_session()
-    app[SESSION] = session
+async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
+    pool = app[POOL] = Pool(keepalive=60.0)
     yield
-    await session.close()
+    await pool.close()
 
 
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import aiohttp
 from aiohttp import web
 from redis.asyncio import Redis
 
@@ -18,13 +17,14 @@ from gateway.routing.upstreams import Upstreams
 from gateway.settings import Settings
 from gateway.store.base import Store
 from gateway.tokenizer import Tokenizer
+from gateway.upstream.pool import Pool
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
 KEYCACHE = web.AppKey("keycache", KeyCache)
 CATALOG = web.AppKey("catalog", Catalog)
 UPSTREAMS = web.AppKey("upstreams", Upstreams)
-SESSION = web.AppKey("session", aiohttp.ClientSession)
+POOL = web.AppKey("upstream_pool", Pool)  # keep-alive connections to the upstreams
 METRICS = web.AppKey("metrics", Metrics)
 RECORDER = web.AppKey("recorder", UsageRecorder)
 LIMITER = web.AppKey("limiter", Limiter)

@@ -22,7 +22,7 @@ from gateway.pipeline.translated import handle_translated
 from gateway.routing.catalog import Route
 from gateway.routing.upstreams import Target
 from gateway.settings import ProviderSettings
-from gateway.state import CTX, SESSION, SETTINGS, UPSTREAMS
+from gateway.state import CTX, POOL, SETTINGS, UPSTREAMS
 from gateway.upstream.call import auth_headers, check_json_body, open_call
 from gateway.upstream.fallback import run_candidates
 
@@ -64,7 +64,7 @@ async def _passthrough(
     """One attempt at an OpenAI-type deployment: the body passes through with the model rewritten."""
     payload = passthrough_body(body, route, add_stream_usage=stream and provider.stream_usage)
     headers = auth_headers(provider)
-    session = request.app[SESSION]
+    session = request.app[POOL]
     if not stream:
         async with open_call(session, provider, "/chat/completions", payload, headers) as up:
             raw = await up.read()

@@ -13,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-import aiohttp
 from aiohttp import web
 
 from gateway.errors import UpstreamTimeout
 from gateway.pipeline.context import RequestContext
 from gateway.sse import EventCutter
+from gateway.upstream.http1 import UpstreamResponse
 
 KEEPALIVE = b": ARouter PROCESSING\n\n"
 
@@ -72,7 +72,7 @@ class Downstream:
             return False
         return True
 
-    async def first_block(self, reader: aiohttp.StreamReader, cutter: EventCutter, limit: float) -> bytes:
+    async def first_block(self, reader: UpstreamResponse, cutter: EventCutter, limit: float) -> bytes:
         """Read until at least one complete event arrived (b"" at end of stream), sending keep-alives
         after every ``keepalive`` seconds of waiting; UpstreamTimeout past ``limit`` seconds."""
         deadline = self._loop.time() + limit

@@ -13,7 +13,7 @@ from gateway.pipeline.chat import passthrough_body, settle
 from gateway.pipeline.inbound import admit, route_request
 from gateway.pipeline.openai_usage import usage_from_body
 from gateway.pipeline.relay import stream_headers
-from gateway.state import CTX, SESSION
+from gateway.state import CTX, POOL
 from gateway.upstream.call import auth_headers, open_call
 
 
@@ -39,7 +39,7 @@ async def handle_embeddings(request: web.Request) -> web.Response:
     if encode_here:
         body = {**body, "encoding_format": "float"}
     payload = passthrough_body(body, route, add_stream_usage=False)
-    async with open_call(app[SESSION], route.provider, "/embeddings", payload, auth_headers(route.provider)) as up:
+    async with open_call(app[POOL], route.provider, "/embeddings", payload, auth_headers(route.provider)) as up:
         raw = await up.read()
     settle(ctx, route, usage_from_body(raw))
     if encode_here:

@@ -31,7 +31,6 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-import aiohttp
 import orjson
 from aiohttp import web
 
@@ -65,9 +64,10 @@ from gateway.routing.catalog import Route
 from gateway.routing.upstreams import Target
 from gateway.settings import ProviderSettings, Settings
 from gateway.sse import EventCutter
-from gateway.state import CATALOG, CTX, SESSION, SETTINGS, TOKENIZER, UPSTREAMS
+from gateway.state import CATALOG, CTX, POOL, SETTINGS, TOKENIZER, UPSTREAMS
 from gateway.upstream.call import auth_headers, check_json_body, open_call, open_upstream
 from gateway.upstream.fallback import run_candidates
+from gateway.upstream.http1 import UpstreamResponse
 
 GEMINI_PROVIDER = "google"  # the provider bare model names belong to, when configured
 METHODS = ("generateContent", "streamGenerateContent", "countTokens", "embedContent", "batchEmbedContents")
@@ -149,12 +149,12 @@ def _routing_body(model: str, body: JSONObject) -> JSONObject:
 
 def _gemini_call(
     request: web.Request, provider: ProviderSettings, upstream_model: str, action: str, payload: bytes
-) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+) -> AbstractAsyncContextManager[UpstreamResponse]:
     """POST to ``{base_url}/v1beta/models/{upstream_model}:{action}`` with the provider's key; non-2xx
     answers mapped by the Gemini adapter (RESOURCE_EXHAUSTED is a 429)."""
     url = f"{provider.base_url.rstrip('/')}/v1beta/models/{upstream_model.removeprefix('models/')}:{action}"
     adapter = adapter_for("gemini", provider.name)
-    return open_upstream(request.app[SESSION], provider, "POST", url, payload, auth_headers(provider),
+    return open_upstream(request.app[POOL], provider, "POST", url, payload, auth_headers(provider),
                          adapter.map_error)
 
 
@@ -187,7 +187,7 @@ async def _passthrough(
 async def _relay(
     request: web.Request,
     ctx: RequestContext,
-    call: AbstractAsyncContextManager[aiohttp.ClientResponse],
+    call: AbstractAsyncContextManager[UpstreamResponse],
     tap: GeminiStreamTap,
     framing: Framing,
     provider: ProviderSettings,
@@ -203,8 +203,8 @@ async def _relay(
     try:
         async with call as upstream:
             cutter = EventCutter()
-            block = await down.first_block(upstream.content, cutter, provider.timeouts.first_token)
-            blocks = upstream.content.iter_any()
+            block = await down.first_block(upstream, cutter, provider.timeouts.first_token)
+            blocks = upstream
             while block:
                 if not await _forward(down, ctx, tap, framer, framing, block, cutter.separator):
                     return _response(down)
@@ -429,7 +429,7 @@ async def _openai_embeddings(
     if dimensions is not None:
         payload["dimensions"] = dimensions
     provider = route.provider
-    async with open_call(request.app[SESSION], provider, "/embeddings", orjson.dumps(payload),
+    async with open_call(request.app[POOL], provider, "/embeddings", orjson.dumps(payload),
                          auth_headers(provider)) as up:
         raw = await up.read()
     try:

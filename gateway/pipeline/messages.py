@@ -32,7 +32,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 
-import aiohttp
 import orjson
 from aiohttp import web
 
@@ -56,9 +55,10 @@ from gateway.routing.catalog import Route
 from gateway.routing.upstreams import Target
 from gateway.settings import ProviderSettings
 from gateway.sse import EventCutter
-from gateway.state import CATALOG, CTX, SESSION, SETTINGS, TOKENIZER, UPSTREAMS
+from gateway.state import CATALOG, CTX, POOL, SETTINGS, TOKENIZER, UPSTREAMS
 from gateway.upstream.call import auth_headers, check_json_body, open_upstream
 from gateway.upstream.fallback import run_candidates
+from gateway.upstream.http1 import UpstreamResponse
 
 DEFAULT_PROVIDER = "anthropic"  # for bare model names the catalog does not list
 ANTHROPIC_VERSION = "2023-06-01"
@@ -180,7 +180,7 @@ def _check(body: JSONObject, *, for_count: bool) -> str:
 
 def _open_anthropic(
     request: web.Request, provider: ProviderSettings, path: str, payload: bytes
-) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+) -> AbstractAsyncContextManager[UpstreamResponse]:
     """POST to the Anthropic-type provider; non-2xx answers mapped by the Anthropic adapter (529 overloaded)."""
     headers: dict[str, str] = {"anthropic-version": request.headers.get("anthropic-version") or ANTHROPIC_VERSION}
     beta = request.headers.get("anthropic-beta")
@@ -189,13 +189,13 @@ def _open_anthropic(
     headers.update(auth_headers(provider))  # credential and configured headers win
     adapter = adapter_for(provider.type, provider.name)
     url = provider.base_url.rstrip("/") + path
-    return open_upstream(request.app[SESSION], provider, "POST", url, payload, headers, adapter.map_error)
+    return open_upstream(request.app[POOL], provider, "POST", url, payload, headers, adapter.map_error)
 
 
 async def _relay(
     request: web.Request,
     ctx: RequestContext,
-    call: AbstractAsyncContextManager[aiohttp.ClientResponse],
+    call: AbstractAsyncContextManager[UpstreamResponse],
     tap: AnthropicStreamTap,
     provider: ProviderSettings,
 ) -> web.StreamResponse:
@@ -206,8 +206,8 @@ async def _relay(
     try:
         async with call as upstream:
             cutter = EventCutter()
-            block = await down.first_block(upstream.content, cutter, provider.timeouts.first_token)
-            blocks = upstream.content.iter_any()
+            block = await down.first_block(upstream, cutter, provider.timeouts.first_token)
+            blocks = upstream
             while block and not down.gone:
                 if ctx.ttft is None:
                     ctx.ttft = ctx.elapsed()

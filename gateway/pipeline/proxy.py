@@ -31,7 +31,7 @@ from gateway.pipeline.usage_sniff import UsageSniffer
 from gateway.routing.catalog import Route
 from gateway.settings import ProviderSettings
 from gateway.sse import EventCutter
-from gateway.state import BILLING, CATALOG, CTX, SESSION, SETTINGS, UPSTREAMS
+from gateway.state import BILLING, CATALOG, CTX, POOL, SETTINGS, UPSTREAMS
 from gateway.upstream.call import credential_headers, open_upstream
 
 # Request headers that belong to this hop or to the gateway, never forwarded.
@@ -71,7 +71,7 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
     url = _url(target, request)
     headers = _forward_headers(request, target)
     sniffer = UsageSniffer()
-    async with open_upstream(app[SESSION], target, request.method, url, raw or None, headers, None) as up:
+    async with open_upstream(app[POOL], target, request.method, url, raw or None, headers, None) as up:
         ctx.streamed = "text/event-stream" in up.headers.get("Content-Type", "")
         out_headers = {k: up.headers[k] for k in _KEEP_RESPONSE if k in up.headers}
         out_headers.update(stream_headers(ctx))
@@ -84,7 +84,7 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
         down = Downstream(request, ctx, out_headers, app[SETTINGS].routing.keepalive_seconds)
         cutter = EventCutter()
         try:
-            async for chunk in up.content.iter_any():
+            async for chunk in up:
                 block = cutter.feed(chunk)
                 if not block:
                     continue

@@ -13,7 +13,6 @@ import time
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
-import aiohttp
 import orjson
 from aiohttp import web
 
@@ -22,6 +21,7 @@ from gateway.pipeline.context import RequestContext
 from gateway.pipeline.downstream import Downstream
 from gateway.pipeline.openai_usage import StreamTap
 from gateway.sse import EventCutter
+from gateway.upstream.http1 import UpstreamResponse
 
 COST_HEADER = "X-ARouter-Cost"  # USD, on JSON responses (a stream's cost is in its usage chunk)
 SSE_HEADERS = {
@@ -34,7 +34,7 @@ SSE_HEADERS = {
 async def relay_sse(
     request: web.Request,
     ctx: RequestContext,
-    call: AbstractAsyncContextManager[aiohttp.ClientResponse],
+    call: AbstractAsyncContextManager[UpstreamResponse],
     tap: StreamTap,
     timing: StreamTiming,
 ) -> web.StreamResponse:
@@ -46,14 +46,14 @@ async def relay_sse(
     try:
         async with call as upstream:
             cutter = EventCutter()
-            block = await down.first_block(upstream.content, cutter, timing.first_token)
+            block = await down.first_block(upstream, cutter, timing.first_token)
             if block:
                 ctx.ttft = ctx.elapsed()
                 block = tap.inspect(block, cutter.separator)
                 if block and not await down.write(block):
                     return _response(down)
             if not down.gone:
-                async for chunk in upstream.content.iter_any():
+                async for chunk in upstream:
                     out = cutter.feed(chunk)
                     if not out:
                         continue

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Protocol
 
-import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
@@ -47,8 +46,10 @@ from gateway.providers.base import BuildParams, CallContext, ProviderAdapter, St
 from gateway.routing.catalog import Route
 from gateway.settings import ProviderSettings
 from gateway.sse import EventCutter, event_data, iter_events
-from gateway.state import METRICS, SESSION, SETTINGS
+from gateway.state import METRICS, POOL, SETTINGS
 from gateway.upstream.call import auth_headers, open_upstream
+from gateway.upstream.http1 import UpstreamResponse
+from gateway.upstream.pool import Pool
 
 DROPPED_HEADER = "X-ARouter-Dropped-Params"
 
@@ -104,7 +105,7 @@ async def translated_response(
     request: web.Request, ctx: RequestContext, route: Route, t: Translation
 ) -> ChatResponse:
     """Call the upstream once, decode its answer, price it (X-ARouter-Cost joins ``t.headers``)."""
-    async with open_translated(request.app[SESSION], t.provider, t.adapter, t.upstream) as up:
+    async with open_translated(request.app[POOL], t.provider, t.adapter, t.upstream) as up:
         raw = await up.read()
     resp = t.adapter.parse_response(raw, t.call_ctx)
     settle_usage(ctx, route, resp.usage, resp.finish.reason.value)
@@ -127,7 +128,7 @@ async def translated_stream(
     timing = StreamTiming(request.app[SETTINGS].routing.keepalive_seconds, t.provider.timeouts.first_token)
     relay = _TranslatedStream(request, ctx, t.adapter.stream_decoder(t.call_ctx), encoder, t.headers, timing, ping)
     try:
-        async with open_translated(request.app[SESSION], t.provider, t.adapter, t.upstream) as up:
+        async with open_translated(request.app[POOL], t.provider, t.adapter, t.upstream) as up:
             await relay.run(up)
         if tail is not None and relay.resp is not None and not relay.closed and not relay.finished():
             await relay.down.write(tail())
@@ -191,9 +192,9 @@ class _TranslatedStream:
         """The client went away."""
         return self.down.gone
 
-    async def run(self, upstream: aiohttp.ClientResponse) -> None:
+    async def run(self, upstream: UpstreamResponse) -> None:
         cutter = EventCutter()
-        reader = upstream.content
+        reader = upstream
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.first_token
         try:
@@ -204,7 +205,7 @@ class _TranslatedStream:
                 if not await self.process(block, cutter.separator):
                     return
             if self.content and not self.finished():
-                async for chunk in reader.iter_any():
+                async for chunk in reader:
                     block = cutter.feed(chunk)
                     if block and not await self.process(block, cutter.separator):
                         return
@@ -324,14 +325,14 @@ def _wants_usage(body: JSONObject) -> bool:
 
 
 def open_translated(
-    session: aiohttp.ClientSession,
+    pool: Pool,
     provider: ProviderSettings,
     adapter: ProviderAdapter,
     upstream: UpstreamRequest,
-) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+) -> AbstractAsyncContextManager[UpstreamResponse]:
     """Send ``upstream`` with the provider's credential; a non-2xx status is mapped by the adapter,
     which understands the provider's error bodies (Anthropic 529 overloaded, Gemini RESOURCE_EXHAUSTED)."""
     headers: CIMultiDict[str] = CIMultiDict(upstream.headers)
     headers.update(auth_headers(provider))  # credential and configured headers win
     url = provider.base_url.rstrip("/") + upstream.path
-    return open_upstream(session, provider, upstream.method, url, upstream.body, headers, adapter.map_error)
+    return open_upstream(pool, provider, upstream.method, url, upstream.body, headers, adapter.map_error)

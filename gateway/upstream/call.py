@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import io
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
-import aiohttp
 import orjson
 
 from gateway.errors import UpstreamError, UpstreamRateLimited, UpstreamRejected, UpstreamTimeout
 from gateway.settings import ProviderSettings
+from gateway.upstream.http1 import ConnectError, HttpError, ProtocolError, UpstreamResponse
+from gateway.upstream.pool import Pool
 
 _ERROR_BODY_LIMIT = 64 * 1024
-_INLINE_BODY_LIMIT = 1024 * 1024
 _PASSED_ON_4XX = frozenset({400, 404, 409, 413, 415, 422})
 
 
@@ -47,14 +46,14 @@ StatusMapper = Callable[[int, Mapping[str, str], bytes], UpstreamError]
 
 @asynccontextmanager
 async def open_upstream(
-    session: aiohttp.ClientSession,
+    pool: Pool,
     provider: ProviderSettings,
     method: str,
     url: str,
     body: bytes | None,
     headers: Mapping[str, str],
     map_status: StatusMapper | None,
-) -> AsyncIterator[aiohttp.ClientResponse]:
+) -> AsyncIterator[UpstreamResponse]:
     """Send one request with the provider's timeouts; yield the response once its headers arrived.
 
     With ``map_status``, a status of 300 or more is read (up to 64 kB) and raised as the error it
@@ -62,48 +61,47 @@ async def open_upstream(
     failures, timeouts and broken bodies come out as ``UpstreamError`` subclasses.
     """
     t = provider.timeouts
-    timeout = aiohttp.ClientTimeout(total=t.total, connect=t.connect, sock_read=t.idle)
     name = provider.name
-    data: bytes | io.BytesIO | None = body
-    if body is not None and len(body) >= _INLINE_BODY_LIMIT:
-        data = io.BytesIO(body)  # aiohttp warns about large bytes bodies
     try:
         async with asyncio.timeout(t.first_token):
-            resp = await session.request(method, url, data=data, headers=headers, timeout=timeout)
+            resp = await pool.request(method, url, body, headers, connect_timeout=t.connect, idle_timeout=t.idle)
     except TimeoutError:
         raise UpstreamTimeout(f"provider '{name}' did not answer within {t.first_token:g}s", provider=name) from None
-    except aiohttp.ClientConnectorError as exc:
-        raise UpstreamError(f"could not connect to provider '{name}': {exc.os_error}", provider=name) from None
-    except aiohttp.ClientError as exc:
-        raise UpstreamError(f"request to provider '{name}' failed: {type(exc).__name__}", provider=name) from None
+    except ConnectError as exc:
+        raise UpstreamError(f"could not connect to provider '{name}': {exc}", provider=name) from None
+    except HttpError as exc:
+        raise UpstreamError(f"request to provider '{name}' failed: {exc}", provider=name) from None
+    except ValueError as exc:
+        raise UpstreamError(f"request to provider '{name}' could not be sent: {exc}", provider=name) from None
     try:
-        if map_status is not None and resp.status >= 300:
-            try:
-                raw = await resp.content.read(_ERROR_BODY_LIMIT)
-            except (aiohttp.ClientError, TimeoutError):
-                raw = b""
-            raise map_status(resp.status, resp.headers, raw)
-        yield resp
+        async with asyncio.timeout(t.total):
+            if map_status is not None and resp.status >= 300:
+                try:
+                    raw = await resp.read(_ERROR_BODY_LIMIT)
+                except (HttpError, TimeoutError):
+                    raw = b""
+                raise map_status(resp.status, resp.headers, raw)
+            yield resp
     except TimeoutError:
         raise UpstreamTimeout(f"provider '{name}' went silent for {t.idle:g}s", provider=name) from None
-    except aiohttp.ClientPayloadError:
+    except ProtocolError:
         raise UpstreamError(f"provider '{name}' sent a broken response body", provider=name) from None
-    except aiohttp.ClientError as exc:
-        raise UpstreamError(f"provider '{name}' connection failed: {type(exc).__name__}", provider=name) from None
+    except HttpError as exc:
+        raise UpstreamError(f"provider '{name}' connection failed: {exc}", provider=name) from None
     finally:
         resp.release()
 
 
 def open_call(
-    session: aiohttp.ClientSession,
+    pool: Pool,
     provider: ProviderSettings,
     path: str,
     body: bytes,
     headers: Mapping[str, str],
-) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+) -> AbstractAsyncContextManager[UpstreamResponse]:
     """POST ``body`` to an OpenAI-type ``provider.base_url + path``; yield the 2xx response."""
     return open_upstream(
-        session, provider, "POST", provider.base_url + path, body, headers, functools.partial(status_error, provider)
+        pool, provider, "POST", provider.base_url + path, body, headers, functools.partial(status_error, provider)
     )
 
 
