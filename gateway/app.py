@@ -19,7 +19,7 @@ from gateway.billing.accounts import Accounts
 from gateway.billing.redis_accounts import RedisAccounts
 from gateway.billing.service import Billing
 from gateway.billing.sqlite_accounts import SqliteAccounts
-from gateway.logs import configure_logging
+from gateway.logs import AccessLog, configure_logging
 from gateway.metrics import Metrics
 from gateway.pipeline.recorder import UsageRecorder
 from gateway.ratelimit.limiter import Limiter
@@ -30,6 +30,7 @@ from gateway.routing.upstreams import Upstreams
 from gateway.server import GRACEFUL_SECONDS, KEEPALIVE_SECONDS
 from gateway.settings import Settings, load_settings
 from gateway.state import (
+    ACCESS_LOG,
     BATCH_RUNNER,
     BILLING,
     CATALOG,
@@ -64,6 +65,8 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
     app[CATALOG] = Catalog(settings)
     app[UPSTREAMS] = Upstreams(settings)
     app[METRICS] = Metrics()
+    if settings.server.access_log:
+        app[ACCESS_LOG] = AccessLog(1)  # stdout
     app[TOKENIZER] = Tokenizer()
     app.cleanup_ctx.append(_store_ctx(store))
     app.cleanup_ctx.append(_pool_ctx)

@@ -7,6 +7,7 @@ values land in per-process files and /metrics aggregates all workers (multiproce
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -55,6 +56,18 @@ class Metrics:
             "Rate-limit checks the backend (Redis) could not answer, by the policy applied (open, closed)",
             ("policy",), registry=self.registry,
         )
+
+        # labelled children by label values: looking them up is most of the cost of counting a request
+        self._per_request: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
+
+    def request_done(self, endpoint: str, provider: str, model: str, status: str, seconds: float) -> None:
+        """Count one answered request and observe its duration."""
+        labels = (endpoint, provider, model, status)
+        children = self._per_request.get(labels)
+        if children is None:
+            children = self._per_request[labels] = (self.requests.labels(*labels), self.latency.labels(*labels))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def render(self) -> bytes:
         """The exposition text: all workers' values in multiprocess mode, this process's otherwise."""

@@ -8,6 +8,7 @@ from redis.asyncio import Redis
 from gateway.auth.keycache import KeyCache
 from gateway.batches.runner import BatchRunner
 from gateway.billing.service import Billing
+from gateway.logs import AccessLog
 from gateway.metrics import Metrics
 from gateway.pipeline.context import RequestContext
 from gateway.pipeline.recorder import UsageRecorder
@@ -20,6 +21,7 @@ from gateway.tokenizer import Tokenizer
 from gateway.upstream.pool import Pool
 
 SETTINGS = web.AppKey("settings", Settings)
+ACCESS_LOG = web.AppKey("access_log", AccessLog)  # absent when [server] access_log is false
 STORE = web.AppKey("store", Store)
 KEYCACHE = web.AppKey("keycache", KeyCache)
 CATALOG = web.AppKey("catalog", Catalog)

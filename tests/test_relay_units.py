@@ -52,6 +52,35 @@ def test_tap_reads_usage_and_finish_and_strips_when_asked() -> None:
     assert keep.inspect(STREAM, b"\n\n") is STREAM
 
 
+@given(st.lists(st.booleans(), min_size=1), st.booleans(), st.booleans())
+def test_tap_output_does_not_depend_on_how_events_are_grouped(breaks: list[bool], strip: bool, crlf: bool) -> None:
+    """Blocks of any number of whole events give the same bytes and usage as one event at a time."""
+    sep = b"\r\n\r\n" if crlf else b"\n\n"
+    events = [e + sep for e in STREAM.split(b"\n\n") if e]
+    blocks: list[bytes] = []
+    for i, event in enumerate(events):
+        if not blocks or breaks[i % len(breaks)]:
+            blocks.append(event)
+        else:
+            blocks[-1] += event
+
+    def run(pieces: list[bytes]) -> tuple[bytes, object]:
+        tap = StreamTap(strip_usage=strip, price=lambda usage: Decimal("0.000123"))
+        out = b"".join(tap.inspect(piece, sep) for piece in pieces)
+        return out, (tap.done, tap.fragments, tap.usage.prompt_tokens, tap.usage.total_tokens, tap.usage.finish_reason)
+
+    one_by_one = run(events)
+    assert run(blocks) == one_by_one
+    out = one_by_one[0]
+    usage_only = [e for e in events if b'"choices":[]' in e]
+    assert len(usage_only) == 1
+    if strip:
+        assert out == b"".join(e for e in events if e not in usage_only)
+    else:
+        priced = usage_only[0].replace(b'"usage":{', b'"usage":{"cost":0.000123,', 1)
+        assert out == b"".join(priced if e in usage_only else e for e in events)
+
+
 def test_tap_ignores_null_usage_chunks() -> None:
     tap = StreamTap(strip_usage=True)
     event = b'data: {"choices":[{"index":0,"delta":{"content":"x"},"finish_reason":null}],"usage":null}\n\n'

@@ -14,7 +14,7 @@ import orjson
 
 from gateway.billing.pricing import request_cost
 from gateway.settings import ModelSettings
-from gateway.sse import event_data, iter_events
+from gateway.sse import event_data
 
 _USAGE = (b'"usage":{', b'"usage": {')  # a usage object, not the "usage":null every chunk carries
 _FINISH = (b'"finish_reason":"', b'"finish_reason": "')  # a finish reason, not null
@@ -111,6 +111,22 @@ def usage_from_body(raw: bytes) -> Usage:
     return usage
 
 
+def _marked_events(block: bytes, sep: bytes) -> list[tuple[int, int]]:
+    """(start, end) of each event in ``block`` (complete events joined by ``sep``) that carries a finish
+    reason or a usage object, in order; found by searching, so the other events cost nothing."""
+    spans: set[tuple[int, int]] = set()
+    for marker in (*_FINISH, *_USAGE):
+        at = block.find(marker)
+        while at >= 0:
+            start = block.rfind(sep, 0, at)
+            start = 0 if start < 0 else start + len(sep)
+            end = block.find(sep, at)
+            end = len(block) if end < 0 else end
+            spans.add((start, end))
+            at = block.find(marker, end)
+    return sorted(spans)
+
+
 class StreamTap:
     """Watches an OpenAI chunk stream for usage, finish reason and the closing [DONE]."""
 
@@ -132,21 +148,20 @@ class StreamTap:
             self.done = True
         if not has_usage and not has_finish:
             return block
-        kept: list[bytes] = []
-        changed = False
-        for event in iter_events(block, sep):
-            interesting = any(m in event for m in _FINISH) or any(m in event for m in _USAGE)
-            action = self._read(event) if interesting else None
+        out: list[bytes] = []
+        pos = 0  # block[pos:] is not copied to out yet
+        for start, end in _marked_events(block, sep):
+            action = self._read(block[start:end])
             if action == "drop":
-                changed = True
+                out.append(block[pos:start])
+                pos = end + len(sep)
             elif action == "price" and self.price is not None:
-                kept.append(with_cost(event, self.price(self.usage)))
-                changed = True
-            else:
-                kept.append(event)
-        if not changed:
+                out += (block[pos:start], with_cost(block[start:end], self.price(self.usage)))
+                pos = end
+        if not out:
             return block
-        return b"".join(e + sep for e in kept)
+        out.append(block[pos:])
+        return b"".join(out)
 
     def _read(self, event: bytes) -> str | None:
         """Take what the event says; "drop" for a usage chunk the client did not ask for, "price" for

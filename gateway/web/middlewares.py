@@ -19,16 +19,14 @@ from gateway.errors import (
     PayloadTooLarge,
     UpstreamError,
 )
-from gateway.logs import ACCESS
 from gateway.pipeline.context import RequestContext, new_id
 from gateway.protocols.errors import error_body, protocol_for_path
-from gateway.state import BILLING, CTX, LIMITER, METRICS, RECORDER, SETTINGS
+from gateway.state import ACCESS_LOG, BILLING, CTX, LIMITER, METRICS, RECORDER
 from gateway.store.base import Generation
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 log = logging.getLogger("arouter.http")
-access_log = logging.getLogger(ACCESS)
 
 
 def request_id_from(request: web.Request) -> str:
@@ -129,8 +127,7 @@ def finish(request: web.Request, ctx: RequestContext) -> None:
     model = (route.model_id if route.model is not None else f"{provider}/*") if route else ""
     status = str(ctx.status)
     metrics = app[METRICS]
-    metrics.requests.labels(ctx.endpoint, provider, model, status).inc()
-    metrics.latency.labels(ctx.endpoint, provider, model, status).observe(elapsed)
+    metrics.request_done(ctx.endpoint, provider, model, status, elapsed)
     if ctx.upstream_error is not None:
         metrics.upstream_errors.labels(provider, ctx.upstream_error).inc()
     if ctx.ttft is not None:
@@ -166,7 +163,8 @@ def finish(request: web.Request, ctx: RequestContext) -> None:
                 created_at=datetime.now(UTC),
             )
         )
-    if app[SETTINGS].server.access_log:
+    access = app.get(ACCESS_LOG)
+    if access is not None:
         fields = {
             "msg": "request",
             "request_id": ctx.request_id,
@@ -183,4 +181,4 @@ def finish(request: web.Request, ctx: RequestContext) -> None:
                 prompt_tokens=ctx.prompt_tokens, completion_tokens=ctx.completion_tokens,
                 cost=str(ctx.cost), streamed=ctx.streamed, cancelled=ctx.cancelled,
             )
-        access_log.info("request", extra={"fields": fields})
+        access.write(fields)
