@@ -26,7 +26,9 @@ KEEPALIVE = b": ARouter PROCESSING\n\n"
 class Downstream:
     """One streamed response to the client."""
 
-    __slots__ = ("_beat", "_headers", "_keepalive", "_last", "_loop", "_ping", "ctx", "gone", "request", "resp")
+    __slots__ = (
+        "_beat", "_headers", "_keepalive", "_last", "_loop", "_ping", "_pinging", "ctx", "gone", "request", "resp",
+    )
 
     def __init__(
         self,
@@ -44,7 +46,8 @@ class Downstream:
         self.gone = False  # the client went away
         self._loop = asyncio.get_running_loop()
         self._last = self._loop.time()
-        self._beat: asyncio.Task[None] | None = None
+        self._beat: asyncio.TimerHandle | None = None
+        self._pinging: asyncio.Task[None] | None = None  # a keep-alive being written
 
     @property
     def committed(self) -> bool:
@@ -57,7 +60,7 @@ class Downstream:
             await self.resp.prepare(self.request)
             self.ctx.status = 200
             if self._ping is not None:
-                self._beat = asyncio.create_task(self._heartbeat(), name="arouter-keepalive")
+                self._beat = self._loop.call_at(self._last + self._keepalive, self._tick)
         return self.resp
 
     async def write(self, data: bytes) -> bool:
@@ -76,51 +79,49 @@ class Downstream:
         """Read until at least one complete event arrived (b"" at end of stream), sending keep-alives
         after every ``keepalive`` seconds of waiting; UpstreamTimeout past ``limit`` seconds."""
         deadline = self._loop.time() + limit
-        read: asyncio.Task[bytes] | None = None
-        try:
-            while True:
-                if read is None:
-                    read = asyncio.ensure_future(reader.readany())
-                left = deadline - self._loop.time()
-                done, _ = await asyncio.wait({read}, timeout=max(0.0, min(self._keepalive, left)))
-                if not done:
-                    if self._loop.time() >= deadline:
-                        raise UpstreamTimeout(f"no first token within {limit:g}s",
-                                              provider=self.ctx.route.provider.name if self.ctx.route else "")
-                    if self._ping is not None and not await self.write(self._ping):
-                        return b""
-                    continue
-                chunk = read.result()
-                read = None
-                if not chunk:
-                    return b""
-                block = cutter.feed(chunk)
-                if block:
-                    return block
-        finally:
-            if read is not None and not read.done():
-                read.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await read
-
-    async def _heartbeat(self) -> None:
         while True:
-            wait = self._last + self._keepalive - self._loop.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
+            left = deadline - self._loop.time()
+            if not await reader.wait_readable(max(0.0, min(self._keepalive, left))):
+                if self._loop.time() >= deadline:
+                    raise UpstreamTimeout(f"no first token within {limit:g}s",
+                                          provider=self.ctx.route.provider.name if self.ctx.route else "")
+                if self._ping is not None and not await self.write(self._ping):
+                    return b""
                 continue
-            if self.resp is None or self.gone:
-                return
-            self._last = self._loop.time()
-            try:
-                await self.resp.write(self._ping or KEEPALIVE)
-            except (ConnectionResetError, RuntimeError):
-                return
+            chunk = await reader.readany()
+            if not chunk:
+                return b""
+            block = cutter.feed(chunk)
+            if block:
+                return block
+
+    def _tick(self) -> None:
+        """The heartbeat: a timer, re-armed for when the stream will have been silent ``keepalive`` seconds."""
+        self._beat = None
+        if self.resp is None or self.gone:
+            return
+        now = self._loop.time()
+        due = self._last + self._keepalive
+        if now >= due:
+            self._last = now
+            self._pinging = self._loop.create_task(self._send_ping(), name="arouter-keepalive")
+            due = now + self._keepalive
+        self._beat = self._loop.call_at(due, self._tick)
+
+    async def _send_ping(self) -> None:
+        assert self.resp is not None
+        try:
+            await self.resp.write(self._ping or KEEPALIVE)
+        except (ConnectionResetError, RuntimeError):
+            self.gone = True
+            self.ctx.cancelled = True
 
     async def close(self) -> None:
-        """Stop the heartbeat."""
+        """Stop the heartbeat (and let a keep-alive being written finish)."""
         if self._beat is not None:
             self._beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._beat
             self._beat = None
+        if self._pinging is not None:
+            with contextlib.suppress(asyncio.CancelledError, ConnectionResetError, RuntimeError):
+                await self._pinging
+            self._pinging = None

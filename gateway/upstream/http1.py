@@ -76,6 +76,22 @@ class UpstreamResponse:
         self._consumed(len(data))
         return data
 
+    async def wait_readable(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` for body bytes, the end or an error (then ``readany`` answers at
+        once); False when the time ran out first. Nothing is consumed."""
+        if self._chunks or self._done or self._error is not None:
+            return True
+        waiter = self._waiter = self._conn.loop.create_future()
+        timer = self._conn.loop.call_later(seconds, _expire, waiter)
+        try:
+            await waiter
+        except TimeoutError:
+            return False
+        finally:
+            timer.cancel()
+            self._waiter = None
+        return True
+
     async def read(self, limit: int | None = None) -> bytes:
         """The rest of the body (at most ``limit`` bytes when given: the rest stays unread)."""
         while not self._done and (limit is None or self._buffered < limit):
