@@ -219,6 +219,24 @@ async def test_stalls_and_truncations_never_hang_or_500(gateway: Gateway, db_url
             assert b'"finish_reason":"error"' in raw and raw.endswith(b"data: [DONE]\n\n"), (model, raw[-200:])
 
 
+async def test_keepalive_comments_while_a_started_stream_is_silent(
+    gateway: Gateway, db_url: str, aiohttp_client: Any
+) -> None:
+    url = gateway.upstream.url  # type: ignore[attr-defined]
+    client, auth = await client_for(
+        gateway, db_url, aiohttp_client,
+        providers={"openai": provider(url, timeouts={"idle": 0.4})}, routing={"keepalive_seconds": 0.05},
+    )
+    body = {"model": "openai/stalls-midstream", "messages": MSG, "stream": True}
+    resp = await client.post("/v1/chat/completions", json=body, headers=auth)
+    raw = await resp.read()
+    assert resp.status == 200
+    first, _, rest = raw.partition(b"\n\n")
+    assert first.startswith(b"data: {")  # the first event, then comments while the upstream is silent
+    assert rest.startswith(b": ARouter PROCESSING\n\n") and rest.count(b": ARouter PROCESSING") >= 2
+    assert b'"finish_reason":"error"' in rest and raw.endswith(b"data: [DONE]\n\n")
+
+
 async def test_translated_streams_keep_alive_and_time_out_too(
     gateway: Gateway, db_url: str, aiohttp_client: Any
 ) -> None:
