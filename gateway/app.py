@@ -21,6 +21,7 @@ from gateway.billing.service import Billing
 from gateway.billing.sqlite_accounts import SqliteAccounts
 from gateway.logs import AccessLog, configure_logging
 from gateway.metrics import Metrics
+from gateway.pipeline.context import RandomIds
 from gateway.pipeline.recorder import UsageRecorder
 from gateway.ratelimit.limiter import Limiter
 from gateway.ratelimit.redis_limiter import RedisLimiter
@@ -34,6 +35,7 @@ from gateway.state import (
     BATCH_RUNNER,
     BILLING,
     CATALOG,
+    IDS,
     INTERNAL_TOKEN,
     KEYCACHE,
     LIMITER,
@@ -65,6 +67,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
     app[CATALOG] = Catalog(settings)
     app[UPSTREAMS] = Upstreams(settings)
     app[METRICS] = Metrics()
+    app[IDS] = RandomIds()
     if settings.server.access_log:
         app[ACCESS_LOG] = AccessLog(1)  # stdout
     app[TOKENIZER] = Tokenizer()

@@ -10,7 +10,7 @@ from gateway.batches.runner import BatchRunner
 from gateway.billing.service import Billing
 from gateway.logs import AccessLog
 from gateway.metrics import Metrics
-from gateway.pipeline.context import RequestContext
+from gateway.pipeline.context import RandomIds, RequestContext
 from gateway.pipeline.recorder import UsageRecorder
 from gateway.ratelimit.limiter import Limiter
 from gateway.routing.catalog import Catalog
@@ -32,6 +32,7 @@ RECORDER = web.AppKey("recorder", UsageRecorder)
 LIMITER = web.AppKey("limiter", Limiter)
 BILLING = web.AppKey("billing", Billing)
 TOKENIZER = web.AppKey("tokenizer", Tokenizer)  # offline counts (count_tokens for non-Anthropic models)
+IDS = web.AppKey("ids", RandomIds)  # request and generation ids
 CTX = web.RequestKey("ctx", RequestContext)
 INTERNAL_TOKEN = web.AppKey("internal_token", str)  # authenticates the batch runner's loopback calls
 BATCH_RUNNER = web.AppKey("batch_runner", BatchRunner)  # runs Message Batch requests in the background

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from gateway.auth.apikey import hash_key, kind_of, new_key
 from gateway.billing.pricing import request_cost
+from gateway.pipeline.context import RandomIds
 from gateway.pipeline.openai_usage import StreamTap
 from gateway.settings import ModelSettings
 from gateway.sse import EventCutter
@@ -140,3 +141,10 @@ def test_a_hold_covers_the_dearest_prices() -> None:
     assert hold == Decimal("0.001") + (1000 * Decimal("3.75") + 500 * 20) / Decimal(1_000_000)
     worst = request_cost(m, 1000, 500, cache_write=1000, reasoning=500)
     assert worst <= hold
+
+
+def test_random_ids_are_unique_across_refills() -> None:
+    ids = RandomIds()
+    drawn = [ids.new("gen-") for _ in range(2000)]  # several 4 KiB refills
+    assert len(set(drawn)) == 2000
+    assert all(len(i) == 28 and i.startswith("gen-") and int(i[4:], 16) >= 0 for i in drawn)

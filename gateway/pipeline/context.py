@@ -18,6 +18,24 @@ def new_id(prefix: str) -> str:
     return prefix + os.urandom(12).hex()
 
 
+class RandomIds:
+    """``new_id`` for the hot path: the same ids, from randomness read 4 KiB at a time (one system
+    call per 341 ids instead of one per id)."""
+
+    __slots__ = ("_buf", "_pos")
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._pos = 0
+
+    def new(self, prefix: str) -> str:
+        pos = self._pos
+        if pos + 12 > len(self._buf):
+            self._buf, pos = os.urandom(4092), 0
+        self._pos = pos + 12
+        return prefix + self._buf[pos : pos + 12].hex()
+
+
 @dataclass(slots=True)
 class RequestContext:
     """Filled in as the request moves through the pipeline."""

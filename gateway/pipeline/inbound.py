@@ -9,12 +9,11 @@ from aiohttp import web
 from gateway.auth.policy import authenticate
 from gateway.codec import JSONObject, parse_object, read_body
 from gateway.errors import RateLimited
-from gateway.pipeline.context import new_id
 from gateway.ratelimit.gcra import Limits
 from gateway.routing.catalog import DEFAULT_PROVIDER, Route
 from gateway.routing.plan import plan_routes
 from gateway.settings import LimitSettings
-from gateway.state import BILLING, CATALOG, CTX, KEYCACHE, LIMITER, SETTINGS, UPSTREAMS
+from gateway.state import BILLING, CATALOG, CTX, IDS, KEYCACHE, LIMITER, SETTINGS, UPSTREAMS
 from gateway.store.base import RateLimits
 
 
@@ -89,7 +88,7 @@ async def route_request(
     ctx.route = route
     ctx.candidates = candidates
     ctx.streamed = streamed
-    ctx.generation_id = new_id("gen-")
+    ctx.generation_id = app[IDS].new("gen-")
     headers = request.headers
     title = headers.get("X-Title") or headers.get("X-OpenRouter-Title")
     referer = headers.get("HTTP-Referer") or headers.get("Referer")

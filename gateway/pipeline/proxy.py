@@ -23,7 +23,7 @@ from multidict import CIMultiDict
 
 from gateway.auth.policy import check_model_allowed
 from gateway.errors import GatewayError, NotFound
-from gateway.pipeline.context import RequestContext, new_id
+from gateway.pipeline.context import RequestContext
 from gateway.pipeline.downstream import Downstream
 from gateway.pipeline.inbound import admit_bytes
 from gateway.pipeline.relay import COST_HEADER, stream_headers
@@ -31,7 +31,7 @@ from gateway.pipeline.usage_sniff import UsageSniffer
 from gateway.routing.catalog import Route
 from gateway.settings import ProviderSettings
 from gateway.sse import EventCutter
-from gateway.state import BILLING, CATALOG, CTX, POOL, SETTINGS, UPSTREAMS
+from gateway.state import BILLING, CATALOG, CTX, IDS, POOL, SETTINGS, UPSTREAMS
 from gateway.upstream.call import credential_headers, open_upstream
 
 # Request headers that belong to this hop or to the gateway, never forwarded.
@@ -58,7 +58,7 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
     route = _route(request, provider, raw)
     check_model_allowed(ctx.key, provider.name, route.model_id)
     ctx.route, ctx.candidates = route, [route]
-    ctx.generation_id = new_id("gen-")
+    ctx.generation_id = app[IDS].new("gen-")
     title = request.headers.get("X-Title")
     ctx.app_title = title[:200] if title else None
     referer = request.headers.get("HTTP-Referer")

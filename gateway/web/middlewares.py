@@ -19,9 +19,9 @@ from gateway.errors import (
     PayloadTooLarge,
     UpstreamError,
 )
-from gateway.pipeline.context import RequestContext, new_id
+from gateway.pipeline.context import RequestContext
 from gateway.protocols.errors import error_body, protocol_for_path
-from gateway.state import ACCESS_LOG, BILLING, CTX, LIMITER, METRICS, RECORDER
+from gateway.state import ACCESS_LOG, BILLING, CTX, IDS, LIMITER, METRICS, RECORDER
 from gateway.store.base import Generation
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -34,7 +34,7 @@ def request_id_from(request: web.Request) -> str:
     rid = request.headers.get("X-Request-Id")
     if rid and len(rid) <= 128 and rid.isascii() and rid.isprintable():
         return rid
-    return new_id("req_")
+    return request.app[IDS].new("req_")
 
 
 def render_error(request: web.Request, err: GatewayError) -> web.Response:
