@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from gateway.upstream.http1 import ConnectError, ConnectionLost, ProtocolError
+from gateway.upstream.http1 import ConnectError, ConnectionLost, DeadlinePassed, ProtocolError
 from gateway.upstream.pool import Pool, split_url
 
 Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -299,3 +299,34 @@ def test_split_url() -> None:
     assert split_url("http://[::1]:8080/x?y=1") == (("http", "::1", 8080), "[::1]:8080", "/x?y=1")
     with pytest.raises(ValueError):
         split_url("ftp://example.com/")
+
+
+async def test_no_headers_in_time_is_a_timeout() -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await read_request(reader)  # never answers
+
+    pool = Pool()
+    async with raw_server(serve) as (url, _):
+        with pytest.raises(TimeoutError):
+            await pool.request("POST", url + "/", b"{}", {}, head_timeout=0.05)
+    await pool.close()
+
+
+async def test_a_stream_that_never_ends_meets_its_deadline() -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        while True:  # a trickle: never idle long enough for the idle timeout
+            writer.write(b"2\r\nx\n\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.01)
+
+    pool = Pool()
+    async with raw_server(serve) as (url, _):
+        resp = await pool.request("POST", url + "/", b"{}", {}, idle_timeout=5, total_timeout=0.2)
+        with pytest.raises(DeadlinePassed):
+            async for _ in resp:
+                pass
+        resp.release()
+    await pool.close()

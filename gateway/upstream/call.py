@@ -6,7 +6,6 @@ outcome (status, connect failure, timeout) comes out as an ``UpstreamError`` sub
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -15,7 +14,7 @@ import orjson
 
 from gateway.errors import UpstreamError, UpstreamRateLimited, UpstreamRejected, UpstreamTimeout
 from gateway.settings import ProviderSettings
-from gateway.upstream.http1 import ConnectError, HttpError, ProtocolError, UpstreamResponse
+from gateway.upstream.http1 import ConnectError, DeadlinePassed, HttpError, ProtocolError, UpstreamResponse
 from gateway.upstream.pool import Pool
 
 _ERROR_BODY_LIMIT = 64 * 1024
@@ -63,8 +62,8 @@ async def open_upstream(
     t = provider.timeouts
     name = provider.name
     try:
-        async with asyncio.timeout(t.first_token):
-            resp = await pool.request(method, url, body, headers, connect_timeout=t.connect, idle_timeout=t.idle)
+        resp = await pool.request(method, url, body, headers, connect_timeout=t.connect, head_timeout=t.first_token,
+                                  idle_timeout=t.idle, total_timeout=t.total)
     except TimeoutError:
         raise UpstreamTimeout(f"provider '{name}' did not answer within {t.first_token:g}s", provider=name) from None
     except ConnectError as exc:
@@ -74,14 +73,15 @@ async def open_upstream(
     except ValueError as exc:
         raise UpstreamError(f"request to provider '{name}' could not be sent: {exc}", provider=name) from None
     try:
-        async with asyncio.timeout(t.total):
-            if map_status is not None and resp.status >= 300:
-                try:
-                    raw = await resp.read(_ERROR_BODY_LIMIT)
-                except (HttpError, TimeoutError):
-                    raw = b""
-                raise map_status(resp.status, resp.headers, raw)
-            yield resp
+        if map_status is not None and resp.status >= 300:
+            try:
+                raw = await resp.read(_ERROR_BODY_LIMIT)
+            except (HttpError, TimeoutError):
+                raw = b""
+            raise map_status(resp.status, resp.headers, raw)
+        yield resp
+    except DeadlinePassed:
+        raise UpstreamTimeout(f"provider '{name}' took longer than {t.total:g}s in all", provider=name) from None
     except TimeoutError:
         raise UpstreamTimeout(f"provider '{name}' went silent for {t.idle:g}s", provider=name) from None
     except ProtocolError:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
-from typing import cast
+from typing import Any, cast
 
 import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -38,6 +38,10 @@ class ConnectionLost(HttpError):
     def __init__(self, message: str, *, nothing_received: bool = False) -> None:
         super().__init__(message)
         self.nothing_received = nothing_received  # on a reused connection: safe to send again
+
+
+class DeadlinePassed(TimeoutError):
+    """The exchange ran past its total time limit."""
 
 
 class ProtocolError(HttpError):
@@ -82,7 +86,7 @@ class UpstreamResponse:
         if self._chunks or self._done or self._error is not None:
             return True
         waiter = self._waiter = self._conn.loop.create_future()
-        timer = self._conn.loop.call_later(seconds, _expire, waiter)
+        timer = self._conn.loop.call_later(seconds, expire_future, waiter)
         try:
             await waiter
         except TimeoutError:
@@ -166,6 +170,7 @@ class Connection(asyncio.Protocol):
         "_paused",
         "_received",
         "_until_close",
+        "deadline",
         "give_back",
         "idle_timeout",
         "last_used",
@@ -193,7 +198,8 @@ class Connection(asyncio.Protocol):
         self.reusable = False
         self.used = False  # a response was read on it before (a reused connection)
         self.last_used = 0.0
-        self.idle_timeout: float | None = None
+        self.idle_timeout: float | None = None  # seconds a read may wait for data
+        self.deadline: float | None = None  # loop time by which the whole response must have been read
         self._head_waiter: asyncio.Future[UpstreamResponse] | None = None
         self._head_pairs: list[tuple[str, str]] = []
         self._head_name = ""
@@ -306,11 +312,16 @@ class Connection(asyncio.Protocol):
         return waiter
 
     async def guard(self, fut: asyncio.Future[None]) -> None:
-        """Wait for ``fut``, failing with TimeoutError after ``idle_timeout`` seconds without data."""
-        if self.idle_timeout is None:
+        """Wait for ``fut``, failing with TimeoutError after ``idle_timeout`` seconds without data, or
+        with ``DeadlinePassed`` at ``deadline``."""
+        at = None if self.idle_timeout is None else self.loop.time() + self.idle_timeout
+        if self.deadline is not None and (at is None or self.deadline < at):
+            timer = self.loop.call_at(self.deadline, expire_future, fut, DeadlinePassed)
+        elif at is not None:
+            timer = self.loop.call_at(at, expire_future, fut, TimeoutError)
+        else:
             await fut
             return
-        timer = self.loop.call_later(self.idle_timeout, _expire, fut)
         try:
             await fut
         finally:
@@ -356,6 +367,7 @@ class Connection(asyncio.Protocol):
         self.close()
 
 
-def _expire(fut: asyncio.Future[None]) -> None:
+def expire_future(fut: asyncio.Future[Any], exc: type[TimeoutError] = TimeoutError) -> None:
+    """A timer callback: fail ``fut`` with ``exc`` unless it is done."""
     if not fut.done():
-        fut.set_exception(TimeoutError())
+        fut.set_exception(exc())

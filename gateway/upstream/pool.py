@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from gateway.upstream.http1 import ConnectError, Connection, ConnectionLost, UpstreamResponse
+from gateway.upstream.http1 import ConnectError, Connection, ConnectionLost, UpstreamResponse, expire_future
 
 Origin = tuple[str, str, int]  # scheme, host, port
 
@@ -43,6 +43,10 @@ def _check(text: str) -> str:
     return text
 
 
+def _shorter(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
 class Pool:
     """Connections to any number of upstream origins; one per request in flight, reused after."""
 
@@ -60,13 +64,17 @@ class Pool:
         headers: Mapping[str, str],
         *,
         connect_timeout: float | None = None,
+        head_timeout: float | None = None,
         idle_timeout: float | None = None,
+        total_timeout: float | None = None,
     ) -> UpstreamResponse:
         """Send a request and return its response once the status and headers arrived.
 
-        The caller reads the body and must call ``release()`` on the response. ``idle_timeout``
-        bounds every wait for body bytes. Raises ``ValueError`` for a bad URL or header,
-        ``ConnectError``, ``ConnectionLost``, ``ProtocolError``, or ``TimeoutError`` (connecting).
+        The caller reads the body and must call ``release()`` on the response. ``head_timeout``
+        bounds the time from the call to the response headers (connecting included), ``idle_timeout``
+        every wait for body bytes, ``total_timeout`` the whole exchange (``DeadlinePassed``). Raises
+        ``ValueError`` for a bad URL or header, ``ConnectError``, ``ConnectionLost``, ``ProtocolError``,
+        or ``TimeoutError``.
         """
         origin, host, target = split_url(url)
         lines = [f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n"]
@@ -77,11 +85,21 @@ class Pool:
         lines.append("\r\n")
         head = "".join(lines).encode("latin-1")
         head_only = method == "HEAD"
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        head_by = None if head_timeout is None else now + head_timeout
+        deadline = None if total_timeout is None else now + total_timeout
         while True:
-            conn = self._take(origin) or await self._connect(origin, connect_timeout)
+            conn = self._take(origin)
+            if conn is None:
+                left = None if head_by is None else max(0.0, head_by - loop.time())
+                conn = await self._connect(origin, _shorter(connect_timeout, left))
             conn.idle_timeout = idle_timeout
+            conn.deadline = deadline
+            waiter = conn.send(head, body, head_only=head_only)
+            timer = None if head_by is None else loop.call_at(head_by, expire_future, waiter)
             try:
-                return await conn.send(head, body, head_only=head_only)
+                return await waiter
             except ConnectionLost as exc:
                 conn.close()
                 if not exc.nothing_received:
@@ -89,6 +107,9 @@ class Pool:
             except BaseException:
                 conn.close()  # cancelled or failed: this connection's state is unknown
                 raise
+            finally:
+                if timer is not None:
+                    timer.cancel()
 
     def _take(self, origin: Origin) -> Connection | None:
         idle = self._idle.get(origin)
@@ -109,7 +130,7 @@ class Pool:
             async with asyncio.timeout(seconds):
                 await loop.create_connection(lambda: conn, host, port, ssl=tls, server_hostname=host if tls else None)
         except TimeoutError:
-            raise  # connecting took longer than the provider's connect timeout
+            raise ConnectError(f"no connection within {seconds:g}s") from None
         except (OSError, ssl.SSLError) as exc:
             raise ConnectError(str(exc) or type(exc).__name__) from None
         return conn
