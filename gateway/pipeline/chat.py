@@ -13,7 +13,7 @@ import orjson
 from aiohttp import web
 
 from gateway.codec import JSONObject
-from gateway.errors import InvalidRequest
+from gateway.errors import InvalidRequest, UpstreamError
 from gateway.pipeline.context import RequestContext
 from gateway.pipeline.inbound import admit, estimate_tokens_of, route_request
 from gateway.pipeline.openai_usage import StreamTap, Usage, usage_from_body, with_cost, with_estimate
@@ -23,7 +23,7 @@ from gateway.routing.catalog import Route
 from gateway.routing.upstreams import Target
 from gateway.settings import ProviderSettings
 from gateway.state import CTX, POOL, SETTINGS, UPSTREAMS
-from gateway.upstream.call import auth_headers, check_json_body, open_call
+from gateway.upstream.call import auth_headers, open_call
 from gateway.upstream.fallback import run_candidates
 
 # Fields that steer the gateway itself and must not reach an upstream (OpenAI rejects unknown ones).
@@ -68,8 +68,11 @@ async def _passthrough(
     if not stream:
         async with open_call(session, provider, "/chat/completions", payload, headers) as up:
             raw = await up.read()
-        check_json_body(raw, provider.name)
-        settle(ctx, route, usage_from_body(raw))
+        usage = usage_from_body(raw)
+        if usage is None:  # a success the client could not parse: another candidate may answer
+            name = provider.name
+            raise UpstreamError(f"provider '{name}' answered with a malformed JSON body", provider=name)
+        settle(ctx, route, usage)
         return web.Response(body=with_cost(raw, ctx.cost), content_type="application/json",
                             headers={**stream_headers(ctx), COST_HEADER: format(ctx.cost.normalize(), "f")})
     tap = StreamTap(

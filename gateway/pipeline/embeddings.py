@@ -11,7 +11,7 @@ from aiohttp import web
 from gateway.errors import InvalidRequest, UpstreamError
 from gateway.pipeline.chat import passthrough_body, settle
 from gateway.pipeline.inbound import admit, route_request
-from gateway.pipeline.openai_usage import usage_from_body
+from gateway.pipeline.openai_usage import Usage, usage_from_body
 from gateway.pipeline.relay import stream_headers
 from gateway.state import CTX, POOL
 from gateway.upstream.call import auth_headers, open_call
@@ -41,7 +41,7 @@ async def handle_embeddings(request: web.Request) -> web.Response:
     payload = passthrough_body(body, route, add_stream_usage=False)
     async with open_call(app[POOL], route.provider, "/embeddings", payload, auth_headers(route.provider)) as up:
         raw = await up.read()
-    settle(ctx, route, usage_from_body(raw))
+    settle(ctx, route, usage_from_body(raw) or Usage())
     if encode_here:
         raw = to_base64_embeddings(raw, route.provider.name)
     return web.Response(body=raw, content_type="application/json", headers=stream_headers(ctx))

@@ -442,7 +442,7 @@ async def _openai_embeddings(
         raise UpstreamError(f"provider '{provider.name}' sent an embeddings body the gateway cannot read",
                             provider=provider.name) from None
     usage = usage_from_body(raw)
-    prompt = usage.prompt_tokens if usage.prompt_tokens is not None else 0
+    prompt = usage.prompt_tokens if usage is not None and usage.prompt_tokens is not None else 0
     if batch:
         out: dict[str, Any] = {"embeddings": [{"values": v} for v in vectors]}
     else:

@@ -94,20 +94,22 @@ def with_cost(raw: bytes, cost: Decimal) -> bytes:
     return raw[: brace + 1] + b'"cost":' + number + sep + rest
 
 
-def usage_from_body(raw: bytes) -> Usage:
-    """Usage and the first choice's finish reason from a chat completion or embeddings body."""
-    usage = Usage()
+def usage_from_body(raw: bytes) -> Usage | None:
+    """Usage and the first choice's finish reason from a chat completion or embeddings body; None when
+    the body is not a JSON object."""
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return usage
-    if isinstance(doc, dict):
-        usage.take(doc.get("usage"))
-        choices = doc.get("choices")
-        if isinstance(choices, list) and choices and isinstance(choices[0], dict):
-            reason = choices[0].get("finish_reason")
-            if isinstance(reason, str):
-                usage.finish_reason = reason
+        return None
+    if not isinstance(doc, dict):
+        return None
+    usage = Usage()
+    usage.take(doc.get("usage"))
+    choices = doc.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        reason = choices[0].get("finish_reason")
+        if isinstance(reason, str):
+            usage.finish_reason = reason
     return usage
 
 
