@@ -69,13 +69,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(settings: Settings) -> int:
-    from gateway.server import prepare_metrics_dir, run_gunicorn
+    from gateway.server import prepare_metrics_dir, raise_open_files_limit, run_gunicorn
 
     # Before anything imports prometheus_client: it picks its multiprocess value class at import.
     prepare_metrics_dir(os.environ.get("AROUTER_METRICS_DIR") or f"var/prometheus-{settings.server.port}")
     _ensure_sqlite_dir(settings.database_url)
     asyncio.run(_migrate(settings))  # fail fast on a bad database before forking workers
     os.environ.setdefault("AROUTER_INTERNAL_TOKEN", secrets.token_urlsafe(32))  # shared by every worker
+    raise_open_files_limit()  # inherited by the workers
     print(
         f"arouter: serving on http://{settings.server.host}:{settings.server.port} with "
         f"{settings.server.workers} worker(s), database {_redact(settings.database_url)}"

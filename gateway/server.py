@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,18 @@ def prepare_metrics_dir(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
     Path(path).mkdir(parents=True, exist_ok=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+
+
+def raise_open_files_limit(cap: int = 1 << 20) -> int:
+    """Lift the soft limit on open files to the hard limit (at most ``cap``): each open stream holds two
+    sockets, and a default soft limit of 1024 would refuse connections long before memory runs out.
+    Returns the limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = cap if hard == resource.RLIM_INFINITY else min(hard, cap)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        return want
+    return soft
 
 
 def child_exit(server: Any, worker: Any) -> None:

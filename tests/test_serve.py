@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -102,3 +104,16 @@ async def test_a_client_hanging_up_closes_the_upstream_at_once(served: tuple[str
         await asyncio.sleep(0.005)
     assert fake.closed_at is not None, "the upstream request was left running"
     assert fake.closed_at - hung_up < 0.5
+
+
+def test_serve_lifts_the_open_files_limit_for_its_workers() -> None:
+    """A soft limit of 256 open files becomes the hard limit (each open stream holds two sockets)."""
+    code = (
+        "import resource\n"
+        "from gateway.server import raise_open_files_limit\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))\n"
+        "print(raise_open_files_limit(cap=4096), resource.getrlimit(resource.RLIMIT_NOFILE)[0], min(hard, 4096))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[0] == out[1] == out[2] and int(out[0]) > 256
