@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from hypothesis import given
@@ -10,9 +11,11 @@ from hypothesis import strategies as st
 from gateway.auth.apikey import hash_key, kind_of, new_key
 from gateway.billing.pricing import request_cost
 from gateway.pipeline.context import RandomIds
+from gateway.pipeline.journal import from_line, to_line
 from gateway.pipeline.openai_usage import StreamTap
 from gateway.settings import ModelSettings
 from gateway.sse import EventCutter
+from gateway.store.base import Generation
 from tests.fakes.openai_upstream import fixture
 
 STREAM = fixture("chat_stream.sse")
@@ -148,3 +151,21 @@ def test_random_ids_are_unique_across_refills() -> None:
     drawn = [ids.new("gen-") for _ in range(2000)]  # several 4 KiB refills
     assert len(set(drawn)) == 2000
     assert all(len(i) == 28 and i.startswith("gen-") and int(i[4:], 16) >= 0 for i in drawn)
+
+
+@given(
+    cost=st.decimals(min_value=0, max_value=10**6, places=10, allow_nan=False),
+    tokens=st.one_of(st.none(), st.integers(min_value=0, max_value=10**9)),
+    title=st.one_of(st.none(), st.text(max_size=50)),
+)
+def test_journal_lines_read_back_exactly(cost: Decimal, tokens: int | None, title: str | None) -> None:
+    row = Generation(
+        id="gen-1", request_id="req_1", tenant_id="default", key_hash="h" * 64, endpoint="chat", model="p/m",
+        provider="p", upstream_model="m", status=200, streamed=True, cancelled=False, prompt_tokens=tokens,
+        completion_tokens=tokens, total_tokens=None, cost=cost, latency_ms=12, ttft_ms=None, finish_reason="stop",
+        app_title=title, app_referer=None, created_at=datetime(2026, 11, 22, 5, 42, 12, 206920, tzinfo=UTC),
+    )
+    line = to_line(row)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    back = from_line(line)
+    assert back == row and str(back.cost) == str(cost)

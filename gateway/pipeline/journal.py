@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import orjson
 
@@ -35,10 +34,8 @@ class Segment:
 
 
 def to_line(row: Generation) -> bytes:
-    doc: dict[str, Any] = {f: getattr(row, f) for f in Generation.__dataclass_fields__}
-    doc["cost"] = str(row.cost)
-    doc["created_at"] = row.created_at.isoformat()
-    return orjson.dumps(doc) + b"\n"
+    """The row as one JSON line (orjson reads the dataclass directly; the cost as a decimal string)."""
+    return orjson.dumps(row, default=str, option=orjson.OPT_APPEND_NEWLINE)
 
 
 def from_line(line: bytes) -> Generation:
