@@ -87,12 +87,16 @@ class UsageRecorder:
             seg = self._journal.rotate()
             if seg is not None:
                 self._segments.append(seg)
-        while self._rows:
-            rows, self._rows = self._rows[: self._batch], self._rows[self._batch :]
+        # The rows buffered now (and journalled in the segments just rotated out); rows recorded while
+        # this flush runs wait for the next one, so a busy gateway writes big batches, not a tail of
+        # one-row inserts chasing the newest request.
+        pending, self._rows = self._rows, []
+        for start in range(0, len(pending), self._batch):
+            rows = pending[start : start + self._batch]
             try:
                 await self._store.insert_generations(rows)
             except Exception:
-                self._rows[:0] = rows
+                self._rows[:0] = pending[start:]
                 self._trim()
                 raise
         if self._segments:

@@ -1,0 +1,59 @@
+"""The usage recorder's batching: what a flush takes, and what waits for the next one."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from gateway.metrics import Metrics
+from gateway.pipeline.recorder import UsageRecorder
+from gateway.store.base import Generation
+
+
+def row(n: int) -> Generation:
+    return Generation(
+        id=f"gen-{n}", request_id=f"req_{n}", tenant_id="default", key_hash="h" * 64, endpoint="chat", model="p/m",
+        provider="p", upstream_model="m", status=200, streamed=False, cancelled=False, prompt_tokens=1,
+        completion_tokens=1, total_tokens=2, cost=Decimal("0.000001"), latency_ms=1, ttft_ms=None,
+        finish_reason="stop", app_title=None, app_referer=None, created_at=datetime.now(UTC),
+    )
+
+
+class SlowStore:
+    """Records each insert; the first insert waits until released."""
+
+    def __init__(self) -> None:
+        self.inserts: list[list[str]] = []
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def insert_generations(self, rows: Sequence[Generation]) -> None:
+        self.inserts.append([r.id for r in rows])
+        self.started.set()
+        await self.release.wait()
+
+    def __getattr__(self, name: str) -> Any:  # nothing else is used by the recorder
+        raise AttributeError(name)
+
+
+async def test_rows_recorded_during_a_flush_wait_for_the_next(tmp_path: Path) -> None:
+    store = SlowStore()
+    recorder = UsageRecorder(store, Metrics(), journal_dir=str(tmp_path), interval=3600)  # type: ignore[arg-type]
+    await recorder.start()
+    for n in range(3):
+        recorder.record(row(n))
+    flushing = asyncio.create_task(recorder.flush())
+    await store.started.wait()
+    for n in range(3, 5):  # arrive while the insert is in flight
+        recorder.record(row(n))
+    store.release.set()
+    await flushing
+    assert store.inserts == [["gen-0", "gen-1", "gen-2"]]  # one insert, no tail of newcomers
+    await recorder.flush()
+    assert store.inserts[1] == ["gen-3", "gen-4"]
+    await recorder.stop()
+    assert not list(tmp_path.glob("*.jsonl")) or all(p.stat().st_size == 0 for p in tmp_path.glob("*.jsonl"))
