@@ -23,6 +23,16 @@ from gateway.upstream.http1 import UpstreamResponse
 KEEPALIVE = b": ARouter PROCESSING\n\n"
 
 
+class _Response(web.StreamResponse):
+    """A streamed response whose last bytes can wait to be sent with its end."""
+
+    tail = b""
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        tail, self.tail = self.tail, b""
+        await super().write_eof(tail + data)
+
+
 class Downstream:
     """One streamed response to the client."""
 
@@ -42,7 +52,7 @@ class Downstream:
         self._headers = headers
         self._keepalive = keepalive
         self._ping = ping  # None: the framing has no comments (a JSON array): wait without pinging
-        self.resp: web.StreamResponse | None = None
+        self.resp: _Response | None = None
         self.gone = False  # the client went away
         self._loop = asyncio.get_running_loop()
         self._last = self._loop.time()
@@ -53,10 +63,10 @@ class Downstream:
     def committed(self) -> bool:
         return self.resp is not None
 
-    async def commit(self) -> web.StreamResponse:
+    async def commit(self) -> _Response:
         """Send the status and headers (once) and start the keep-alive heartbeat."""
         if self.resp is None:
-            self.resp = web.StreamResponse(headers=self._headers)
+            self.resp = _Response(headers=self._headers)
             await self.resp.prepare(self.request)
             self.ctx.status = 200
             if self._ping is not None:
@@ -73,6 +83,13 @@ class Downstream:
             self.gone = True
             self.ctx.cancelled = True
             return False
+        return True
+
+    async def write_last(self, data: bytes) -> bool:
+        """Keep the stream's final bytes to go out with the end of the response, in one write, once
+        the request has been accounted (its journal line written first, as for every answer)."""
+        resp = self.resp or await self.commit()
+        resp.tail += data
         return True
 
     async def first_block(self, reader: UpstreamResponse, cutter: EventCutter, limit: float) -> bytes:

@@ -50,7 +50,7 @@ async def relay_sse(
             if block:
                 ctx.ttft = ctx.elapsed()
                 block = tap.inspect(block, cutter.separator)
-                if block and not await down.write(block):
+                if not await _forward(down, upstream, tap, block):
                     return _response(down)
             if not down.gone:
                 async for chunk in upstream:
@@ -58,7 +58,7 @@ async def relay_sse(
                     if not out:
                         continue
                     out = tap.inspect(out, cutter.separator)
-                    if out and not await down.write(out):
+                    if not await _forward(down, upstream, tap, out):
                         break
     except UpstreamError as err:
         if not down.committed:
@@ -71,6 +71,14 @@ async def relay_sse(
         name = ctx.route.provider.name if ctx.route else "upstream"
         await _end_with_error(down, ctx, UpstreamError(f"provider '{name}' ended the stream early", provider=name))
     return _response(down)
+
+
+async def _forward(down: Downstream, upstream: UpstreamResponse, tap: StreamTap, data: bytes) -> bool:
+    """Write relayed bytes; the last ones (the upstream finished with [DONE]) go out together with
+    the end of the response. False once the client has gone."""
+    if upstream.complete and tap.done:
+        return await down.write_last(data)
+    return not data or await down.write(data)
 
 
 @dataclass(frozen=True, slots=True)
