@@ -32,6 +32,10 @@ class Limits:
         """Whether any limit applies (an unlimited key needs no limiter round trip)."""
         return (self.requests_per_minute | self.requests_per_day | self.tokens_per_minute | self.concurrency) > 0
 
+    def settles(self, token_delta: int) -> bool:
+        """Whether a finished request has anything to give back: a concurrency slot, or a token correction."""
+        return self.concurrency > 0 or (self.tokens_per_minute > 0 and token_delta != 0)
+
     def buckets(self, tokens: int) -> list[tuple[str, int, float, int]]:
         """(name, limit, period, cost) for every GCRA bucket that applies."""
         out: list[tuple[str, int, float, int]] = []
