@@ -25,6 +25,7 @@ from gateway.pipeline.recorder import UsageRecorder
 from gateway.ratelimit.limiter import Limiter
 from gateway.ratelimit.redis_limiter import RedisLimiter
 from gateway.ratelimit.sqlite_limiter import SqliteLimiter
+from gateway.redis_scripts import RedisScripts
 from gateway.routing.catalog import Catalog
 from gateway.routing.upstreams import Upstreams
 from gateway.server import GRACEFUL_SECONDS, KEEPALIVE_SECONDS
@@ -140,26 +141,28 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _limiter_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     limiter: Limiter
+    accounts: Accounts
+    scripts: RedisScripts | None = None
     if settings.redis_url:
         metrics = app[METRICS]
+        scripts = RedisScripts(app[REDIS])  # the limits' and the money's calls share round trips
         limiter = RedisLimiter(
-            app[REDIS], on_failure=settings.limits.redis_failure,
+            app[REDIS], scripts=scripts, on_failure=settings.limits.redis_failure,
             on_error=lambda policy: metrics.limiter_failures.labels(policy).inc(),
         )
+        accounts = RedisAccounts(app[REDIS], scripts=scripts)
     else:
         limiter = SqliteLimiter(limiter_path(settings))
-    app[LIMITER] = limiter
-    accounts: Accounts
-    if settings.redis_url:
-        accounts = RedisAccounts(app[REDIS])
-    else:
         accounts = SqliteAccounts(limiter_path(settings))
+    app[LIMITER] = limiter
     app[BILLING] = Billing(accounts, app[STORE], prepaid=settings.prepaid)
     if not settings.prepaid:
         await accounts.forget_balances()  # not kept current while prepaid is off: reload if it comes back
     yield
     await accounts.close()
     await limiter.close()
+    if scripts is not None:
+        await scripts.close()
 
 
 async def _batches_ctx(app: web.Application) -> AsyncIterator[None]:

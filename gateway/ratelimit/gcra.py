@@ -5,8 +5,8 @@ its theoretical arrival time ``tat``. A request of cost ``n`` at time ``now`` is
 ``max(tat, now) + n*T - P <= now``; then ``tat`` becomes ``max(tat, now) + n*T``. So a full bucket
 admits exactly ``L`` units at once and refills continuously at ``L`` per ``P`` (a token bucket of
 capacity ``L``): 200 simultaneous requests on a key allowed 50 a minute get exactly 50 admissions,
-and over any stretch of ``d`` seconds at most ``L + d*L/P`` units pass. The Redis script (redis.lua) is this same
-arithmetic; the property tests pin both to it.
+and over any stretch of ``d`` seconds at most ``L + d*L/P`` units pass. The Redis scripts' functions
+(limits.lua) are this same arithmetic; the property tests pin both to it.
 """
 
 from __future__ import annotations

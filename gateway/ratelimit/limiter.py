@@ -5,7 +5,7 @@ Three backends share the arithmetic in ``gcra``:
 - ``MemoryLimiter``: one process (tests, ``python -m gateway`` style single workers);
 - ``SqliteLimiter``: every gunicorn worker of one host, exact through one shared SQLite file whose
   write lock serialises the check-and-update (the embedded default);
-- ``RedisLimiter``: every worker of every host on one Redis, one script call per request.
+- ``RedisLimiter``: every worker of every host on one Redis, one script call per check.
 
 ``Acquire`` and ``Release`` describe one request's part in a check and in a release.
 """
