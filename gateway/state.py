@@ -6,12 +6,14 @@ import aiohttp
 from aiohttp import web
 from redis.asyncio import Redis
 
+from gateway.admission.service import Admission
 from gateway.auth.keycache import KeyCache
 from gateway.batches.runner import BatchRunner
 from gateway.billing.service import Billing
 from gateway.metrics import Metrics
 from gateway.pipeline.context import RequestContext
 from gateway.pipeline.recorder import UsageRecorder
+from gateway.ratelimit.gcra import Limits
 from gateway.ratelimit.limiter import Limiter
 from gateway.routing.catalog import Catalog
 from gateway.routing.upstreams import Upstreams
@@ -29,8 +31,10 @@ METRICS = web.AppKey("metrics", Metrics)
 RECORDER = web.AppKey("recorder", UsageRecorder)
 LIMITER = web.AppKey("limiter", Limiter)
 BILLING = web.AppKey("billing", Billing)
+ADMISSION = web.AppKey("admission", Admission)  # limits and money of a routed request, together
 TOKENIZER = web.AppKey("tokenizer", Tokenizer)  # offline counts (count_tokens for non-Anthropic models)
 CTX = web.RequestKey("ctx", RequestContext)
+LIMITS_DUE = web.RequestKey("limits_due", Limits)  # admitted, limits to take with the money when routed
 INTERNAL_TOKEN = web.AppKey("internal_token", str)  # authenticates the batch runner's loopback calls
 BATCH_RUNNER = web.AppKey("batch_runner", BatchRunner)  # runs Message Batch requests in the background
 

@@ -13,7 +13,8 @@ Amounts are integers of 1e-10 USD. A counter that does not exist yet is loaded f
 once (``Missing`` tells the caller which). Holds expire on their own, so a worker killed mid-request
 cannot pin money forever.
 
-``HoldAsk`` and ``Charge`` describe one request's part in a reserve and in a settle.
+A request that is also rate limited holds its money together with its limits, in one operation of
+the shared counters (``gateway.admission``); ``HoldAsk`` and ``Charge`` describe the money's part.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
--- arouter money counters: the functions of their scripts (reserve.lua, settle.lua), for any script
--- that holds or settles a request's money. Amounts are integers of 1e-10 USD.
+-- arouter money counters: the functions of their scripts (reserve.lua, settle.lua) and of the
+-- admission scripts that take a request's limits and its money hold together
+-- (gateway/admission/on_redis.py). Amounts are integers of 1e-10 USD.
 -- Keys of one tenant and key, k: [1] tenant hash {balance}; [2] tenant holds hash (request_id -> amount);
 -- [3] key windows hash (window -> used); [4] key holds hash; [5] hold expiry zset (from index j of KEYS).
 -- Lua numbers are doubles: whole units are exact up to 2^53 (about 900,000 USD); above that a

@@ -2,7 +2,9 @@
 
 All of a tenant's counters share one hash tag, so these scripts also run on Redis Cluster. Balances
 live as long as Redis keeps them; when they are gone they are loaded again from the ledger. The
-calls go through the worker's ``RedisScripts``, so those of concurrent requests share round trips.
+calls go through the worker's ``RedisScripts``, so those of concurrent requests share round trips; a
+request that is also rate limited holds its money in the admission script instead (the same
+functions, money.lua).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Money counters shared by the workers of one host through one SQLite file (the embedded mode)."""
+"""Money counters shared by the workers of one host through one SQLite file (the embedded mode): the
+host's counter file, shared with the rate limits."""
 
 from __future__ import annotations
 
@@ -25,8 +26,8 @@ CREATE INDEX IF NOT EXISTS acct_holds_expires ON acct_holds (expires);
 class SqliteAccounts:
     """Exact reservations across the processes that open the same file.
 
-    ``check``, ``hold`` and ``charge`` are the steps of its transactions, so that one transaction of
-    a file shared with the rate limits can run them beside the limits'."""
+    ``check``, ``hold`` and ``charge`` are the steps a transaction of the admission
+    (``gateway.admission.on_sqlite``) runs beside the limits'."""
 
     def __init__(self, file: CounterFile | str, *, hold_seconds: float = 3600.0) -> None:
         """``file``: the host's counter file (its schema includes this module's SCHEMA), or the path of

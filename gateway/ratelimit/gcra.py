@@ -122,6 +122,13 @@ def decide(
     return decision_from(True, limits, hl_tat, now, 0.0, None), new_tats
 
 
+def untaken(tats: dict[str, float | None], limits: Limits, now: float) -> Decision:
+    """The decision for a request the limits allowed but that took nothing (another check refused it):
+    its header figures are those of the buckets as they are."""
+    headline = _headline(limits)
+    return decision_from(True, limits, tats.get(headline[0]) if headline else None, now, 0.0, None)
+
+
 def _headline(limits: Limits) -> tuple[str, int, float] | None:
     if limits.requests_per_minute > 0:
         return ("requests_per_minute", limits.requests_per_minute, MINUTE)

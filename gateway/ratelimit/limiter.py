@@ -7,7 +7,8 @@ Three backends share the arithmetic in ``gcra``:
   write lock serialises the check-and-update (the embedded default);
 - ``RedisLimiter``: every worker of every host on one Redis, one script call per check.
 
-``Acquire`` and ``Release`` describe one request's part in a check and in a release.
+A request that also holds money takes its limits together with the hold, in one operation of the
+shared counters (``gateway.admission``); ``Acquire`` and ``Release`` describe the limits' part of it.
 """
 
 from __future__ import annotations

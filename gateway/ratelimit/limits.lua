@@ -1,5 +1,5 @@
--- arouter rate limiter: the functions of its scripts (acquire.lua, settle.lua), for any script that
--- checks or releases a key's limits.
+-- arouter rate limiter: the functions of its scripts (acquire.lua, settle.lua) and of the admission
+-- scripts that take a request's limits and its money hold together (gateway/admission/on_redis.py).
 -- The arithmetic is gateway/ratelimit/gcra.py's (GCRA); time is the Redis server's, so several
 -- gateway hosts with skewed clocks still share one timeline.
 -- Keys of one API key: kt, the hash of its buckets' tats; ki, the sorted set of its in-flight request

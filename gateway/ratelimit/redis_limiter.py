@@ -1,7 +1,8 @@
 """Limits shared by every worker of every host through Redis: one script call per check or release.
 
 The calls go through the worker's ``RedisScripts``, so those of concurrent requests share round
-trips. When Redis does not answer within ``timeout`` seconds the limiter follows its
+trips; a request that also holds money takes its limits in the admission script instead (the same
+functions, limits.lua). When Redis does not answer within ``timeout`` seconds the limiter follows its
 policy: fail open (the request is served unlimited, counted in a metric and logged) or fail closed
 (503). It never waits longer than the timeout.
 """

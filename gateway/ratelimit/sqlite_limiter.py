@@ -2,9 +2,9 @@
 
 Each check is one ``BEGIN IMMEDIATE`` transaction (see ``gateway.sqlite_counters``): SQLite's write
 lock lets one worker at a time read the key's buckets, decide with ``gcra.decide`` and write the
-new state, so the counts are exact across processes. ``check``, ``take`` and ``give`` are the steps
-of those transactions, so that one transaction of a file shared with the money counters can run
-them beside the money's.
+new state, so the counts are exact across processes. The file is the host's counter file, shared
+with the money counters: ``check``, ``take`` and ``give`` are the steps a transaction of the
+admission (``gateway.admission.on_sqlite``) runs beside the money's.
 """
 
 from __future__ import annotations
