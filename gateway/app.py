@@ -11,27 +11,26 @@ from pathlib import Path
 from aiohttp import web
 from redis.asyncio import Redis
 
+from gateway.admission.counters import Counters
+from gateway.admission.on_redis import RedisCounters
+from gateway.admission.on_sqlite import SqliteCounters
+from gateway.admission.service import Admission
 from gateway.auth.apikey import hash_key, label_for
 from gateway.auth.keycache import KeyCache
 from gateway.batches.internal import internal_token
 from gateway.batches.runner import BatchRunner, concurrency_from_env
-from gateway.billing.accounts import Accounts
-from gateway.billing.redis_accounts import RedisAccounts
 from gateway.billing.service import Billing
-from gateway.billing.sqlite_accounts import SqliteAccounts
 from gateway.logs import AccessLog, configure_logging
 from gateway.metrics import Metrics
 from gateway.pipeline.context import RandomIds
 from gateway.pipeline.recorder import UsageRecorder
-from gateway.ratelimit.limiter import Limiter
-from gateway.ratelimit.redis_limiter import RedisLimiter
-from gateway.ratelimit.sqlite_limiter import SqliteLimiter
 from gateway.routing.catalog import Catalog
 from gateway.routing.upstreams import Upstreams
 from gateway.server import GRACEFUL_SECONDS, KEEPALIVE_SECONDS
 from gateway.settings import Settings, load_settings
 from gateway.state import (
     ACCESS_LOG,
+    ADMISSION,
     BATCH_RUNNER,
     BILLING,
     CATALOG,
@@ -143,28 +142,25 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _limiter_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The shared counters, rate limits and money: on Redis when configured, else in the host's file."""
     settings = app[SETTINGS]
-    limiter: Limiter
+    counters: Counters
     if settings.redis_url:
         metrics = app[METRICS]
-        limiter = RedisLimiter(
+        counters = RedisCounters(
             app[REDIS], on_failure=settings.limits.redis_failure,
             on_error=lambda policy: metrics.limiter_failures.labels(policy).inc(),
         )
     else:
-        limiter = SqliteLimiter(limiter_path(settings))
-    app[LIMITER] = limiter
-    accounts: Accounts
-    if settings.redis_url:
-        accounts = RedisAccounts(app[REDIS])
-    else:
-        accounts = SqliteAccounts(limiter_path(settings))
-    app[BILLING] = Billing(accounts, app[STORE], prepaid=settings.prepaid)
+        counters = SqliteCounters(limiter_path(settings))
+    billing = Billing(counters.accounts, app[STORE], prepaid=settings.prepaid)
+    app[LIMITER] = counters.limiter
+    app[BILLING] = billing
+    app[ADMISSION] = Admission(counters, billing)
     if not settings.prepaid:
-        await accounts.forget_balances()  # not kept current while prepaid is off: reload if it comes back
+        await counters.accounts.forget_balances()  # not kept current while prepaid is off: reload if it comes back
     yield
-    await accounts.close()
-    await limiter.close()
+    await counters.close()
 
 
 async def _batches_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -1,4 +1,5 @@
-"""One SQLite file of hot counters shared by the gunicorn workers of a host.
+"""One SQLite file of hot counters shared by the gunicorn workers of a host: the rate limits and the
+money, so that a request's limits and money hold are taken in one transaction, and given back in one.
 
 Each operation is one ``BEGIN IMMEDIATE`` transaction: SQLite's write lock admits one process at
 a time, so a read-decide-write is atomic across workers. Nothing here needs to survive a crash

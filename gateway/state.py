@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from redis.asyncio import Redis
 
+from gateway.admission.service import Admission
 from gateway.auth.keycache import KeyCache
 from gateway.batches.runner import BatchRunner
 from gateway.billing.service import Billing
@@ -12,6 +13,7 @@ from gateway.logs import AccessLog
 from gateway.metrics import Metrics
 from gateway.pipeline.context import RandomIds, RequestContext
 from gateway.pipeline.recorder import UsageRecorder
+from gateway.ratelimit.gcra import Limits
 from gateway.ratelimit.limiter import Limiter
 from gateway.routing.catalog import Catalog
 from gateway.routing.upstreams import Upstreams
@@ -31,9 +33,11 @@ METRICS = web.AppKey("metrics", Metrics)
 RECORDER = web.AppKey("recorder", UsageRecorder)
 LIMITER = web.AppKey("limiter", Limiter)
 BILLING = web.AppKey("billing", Billing)
+ADMISSION = web.AppKey("admission", Admission)  # limits and money of a routed request, together
 TOKENIZER = web.AppKey("tokenizer", Tokenizer)  # offline counts (count_tokens for non-Anthropic models)
 IDS = web.AppKey("ids", RandomIds)  # request and generation ids
 CTX = web.RequestKey("ctx", RequestContext)
+LIMITS_DUE = web.RequestKey("limits_due", Limits)  # admitted, limits to take with the money when routed
 INTERNAL_TOKEN = web.AppKey("internal_token", str)  # authenticates the batch runner's loopback calls
 BATCH_RUNNER = web.AppKey("batch_runner", BatchRunner)  # runs Message Batch requests in the background
 

@@ -58,16 +58,16 @@ async def test_keys_limits_and_money_behave_the_same(
     auth = {"Authorization": f"Bearer {(await resp.json())['key']}"}
 
     resp = await client.post("/v1/chat/completions", json={"messages": MSG, "max_tokens": 50}, headers=auth)
-    assert resp.status == 402 and resp.headers["X-RateLimit-Remaining"] == "4"
+    assert resp.status == 402 and resp.headers["X-RateLimit-Remaining"] == "5"  # refused: it took no request
     assert (await client.post("/api/v1/credits", json={"amount": "0.001"}, headers=MGMT)).status == 201
     statuses = [r.status for r in await asyncio.gather(*(
         client.post("/v1/chat/completions", json={"messages": MSG, "max_tokens": 50}, headers=auth) for _ in range(6)
     ))]
-    assert statuses.count(200) == 4 and statuses.count(429) == 2  # 1 + 4 of the 5 per minute
+    assert statuses.count(200) == 5 and statuses.count(429) == 1  # the 5 per minute, all still there
     await client.app[RECORDER].flush()
-    assert await client.app[STORE].balance("default") == Decimal("0.001") - 4 * Decimal("0.0000188")
+    assert await client.app[STORE].balance("default") == Decimal("0.001") - 5 * Decimal("0.0000188")
     txns = await (await client.get("/api/v1/transactions", headers=auth)).json()
-    assert [t["type"] for t in txns["transactions"]] == ["usage"] * 4 + ["credit"]
+    assert [t["type"] for t in txns["transactions"]] == ["usage"] * 5 + ["credit"]
     ready = await (await client.get("/readyz")).json()
     assert ready["checks"]["database"] == "ok"
     if deployment["redis"]:

@@ -12,14 +12,43 @@ before it goes upstream, shared by every worker (and, with Redis, every host):
 Amounts are integers of 1e-10 USD. A counter that does not exist yet is loaded from the database
 once (``Missing`` tells the caller which). Holds expire on their own, so a worker killed mid-request
 cannot pin money forever.
+
+A request that is also rate limited holds its money together with its limits, in one operation of
+the shared counters (``gateway.admission``); ``HoldAsk`` and ``Charge`` describe the money's part.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from gateway.billing.holds import KeyLimit
+
+
+@dataclass(frozen=True, slots=True)
+class HoldAsk:
+    """A request's hold to check and record: ``units`` against the tenant's balance (when ``prepaid``)
+    and against the key's ``limit`` in its window (when it has one)."""
+
+    tenant: str
+    key: str
+    units: int
+    limit: KeyLimit | None
+    prepaid: bool
+    request_id: str
+    at: datetime  # when it was asked: the day, week and month counters to load if missing
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """Drop a request's hold and charge ``cost`` to the balance and to each of the key's ``windows``."""
+
+    tenant: str
+    key: str
+    request_id: str
+    cost: int
+    windows: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)

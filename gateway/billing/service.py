@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from gateway.billing.accounts import Accounts, Missing
+from gateway.billing.accounts import Accounts, Charge, HoldAsk, Missing, Reservation
 from gateway.billing.holds import from_units, hold_for, key_limit, max_output_tokens, to_units, window_ids
 from gateway.codec import money
 from gateway.errors import PaymentRequired
@@ -46,53 +46,79 @@ class Billing:
         self.prepaid = prepaid
         self.clock = clock  # which day, week and month a spend counts in
 
-    async def reserve(
+    def ask(
         self, key: ApiKey, model: ModelSettings | None, body: dict[str, Any], body_bytes: int, request_id: str
-    ) -> Hold | None:
-        """Hold the request's largest cost, or raise PaymentRequired (402) with the figures."""
+    ) -> HoldAsk | None:
+        """The hold a request needs: its largest cost, against the counters that track it (None: none do)."""
         units = to_units(hold_for(model, body_bytes, max_output_tokens(body, model)))
         now = self.clock()
         limit = key_limit(key, now)
         prepaid = self.prepaid and units > 0
         if not prepaid and limit is None:
             return None
+        return HoldAsk(key.tenant_id, key.hash, units, limit, prepaid, request_id, now)
+
+    async def reserve(
+        self, key: ApiKey, model: ModelSettings | None, body: dict[str, Any], body_bytes: int, request_id: str
+    ) -> Hold | None:
+        """Hold the request's largest cost, or raise PaymentRequired (402) with the figures."""
+        ask = self.ask(key, model, body, body_bytes, request_id)
+        if ask is None:
+            return None
         for _ in range(3):
             try:
-                result = await self.accounts.reserve(key.tenant_id, key.hash, units, limit, prepaid, request_id)
+                result = await self.accounts.reserve(ask.tenant, ask.key, ask.units, ask.limit, ask.prepaid, request_id)
                 break
             except Missing as missing:
-                await self._load(key, now, tenant=missing.what == "tenant")
+                await self.load(key, missing, ask)
         else:  # pragma: no cover - only if counters vanish between load and reserve three times
             raise PaymentRequired("billing counters are unavailable; try again")
+        refusal = self.refusal(key, ask, result)
+        if refusal is not None:
+            raise refusal
+        return Hold(key.tenant_id, key.hash, request_id, ask.units)
+
+    def refusal(self, key: ApiKey, ask: HoldAsk, result: Reservation) -> PaymentRequired | None:
+        """The 402 for a refused reservation, with its figures; None when it was made."""
         if result.ok:
-            return Hold(key.tenant_id, key.hash, request_id, units)
-        needed = from_units(units)
-        if result.reason == "key_limit" and limit is not None:
-            raise PaymentRequired(
+            return None
+        needed = from_units(ask.units)
+        if result.reason == "key_limit" and ask.limit is not None:
+            return PaymentRequired(
                 "Credit limit exceeded for this API key.",
-                metadata={"limit_usd": money(from_units(limit.limit)), "used_usd": money(from_units(result.key_used)),
-                          "required_usd": money(needed), "limit_reset": key.limit_reset},
+                metadata={"limit_usd": money(from_units(ask.limit.limit)),
+                          "used_usd": money(from_units(result.key_used)), "required_usd": money(needed),
+                          "limit_reset": key.limit_reset},
             )
-        raise PaymentRequired(
+        return PaymentRequired(
             "Insufficient credits: this request may cost up to "
             f"${needed.normalize():f} and the balance available is ${from_units(result.available).normalize():f}; "
             "add credit with POST /api/v1/credits",
             metadata={"balance_usd": money(from_units(result.available)), "required_usd": money(needed)},
         )
 
-    async def settle(self, key: ApiKey, hold: Hold | None, cost: Decimal, request_id: str) -> None:
-        """Release the hold and charge the actual cost to the counters that exist."""
+    def charge(self, key: ApiKey, hold: Hold | None, cost: Decimal, request_id: str) -> Charge | None:
+        """What settling a request does to the counters: drop its hold, charge its actual cost to the
+        balance and the key's windows (None: no counter tracks it)."""
         units = to_units(cost) if cost > 0 else 0
         if hold is None and (units == 0 or not (self.prepaid or key.limit is not None)):
-            return  # no counter tracks this spend (the ledger still records it)
+            return None  # no counter tracks this spend (the ledger still records it)
         daily, weekly, monthly = window_ids(self.clock())
-        await self.accounts.settle(key.tenant_id, key.hash, request_id, units, (daily, weekly, monthly, "total"))
+        return Charge(key.tenant_id, key.hash, request_id, units, (daily, weekly, monthly, "total"))
+
+    async def settle(self, key: ApiKey, hold: Hold | None, cost: Decimal, request_id: str) -> None:
+        """Release the hold and charge the actual cost to the counters that exist."""
+        charge = self.charge(key, hold, cost, request_id)
+        if charge is not None:
+            await self.accounts.settle(charge.tenant, charge.key, charge.request_id, charge.cost, charge.windows)
 
     async def credit(self, tenant: str, amount: Decimal) -> None:
         await self.accounts.credit(tenant, to_units(amount))
 
-    async def _load(self, key: ApiKey, now: datetime, *, tenant: bool) -> None:
-        if tenant:
+    async def load(self, key: ApiKey, missing: Missing, ask: HoldAsk) -> None:
+        """Create the counters a reservation found missing, from the ledger as of when it was asked."""
+        now = ask.at
+        if missing.what == "tenant":
             balance = await self._store.balance(key.tenant_id)
             await self.accounts.load(key.tenant_id, to_units(balance) if balance > 0 else -to_units(-balance),
                                      key.hash, None)

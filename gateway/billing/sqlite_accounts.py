@@ -1,11 +1,13 @@
-"""Money counters shared by the workers of one host through one SQLite file (the embedded mode)."""
+"""Money counters shared by the workers of one host through one SQLite file (the embedded mode): the
+host's counter file, shared with the rate limits."""
 
 from __future__ import annotations
 
 import sqlite3
 import time
+from datetime import UTC, datetime
 
-from gateway.billing.accounts import Missing, Reservation
+from gateway.billing.accounts import Charge, HoldAsk, Missing, Reservation
 from gateway.billing.holds import KeyLimit
 from gateway.sqlite_counters import CounterFile
 
@@ -22,43 +24,74 @@ CREATE INDEX IF NOT EXISTS acct_holds_expires ON acct_holds (expires);
 
 
 class SqliteAccounts:
-    """Exact reservations across the processes that open the same file."""
+    """Exact reservations across the processes that open the same file.
 
-    def __init__(self, path: str, *, hold_seconds: float = 3600.0) -> None:
-        self._file = CounterFile(path, SCHEMA)
+    ``check``, ``hold`` and ``charge`` are the steps a transaction of the admission
+    (``gateway.admission.on_sqlite``) runs beside the limits'."""
+
+    def __init__(self, file: CounterFile | str, *, hold_seconds: float = 3600.0) -> None:
+        """``file``: the host's counter file (its schema includes this module's SCHEMA), or the path of
+        a file these accounts open and close themselves."""
+        self._owned = isinstance(file, str)
+        self._file = CounterFile(file, SCHEMA) if isinstance(file, str) else file
         self._hold = hold_seconds
+
+    @staticmethod
+    def check(db: sqlite3.Connection, ask: HoldAsk, now: float) -> Reservation:
+        """Whether the hold fits; writes nothing but dropping expired holds. Raises Missing."""
+        db.execute("DELETE FROM acct_holds WHERE expires < ?", (now,))
+        available = 0
+        if ask.prepaid:
+            row = db.execute("SELECT balance FROM acct_tenants WHERE tenant = ?", (ask.tenant,)).fetchone()
+            if row is None:
+                raise Missing("tenant")
+            held = db.execute("SELECT coalesce(sum(amount), 0) FROM acct_holds WHERE tenant = ?", (ask.tenant,))
+            available = int(row[0]) - int(held.fetchone()[0])
+            if available < ask.units:
+                return Reservation(False, "balance", available=available)
+        used = 0
+        limit = ask.limit
+        if limit is not None:
+            row = db.execute(
+                "SELECT used FROM acct_keys WHERE key = ? AND window = ?", (ask.key, limit.window)
+            ).fetchone()
+            if row is None:
+                raise Missing("key")
+            held = db.execute("SELECT coalesce(sum(amount), 0) FROM acct_holds WHERE key = ?", (ask.key,))
+            used = int(row[0]) + int(held.fetchone()[0])
+            if used + ask.units > limit.limit:
+                return Reservation(False, "key_limit", available=available, key_used=used)
+        return Reservation(True, available=available, key_used=used)
+
+    def hold(self, db: sqlite3.Connection, ask: HoldAsk, now: float) -> None:
+        """Record the hold ``check`` allowed."""
+        db.execute(
+            "INSERT OR REPLACE INTO acct_holds (request_id, tenant, key, amount, expires) VALUES (?, ?, ?, ?, ?)",
+            (ask.request_id, ask.tenant, ask.key, ask.units, now + self._hold),
+        )
+
+    @staticmethod
+    def charge(db: sqlite3.Connection, charge: Charge) -> None:
+        """Drop the hold and charge the cost to the balance and the key's windows that exist."""
+        db.execute("DELETE FROM acct_holds WHERE request_id = ?", (charge.request_id,))
+        if charge.cost:
+            db.execute("UPDATE acct_tenants SET balance = balance - ? WHERE tenant = ?", (charge.cost, charge.tenant))
+            db.executemany(
+                "UPDATE acct_keys SET used = used + ? WHERE key = ? AND window = ?",
+                [(charge.cost, charge.key, w) for w in charge.windows],
+            )
 
     async def reserve(
         self, tenant: str, key: str, hold: int, limit: KeyLimit | None, prepaid: bool, request_id: str
     ) -> Reservation:
+        ask = HoldAsk(tenant, key, hold, limit, prepaid, request_id, datetime.now(UTC))
+
         def op(db: sqlite3.Connection) -> Reservation:
             now = time.time()
-            db.execute("DELETE FROM acct_holds WHERE expires < ?", (now,))
-            available = 0
-            if prepaid:
-                row = db.execute("SELECT balance FROM acct_tenants WHERE tenant = ?", (tenant,)).fetchone()
-                if row is None:
-                    raise Missing("tenant")
-                held = db.execute("SELECT coalesce(sum(amount), 0) FROM acct_holds WHERE tenant = ?", (tenant,))
-                available = int(row[0]) - int(held.fetchone()[0])
-                if available < hold:
-                    return Reservation(False, "balance", available=available)
-            used = 0
-            if limit is not None:
-                row = db.execute(
-                    "SELECT used FROM acct_keys WHERE key = ? AND window = ?", (key, limit.window)
-                ).fetchone()
-                if row is None:
-                    raise Missing("key")
-                held = db.execute("SELECT coalesce(sum(amount), 0) FROM acct_holds WHERE key = ?", (key,))
-                used = int(row[0]) + int(held.fetchone()[0])
-                if used + hold > limit.limit:
-                    return Reservation(False, "key_limit", available=available, key_used=used)
-            db.execute(
-                "INSERT OR REPLACE INTO acct_holds (request_id, tenant, key, amount, expires) VALUES (?, ?, ?, ?, ?)",
-                (request_id, tenant, key, hold, now + self._hold),
-            )
-            return Reservation(True, available=available, key_used=used)
+            result = self.check(db, ask, now)
+            if result.ok:
+                self.hold(db, ask, now)
+            return result
 
         return await self._file.run(op)
 
@@ -72,16 +105,8 @@ class SqliteAccounts:
         await self._file.run(op)
 
     async def settle(self, tenant: str, key: str, request_id: str, cost: int, windows: tuple[str, ...]) -> None:
-        def op(db: sqlite3.Connection) -> None:
-            db.execute("DELETE FROM acct_holds WHERE request_id = ?", (request_id,))
-            if cost:
-                db.execute("UPDATE acct_tenants SET balance = balance - ? WHERE tenant = ?", (cost, tenant))
-                db.executemany(
-                    "UPDATE acct_keys SET used = used + ? WHERE key = ? AND window = ?",
-                    [(cost, key, w) for w in windows],
-                )
-
-        await self._file.run(op)
+        charge = Charge(tenant, key, request_id, cost, windows)
+        await self._file.run(lambda db: self.charge(db, charge))
 
     async def credit(self, tenant: str, amount: int) -> None:
         def op(db: sqlite3.Connection) -> None:
@@ -102,4 +127,5 @@ class SqliteAccounts:
         await self._file.run(op)
 
     async def close(self) -> None:
-        await self._file.close()
+        if self._owned:
+            await self._file.close()

@@ -1,4 +1,10 @@
-"""The first steps every inference endpoint shares: authenticate, read the body, route the model."""
+"""The first steps every inference endpoint shares: authenticate, read the body, route the model.
+
+A routed request's rate limits are taken when it is routed, together with its money hold, in one
+operation of the shared counters: a request refused for its content before that (400, 403, 404)
+consumes no limit, and one refused for money (402) none either. Endpoints that admit without routing
+(token counting, the provider proxy) take their limits at admission.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +12,22 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
+from gateway.admission.service import Entry
 from gateway.auth.policy import authenticate
 from gateway.codec import JSONObject, parse_object, read_body
 from gateway.errors import RateLimited
-from gateway.ratelimit.gcra import Limits
+from gateway.pipeline.context import RequestContext
+from gateway.ratelimit.gcra import Decision, Limits
+from gateway.ratelimit.limiter import Acquire
 from gateway.routing.catalog import DEFAULT_PROVIDER, Route
 from gateway.routing.plan import plan_routes
 from gateway.settings import LimitSettings
-from gateway.state import BILLING, CATALOG, CTX, IDS, KEYCACHE, LIMITER, SETTINGS, UPSTREAMS
+from gateway.state import ADMISSION, BILLING, CATALOG, CTX, IDS, KEYCACHE, LIMITER, LIMITS_DUE, SETTINGS, UPSTREAMS
 from gateway.store.base import RateLimits
+
+# Endpoints whose handlers call route_request after admitting: their limits are taken there, with the
+# money. Any other endpoint's are taken at admission (so one missing here is limited, only less cheaply).
+ROUTED_ENDPOINTS = frozenset({"chat", "messages", "embeddings", "gemini_generate", "gemini_embed"})
 
 
 async def admit(request: web.Request, endpoint: str) -> JSONObject:
@@ -29,7 +42,8 @@ async def admit_raw(request: web.Request, endpoint: str) -> tuple[JSONObject, by
 
 
 async def admit_bytes(request: web.Request, endpoint: str) -> bytes:
-    """Authenticate an inference key, read the body (any content), apply the key's rate limits."""
+    """Authenticate an inference key, read the body (any content), apply the key's rate limits (or, for
+    an endpoint that routes, note them for route_request)."""
     app = request.app
     ctx = request[CTX]
     ctx.endpoint = endpoint
@@ -39,8 +53,17 @@ async def admit_bytes(request: web.Request, endpoint: str) -> bytes:
     limits = effective_limits(app[SETTINGS].limits, key.rate_limit)
     if not limits.active:
         return raw
+    if endpoint in ROUTED_ENDPOINTS:
+        request[LIMITS_DUE] = limits
+        return raw
     tokens = estimate_tokens(raw)
-    decision = await app[LIMITER].acquire(key.hash, limits, tokens, ctx.request_id)
+    check_limits(ctx, await app[LIMITER].acquire(key.hash, limits, tokens, ctx.request_id))
+    ctx.limits, ctx.token_estimate = limits, tokens
+    return raw
+
+
+def check_limits(ctx: RequestContext, decision: Decision) -> None:
+    """Show the key's limits on the response; raise 429 if they refused (then nothing was taken)."""
     ctx.rate_headers = decision.headers()
     if not decision.allowed:
         raise RateLimited(
@@ -48,8 +71,6 @@ async def admit_bytes(request: web.Request, endpoint: str) -> bytes:
             retry_after=decision.retry_after,
             metadata={"limit": decision.reason, "retry_after": decision.retry_after},
         )
-    ctx.limits, ctx.token_estimate = limits, tokens
-    return raw
 
 
 def estimate_tokens(raw: bytes) -> int:
@@ -78,12 +99,23 @@ def effective_limits(defaults: LimitSettings, own: RateLimits) -> Limits:
 async def route_request(
     request: web.Request, body: JSONObject, *, streamed: bool, default_provider: str = DEFAULT_PROVIDER
 ) -> Route:
-    """Resolve the body's model, check the key may use it, open the generation record, reserve its cost.
+    """Resolve the body's model, check the key may use it, open the generation record, take the key's
+    rate limits (when admit left them due) and reserve its cost, in one counter operation.
     ``default_provider`` serves bare model names the catalog does not list (see ``Catalog.resolve``)."""
     ctx = request[CTX]
-    assert ctx.key is not None
+    key = ctx.key
+    assert key is not None
     app = request.app
-    candidates = plan_routes(body, app[CATALOG], ctx.key, app[UPSTREAMS].latency, default_provider)
+    candidates = plan_routes(body, app[CATALOG], key, app[UPSTREAMS].latency, default_provider)
+    # hold what the most expensive candidate could cost: whichever answers is covered
+    priciest = max(candidates, key=lambda r: (r.model.prompt + r.model.completion) if r.model else -1).model
+    limits = request.get(LIMITS_DUE)
+    entry: Entry | None = None
+    if limits is not None:
+        del request[LIMITS_DUE]
+        take = Acquire(key.hash, limits, estimate_tokens_of(ctx.body_bytes), ctx.request_id)
+        entry = await app[ADMISSION].enter(key, take, priciest, body, ctx.body_bytes)
+        check_limits(ctx, entry.decision)  # a 429 is not recorded, as when limits are taken at admission
     route = candidates[0]
     ctx.route = route
     ctx.candidates = candidates
@@ -94,8 +126,12 @@ async def route_request(
     referer = headers.get("HTTP-Referer") or headers.get("Referer")
     ctx.app_title = title[:200] if title else None  # recorded, never forwarded upstream
     ctx.app_referer = referer[:500] if referer else None
-    # hold what the most expensive candidate could cost: whichever answers is covered
-    priciest = max(candidates, key=lambda r: (r.model.prompt + r.model.completion) if r.model else -1).model
-    ctx.hold = await app[BILLING].reserve(ctx.key, priciest, body, ctx.body_bytes, ctx.request_id)
+    if entry is None:
+        ctx.hold = await app[BILLING].reserve(key, priciest, body, ctx.body_bytes, ctx.request_id)
+    else:
+        if entry.refusal is not None:
+            raise entry.refusal  # nothing was taken: neither money nor limits
+        ctx.limits, ctx.token_estimate = limits, estimate_tokens_of(ctx.body_bytes)
+        ctx.hold = entry.hold
     ctx.billed = True
     return route

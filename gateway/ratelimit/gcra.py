@@ -5,8 +5,8 @@ its theoretical arrival time ``tat``. A request of cost ``n`` at time ``now`` is
 ``max(tat, now) + n*T - P <= now``; then ``tat`` becomes ``max(tat, now) + n*T``. So a full bucket
 admits exactly ``L`` units at once and refills continuously at ``L`` per ``P`` (a token bucket of
 capacity ``L``): 200 simultaneous requests on a key allowed 50 a minute get exactly 50 admissions,
-and over any stretch of ``d`` seconds at most ``L + d*L/P`` units pass. The Redis script (redis.lua) is this same
-arithmetic; the property tests pin both to it.
+and over any stretch of ``d`` seconds at most ``L + d*L/P`` units pass. The Redis scripts' functions
+(limits.lua) are this same arithmetic; the property tests pin both to it.
 """
 
 from __future__ import annotations
@@ -31,6 +31,10 @@ class Limits:
     def active(self) -> bool:
         """Whether any limit applies (an unlimited key needs no limiter round trip)."""
         return (self.requests_per_minute | self.requests_per_day | self.tokens_per_minute | self.concurrency) > 0
+
+    def settles(self, token_delta: int) -> bool:
+        """Whether a finished request has anything to give back: a concurrency slot, or a token correction."""
+        return self.concurrency > 0 or (self.tokens_per_minute > 0 and token_delta != 0)
 
     def buckets(self, tokens: int) -> list[tuple[str, int, float, int]]:
         """(name, limit, period, cost) for every GCRA bucket that applies."""
@@ -116,6 +120,13 @@ def decide(
         return decision_from(False, limits, hl_tat, now, wait, reason), {}
     hl_tat = new_tats.get(headline[0]) if headline else None
     return decision_from(True, limits, hl_tat, now, 0.0, None), new_tats
+
+
+def untaken(tats: dict[str, float | None], limits: Limits, now: float) -> Decision:
+    """The decision for a request the limits allowed but that took nothing (another check refused it):
+    its header figures are those of the buckets as they are."""
+    headline = _headline(limits)
+    return decision_from(True, limits, tats.get(headline[0]) if headline else None, now, 0.0, None)
 
 
 def _headline(limits: Limits) -> tuple[str, int, float] | None:

@@ -5,14 +5,38 @@ Three backends share the arithmetic in ``gcra``:
 - ``MemoryLimiter``: one process (tests, ``python -m gateway`` style single workers);
 - ``SqliteLimiter``: every gunicorn worker of one host, exact through one shared SQLite file whose
   write lock serialises the check-and-update (the embedded default);
-- ``RedisLimiter``: every worker of every host on one Redis, one script call per request.
+- ``RedisLimiter``: every worker of every host on one Redis, one script call per check.
+
+A request that also holds money takes its limits together with the hold, in one operation of the
+shared counters (``gateway.admission``); ``Acquire`` and ``Release`` describe the limits' part of it.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.ratelimit.gcra import DAY, MINUTE, Decision, Limits, corrected_tat, decide
+
+
+@dataclass(frozen=True, slots=True)
+class Acquire:
+    """Take a request's limits: 1 request, ``tokens`` estimated tokens and a concurrency slot."""
+
+    key: str
+    limits: Limits
+    tokens: int
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """Give back what a finished request took: its slot, and its token estimate's error (``token_delta``)."""
+
+    key: str
+    limits: Limits
+    token_delta: int
+    request_id: str
 
 
 class Limiter(Protocol):

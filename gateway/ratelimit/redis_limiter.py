@@ -1,15 +1,17 @@
-"""Limits shared by every worker of every host through Redis: one script call per request.
+"""Limits shared by every worker of every host through Redis: one script call per check or release.
 
-When Redis does not answer within ``timeout`` seconds the limiter follows its policy: fail open
-(the request is served unlimited, counted in a metric and logged) or fail closed (503). It never
-waits longer than the timeout.
+The calls go through the worker's ``RedisScripts``, so those of concurrent requests share round
+trips; a request that also holds money takes its limits in the admission script instead (the same
+functions, limits.lua). When Redis does not answer within ``timeout`` seconds the limiter follows its
+policy: fail open (the request is served unlimited, counted in a metric and logged) or fail closed
+(503). It never waits longer than the timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from importlib import resources
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from redis.asyncio import Redis
@@ -17,14 +19,12 @@ from redis.exceptions import RedisError
 
 from gateway.errors import Unavailable
 from gateway.ratelimit.gcra import Decision, Limits, decision_from
+from gateway.redis_scripts import Arg, RedisScripts, lua
 
 log = logging.getLogger("arouter.ratelimit")
 
 FailurePolicy = Literal["open", "closed"]
-
-
-def _script(name: str) -> str:
-    return resources.files("gateway.ratelimit").joinpath(name).read_text(encoding="utf-8")
+FAILURES = (RedisError, OSError, TimeoutError)  # what "Redis did not answer" looks like
 
 
 class RedisLimiter:
@@ -34,61 +34,77 @@ class RedisLimiter:
         self,
         redis: Redis,
         *,
+        scripts: RedisScripts | None = None,
         on_failure: FailurePolicy,
         prefix: str = "arouter:rl:",
         timeout: float = 0.5,
         hold_seconds: float = 3600.0,
-        on_error: Any = None,
+        on_error: Callable[[str], object] | None = None,
     ) -> None:
-        self._redis = redis
+        self._owned = scripts is None  # else the worker's, shared with its other counters
+        self._scripts = RedisScripts(redis, timeout=timeout) if scripts is None else scripts
         self._on_failure = on_failure
         self._prefix = prefix
-        self._timeout = timeout
+        self.timeout = timeout
         self._hold = hold_seconds
-        self._acquire = redis.register_script(_script("acquire.lua"))
-        self._settle = redis.register_script(_script("settle.lua"))
-        self._on_error = on_error  # callable(kind: str) for the metric
+        self._acquire = lua(("gateway.ratelimit", "limits.lua"), ("gateway.ratelimit", "acquire.lua"))
+        self._settle = lua(("gateway.ratelimit", "limits.lua"), ("gateway.ratelimit", "settle.lua"))
+        self._on_error = on_error  # called with the policy, for the metric
         self.failures = 0
 
-    def _keys(self, key: str) -> list[str]:
-        base = f"{self._prefix}{{{key}}}"  # one hash slot per key, for Redis Cluster
+    def keys(self, key: str) -> list[str]:
+        """The key's bucket hash and in-flight set (one hash slot per key, for Redis Cluster)."""
+        base = f"{self._prefix}{{{key}}}"
         return [base, base + ":inflight"]
 
-    async def acquire(self, key: str, limits: Limits, tokens: int, request_id: str) -> Decision:
-        args: list[str | int | float] = [
-            tokens, request_id, self._hold, limits.requests_per_minute, limits.requests_per_day,
-            limits.tokens_per_minute, limits.concurrency,
-        ]
-        try:
-            async with asyncio.timeout(self._timeout):
-                allowed, now, head_tat, wait, reason = await self._acquire(keys=self._keys(key), args=args)
-        except (RedisError, OSError, TimeoutError) as exc:
-            return self._failed("acquire", exc)
+    def acquire_args(self, limits: Limits, tokens: int, request_id: str) -> list[Arg]:
+        return [tokens, request_id, self._hold, limits.requests_per_minute, limits.requests_per_day,
+                limits.tokens_per_minute, limits.concurrency]
+
+    @staticmethod
+    def settle_args(limits: Limits, token_delta: int, request_id: str) -> list[Arg]:
+        return [request_id, limits.tokens_per_minute, token_delta]
+
+    @staticmethod
+    def decision(limits: Limits, reply: Sequence[Any]) -> Decision:
+        """The Decision from a script's limits reply (allowed, now, headline tat, wait, reason)."""
+        allowed, now, head_tat, wait, reason = reply
         tat = float(head_tat) if head_tat else None
         reason_text = reason.decode() if isinstance(reason, bytes) else str(reason)
-        return decision_from(
-            bool(int(allowed)), limits, tat, float(now), max(0.0, float(wait)), reason_text or None
-        )
+        return decision_from(bool(int(allowed)), limits, tat, float(now), max(0.0, float(wait)), reason_text or None)
+
+    async def acquire(self, key: str, limits: Limits, tokens: int, request_id: str) -> Decision:
+        try:
+            async with asyncio.timeout(self.timeout):
+                reply = await self._scripts.call(self._acquire, self.keys(key),
+                                                 self.acquire_args(limits, tokens, request_id))
+        except FAILURES as exc:
+            return self.failed("acquire", exc)
+        return self.decision(limits, reply)
 
     async def settle(self, key: str, limits: Limits, token_delta: int, request_id: str) -> None:
-        if limits.concurrency <= 0 and not (limits.tokens_per_minute > 0 and token_delta):
+        if not limits.settles(token_delta):
             return
         try:
-            async with asyncio.timeout(self._timeout):
-                await self._settle(keys=self._keys(key), args=[request_id, limits.tokens_per_minute, token_delta])
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._note(exc, "settle")  # the slot expires by itself after hold_seconds
+            async with asyncio.timeout(self.timeout):
+                await self._scripts.send(self._settle, self.keys(key),
+                                         self.settle_args(limits, token_delta, request_id))
+        except FAILURES as exc:
+            self.note(exc, "settle")  # the slot expires by itself after hold_seconds
 
     async def close(self) -> None:
-        return None  # the Redis client belongs to the app
+        if self._owned:
+            await self._scripts.close()  # the client belongs to the app
 
-    def _failed(self, what: str, exc: BaseException) -> Decision:
-        self._note(exc, what)
+    def failed(self, what: str, exc: BaseException) -> Decision:
+        """Redis did not answer a check: 503 when failing closed, else an unlimited admission."""
+        self.note(exc, what)
         if self._on_failure == "closed":
             raise Unavailable("rate limiter unavailable (Redis did not answer); try again shortly")
         return Decision(True, 0, 0, 0)
 
-    def _note(self, exc: BaseException, what: str) -> None:
+    def note(self, exc: BaseException, what: str) -> None:
+        """Count and (sparingly) log a failed call."""
         self.failures += 1
         if self._on_error is not None:
             self._on_error(self._on_failure)

@@ -21,7 +21,7 @@ from gateway.errors import (
 )
 from gateway.pipeline.context import RequestContext
 from gateway.protocols.errors import error_body, protocol_for_path
-from gateway.state import ACCESS_LOG, BILLING, CTX, IDS, LIMITER, METRICS, RECORDER
+from gateway.state import ACCESS_LOG, ADMISSION, CTX, IDS, METRICS, RECORDER
 from gateway.store.base import Generation
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -52,14 +52,8 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
         try:
             resp = await handler(request)
         finally:
-            if ctx.key is not None:
-                settles = []
-                if ctx.billed:
-                    settles.append(_settle_billing(request, ctx))
-                if ctx.limits is not None:
-                    settles.append(_settle_limits(request, ctx))
-                if settles:  # at the same time: with Redis, one wait instead of two
-                    await asyncio.gather(*settles)
+            if ctx.key is not None and (ctx.billed or ctx.limits is not None):
+                await _settle(request, ctx)
     except asyncio.CancelledError:  # the client went away and the server cancelled the handler
         ctx.cancelled = True
         ctx.status = ctx.status or 499
@@ -87,25 +81,17 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
     return resp
 
 
-async def _settle_billing(request: web.Request, ctx: RequestContext) -> None:
-    """Release the request's hold and charge its cost to the shared counters."""
+async def _settle(request: web.Request, ctx: RequestContext) -> None:
+    """Give back what the request took from the shared counters (its concurrency slot, its token
+    estimate's error, its money hold) and charge its cost: one counter operation."""
     assert ctx.key is not None
-    try:
-        await request.app[BILLING].settle(ctx.key, ctx.hold, ctx.cost, ctx.request_id)
-    except Exception:  # the ledger row is still written; the hold expires by itself
-        log.exception("billing settle failed", extra={"fields": {"request_id": ctx.request_id}})
-
-
-async def _settle_limits(request: web.Request, ctx: RequestContext) -> None:
-    """Free the request's concurrency slot and correct its token estimate by the reported usage."""
-    assert ctx.limits is not None and ctx.key is not None
     delta = 0
-    if ctx.total_tokens is not None:
+    if ctx.limits is not None and ctx.total_tokens is not None:
         delta = ctx.total_tokens - ctx.token_estimate
     try:
-        await request.app[LIMITER].settle(ctx.key.hash, ctx.limits, delta, ctx.request_id)
-    except Exception:
-        log.exception("rate limiter settle failed", extra={"fields": {"request_id": ctx.request_id}})
+        await request.app[ADMISSION].leave(ctx.key, ctx.limits, delta, ctx.billed, ctx.hold, ctx.cost, ctx.request_id)
+    except Exception:  # the ledger row is still written; the hold and the slot expire by themselves
+        log.exception("counter settle failed", extra={"fields": {"request_id": ctx.request_id}})
 
 
 def _http_error(request: web.Request, exc: web.HTTPException) -> GatewayError:

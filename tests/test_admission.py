@@ -1,0 +1,232 @@
+"""One contract for the shared counters' admission: limits and money taken together or not at all,
+given back together; SQLite (the host's workers) and Redis (every host)."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from redis.asyncio import Redis
+
+from gateway.admission.counters import Counters
+from gateway.admission.on_redis import RedisCounters
+from gateway.admission.on_sqlite import SqliteCounters
+from gateway.admission.service import Admission
+from gateway.billing.accounts import Charge, HoldAsk, Missing
+from gateway.billing.holds import KeyLimit
+from gateway.billing.service import Billing
+from gateway.ratelimit.gcra import Limits
+from gateway.ratelimit.limiter import Acquire, Release
+from gateway.settings import ModelSettings
+from gateway.store.base import ApiKey, KeyUsage
+from tests.conftest import REDIS_URL
+
+Factory = Callable[..., Counters]
+AT = datetime(2026, 11, 22, 12, tzinfo=UTC)
+DAY = KeyLimit(10**9, "d:2026-11-22")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+async def make_counters(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Factory]:
+    """Makes counters that share state the way their backend does (same file, same Redis prefix)."""
+    made: list[Counters] = []
+    clients: list[Redis] = []
+    prefix = f"arouter:test:{os.urandom(6).hex()}:"
+
+    def factory(hold_seconds: float = 3600.0) -> Counters:
+        counters: Counters
+        if request.param == "sqlite":
+            counters = SqliteCounters(str(tmp_path / "counters.db"), hold_seconds=hold_seconds)
+        else:
+            client = Redis.from_url(REDIS_URL)
+            clients.append(client)
+            counters = RedisCounters(client, on_failure="closed", limits_prefix=prefix + "rl:",
+                                     money_prefix=prefix + "acct:", limits_timeout=10, money_timeout=10,
+                                     hold_seconds=hold_seconds)  # exactness, not speed
+        made.append(counters)
+        return counters
+
+    yield factory
+    for counters in made:
+        await counters.close()
+    for client in clients:
+        keys = [k async for k in client.scan_iter(match=prefix + "*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+
+def take(rid: str, limits: Limits, tokens: int = 0) -> Acquire:
+    return Acquire("k", limits, tokens, rid)
+
+
+def ask(rid: str, units: int, limit: KeyLimit | None = None, *, tenant: str = "t", prepaid: bool = True) -> HoldAsk:
+    return HoldAsk(tenant, "k", units, limit, prepaid, rid, AT)
+
+
+async def test_both_are_taken_and_a_limits_refusal_takes_no_money(make_counters: Factory) -> None:
+    c = make_counters()
+    limits = Limits(requests_per_minute=3, concurrency=1)
+    await c.accounts.load("t", 1000, "k", {DAY.window: 0})
+    d, r = await c.admit(take("r1", limits), ask("r1", 400, DAY))
+    assert d.allowed and d.limit == 3 and d.remaining == 2
+    assert r is not None and r.ok and r.available == 1000 and r.key_used == 0
+    d, r = await c.admit(take("r2", limits), ask("r2", 400, DAY))  # r1 holds the one slot
+    assert not d.allowed and d.reason == "concurrency" and r is None
+    probe = await c.accounts.reserve("t", "k", 0, DAY, True, "probe")
+    assert probe.available == 600 and probe.key_used == 400  # r1's hold only
+
+
+async def test_a_money_refusal_takes_no_limits(make_counters: Factory) -> None:
+    c = make_counters()
+    limits = Limits(requests_per_minute=3, concurrency=1)
+    await c.accounts.load("t", 100, "k", {DAY.window: 0})
+    for units, limit, reason in ((101, None, "balance"), (50, KeyLimit(40, DAY.window), "key_limit")):
+        d, r = await c.admit(take("big", limits), ask("big", units, limit))
+        assert r is not None and not r.ok and r.reason == reason
+        assert d.allowed and d.limit == 3 and d.remaining == 3  # the buckets as they are: nothing taken
+    for i in range(3):  # every request and the one slot are still there
+        d, r = await c.admit(take(f"r{i}", limits), ask(f"r{i}", 10))
+        assert d.allowed and d.remaining == 2 - i and r is not None and r.ok
+        await c.release(Release("k", limits, 0, f"r{i}"), Charge("t", "k", f"r{i}", 10, ()))
+    d, r = await c.admit(take("r3", limits), ask("r3", 10))
+    assert not d.allowed and d.reason == "requests_per_minute" and r is None
+
+
+async def test_missing_money_counters_take_nothing_and_refused_limits_need_none(make_counters: Factory) -> None:
+    c = make_counters()
+    limits = Limits(requests_per_minute=1)
+    with pytest.raises(Missing) as info:
+        await c.admit(take("r1", limits), ask("r1", 10))
+    assert info.value.what == "tenant"
+    await c.accounts.load("t", 100, "k", None)
+    with pytest.raises(Missing) as info:
+        await c.admit(take("r1", limits), ask("r1", 10, DAY))
+    assert info.value.what == "key"
+    await c.accounts.load("t", None, "k", {DAY.window: 0})
+    d, r = await c.admit(take("r1", limits), ask("r1", 10, DAY))
+    assert d.allowed and d.remaining == 0 and r is not None and r.ok  # the attempts before took no request
+    d, r = await c.admit(take("r2", limits), ask("r2", 10, tenant="never-loaded"))
+    assert not d.allowed and r is None  # refused by the limits before the money is looked at
+
+
+async def test_release_gives_back_and_charges(make_counters: Factory) -> None:
+    c = make_counters()
+    limits = Limits(tokens_per_minute=1000, concurrency=1)
+    await c.accounts.load("t", 1000, "k", {DAY.window: 0, "total": 0})
+    d, r = await c.admit(take("r1", limits, tokens=600), ask("r1", 500, DAY))
+    assert d.allowed and r is not None and r.ok
+    await c.release(Release("k", limits, -500, "r1"), Charge("t", "k", "r1", 300, (DAY.window, "total")))
+    # the slot is back, the bucket moved by the 500 tokens not used, the hold dropped, the 300 charged
+    d, r = await c.admit(take("r2", limits, tokens=600), ask("r2", 700, DAY))
+    assert d.allowed and r is not None and r.ok and r.available == 700 and r.key_used == 300
+    probe = await c.accounts.reserve("t", "k", 0, KeyLimit(10**9, "total"), True, "probe")
+    assert probe.key_used == 300 + 700  # the total window was charged too (plus r2's hold)
+
+
+async def test_exact_under_concurrency_across_workers(make_counters: Factory) -> None:
+    a, b = make_counters(), make_counters()
+    limits = Limits(requests_per_minute=50)
+    await a.accounts.load("t", 1000, "k", None)
+    results = await asyncio.gather(*((a if i % 2 else b).admit(take(f"r{i}", limits), ask(f"r{i}", 100))
+                                     for i in range(100)))
+    held = [r for _, r in results if r is not None and r.ok]
+    assert len(held) == 10  # the balance covers 10
+    assert all(d.allowed and r is not None and r.reason == "balance" for d, r in results if not (r and r.ok))
+    d = await a.limiter.acquire("k", limits, 0, "after")
+    assert d.allowed and d.remaining == 39  # only the 10 served took a request (and this one)
+
+    await a.accounts.credit("t", 10**6)
+    results = await asyncio.gather(*((a if i % 2 else b).admit(take(f"s{i}", limits), ask(f"s{i}", 1))
+                                     for i in range(200)))
+    assert sum(1 for d, r in results if d.allowed and r is not None and r.ok) == 39
+    assert all(not d.allowed and d.reason == "requests_per_minute" and r is None
+               for d, r in results if not (r and r.ok))
+    probe = await b.accounts.reserve("t", "k", 0, None, True, "probe")
+    assert probe.available == 1000 + 10**6 - 10 * 100 - 39  # exactly the holds of those admitted
+
+
+class Ledger:
+    """The database's side of the money: what the counters load when they are missing."""
+
+    def __init__(self) -> None:
+        self.reads: list[str] = []
+
+    async def balance(self, tenant: str) -> Decimal:
+        self.reads.append("balance")
+        return Decimal("1.5")
+
+    async def key_usage(self, key: str, now: datetime) -> KeyUsage:
+        self.reads.append("key_usage")
+        return KeyUsage(total=Decimal("0.5"), daily=Decimal("0.25"), weekly=Decimal("0.25"), monthly=Decimal("0.5"))
+
+
+def api_key(limit: Decimal | None) -> ApiKey:
+    return ApiKey(hash="k", tenant_id="t", kind="live", name="n", label="l", disabled=False, limit=limit,
+                  limit_reset="daily" if limit is not None else None, allowed_providers=None, allowed_models=None,
+                  expires_at=None, created_at=AT, updated_at=AT)
+
+
+MODEL = ModelSettings(id="openai/m", provider="openai", upstream_id="m", name="m", prompt=Decimal(1),
+                      completion=Decimal(1))
+
+
+async def test_enter_loads_missing_counters_from_the_ledger(make_counters: Factory) -> None:
+    counters = make_counters()
+    ledger = Ledger()
+    billing = Billing(counters.accounts, ledger, prepaid=True, clock=lambda: AT)  # type: ignore[arg-type]
+    admission = Admission(counters, billing)
+    key = api_key(Decimal("0.27"))
+    limits = Limits(requests_per_minute=2)
+    body = {"max_tokens": 10_000}  # holds (100 bytes + 10,000 tokens) at 1 USD per million: 0.0101 USD
+    entry = await admission.enter(key, take("r1", limits), MODEL, body, 100)
+    assert ledger.reads == ["balance", "key_usage"]  # the tenant's, then the key's, each loaded once
+    assert entry.decision.allowed and entry.refusal is None and entry.decision.remaining == 1
+    assert entry.hold is not None and entry.hold.units == 101_000_000
+    entry = await admission.enter(key, take("r2", limits), MODEL, body, 100)  # 0.25 + 0.0101 + 0.0101 > 0.27
+    assert entry.decision.allowed and entry.decision.remaining == 1 and entry.hold is None
+    assert entry.refusal is not None and entry.refusal.status == 402
+    figures = orjson.loads(orjson.dumps(entry.refusal.metadata))
+    assert figures["limit_usd"] == 0.27 and figures["used_usd"] == 0.2601 and figures["required_usd"] == 0.0101
+    assert ledger.reads == ["balance", "key_usage"]
+    await admission.leave(key, limits, 0, True, None, Decimal("0.001"), "r1")  # r1 cost 0.001 of its hold
+    entry = await admission.enter(key, take("r3", limits), MODEL, body, 100)
+    assert entry.hold is not None and entry.decision.remaining == 0
+
+
+def _admit_many(path: str, n: int, out: Any) -> None:
+    async def run() -> int:
+        counters = SqliteCounters(path)
+        limits = Limits(requests_per_minute=50)
+        got = await asyncio.gather(*(counters.admit(take(f"{os.getpid()}-{i}", limits), ask(f"{os.getpid()}-{i}", 100))
+                                     for i in range(n)))
+        await counters.close()
+        return sum(1 for d, r in got if d.allowed and r is not None and r.ok)
+
+    out.put(asyncio.run(run()))
+
+
+async def test_sqlite_admission_is_exact_across_processes(tmp_path: Path) -> None:
+    path = str(tmp_path / "counters.db")
+    counters = SqliteCounters(path)
+    await counters.accounts.load("t", 3000, "k", None)  # covers 30 holds of 100
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_admit_many, args=(path, 50, out)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    totals = [out.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    assert sum(totals) == 30
+    d = await counters.limiter.acquire("k", Limits(requests_per_minute=50), 0, "after")
+    assert d.remaining == 19  # 30 served took a request each, the 170 refused none
+    await counters.close()
