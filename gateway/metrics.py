@@ -59,15 +59,34 @@ class Metrics:
 
         # labelled children by label values: looking them up is most of the cost of counting a request
         self._per_request: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
+        self._per_model: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
 
-    def request_done(self, endpoint: str, provider: str, model: str, status: str, seconds: float) -> None:
-        """Count one answered request and observe its duration."""
+    def request_done(
+        self, endpoint: str, provider: str, model: str, status: str, seconds: float,
+        ttft: float | None = None, prompt_tokens: int | None = None, completion_tokens: int | None = None,
+    ) -> None:
+        """Count one answered request: its duration, and for a routed one its time to first token and tokens."""
         labels = (endpoint, provider, model, status)
         children = self._per_request.get(labels)
         if children is None:
             children = self._per_request[labels] = (self.requests.labels(*labels), self.latency.labels(*labels))
         children[0].inc()
         children[1].observe(seconds)
+        if ttft is None and not prompt_tokens and not completion_tokens:
+            return
+        per_model = self._per_model.get((provider, model))
+        if per_model is None:
+            per_model = self._per_model[(provider, model)] = (
+                self.ttft.labels(provider, model),
+                self.tokens.labels(provider, model, "input"),
+                self.tokens.labels(provider, model, "output"),
+            )
+        if ttft is not None:
+            per_model[0].observe(ttft)
+        if prompt_tokens:
+            per_model[1].inc(prompt_tokens)
+        if completion_tokens:
+            per_model[2].inc(completion_tokens)
 
     def render(self) -> bytes:
         """The exposition text: all workers' values in multiprocess mode, this process's otherwise."""

@@ -145,3 +145,22 @@ async def test_a_cancelled_stream_is_billed_for_what_was_generated(gateway: Gate
     assert gen.prompt_tokens == len(body) // 4 + 1  # no upstream usage: estimated from the request
     assert gen.completion_tokens == 1  # one streamed fragment
     assert gen.cost == Decimal(gen.prompt_tokens + 1) / 1_000_000 and gen.cost > 0
+
+
+async def test_metrics_count_requests_tokens_and_time_to_first_token(gateway: Gateway) -> None:
+    key, _ = await gateway.new_key()
+    for stream in (False, True, True):
+        body = {"model": "openai/gpt-4.1-mini", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+        resp = await chat(gateway, key, body)
+        await resp.read()
+    text = await (await gateway.client.get("/metrics")).text()
+    values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line.startswith("arouter_") and " " in line}
+    labels = 'model="openai/gpt-4.1-mini",provider="openai"'
+    requests = [v for k, v in values.items() if k.startswith("arouter_requests_total{") and 'status="200"' in k
+                and 'endpoint="chat"' in k]
+    assert requests == [3.0]
+    assert values[f'arouter_time_to_first_token_seconds_count{{{labels}}}'] == 2.0  # the two streams
+    # the recorded responses report 11 prompt and 9 completion tokens each
+    assert values[f'arouter_tokens_total{{direction="input",{labels}}}'] == 33.0
+    assert values[f'arouter_tokens_total{{direction="output",{labels}}}'] == 27.0

@@ -113,15 +113,10 @@ def finish(request: web.Request, ctx: RequestContext) -> None:
     model = (route.model_id if route.model is not None else f"{provider}/*") if route else ""
     status = str(ctx.status)
     metrics = app[METRICS]
-    metrics.request_done(ctx.endpoint, provider, model, status, elapsed)
+    metrics.request_done(ctx.endpoint, provider, model, status, elapsed, ctx.ttft, ctx.prompt_tokens,
+                         ctx.completion_tokens)
     if ctx.upstream_error is not None:
         metrics.upstream_errors.labels(provider, ctx.upstream_error).inc()
-    if ctx.ttft is not None:
-        metrics.ttft.labels(provider, model).observe(ctx.ttft)
-    if ctx.prompt_tokens:
-        metrics.tokens.labels(provider, model, "input").inc(ctx.prompt_tokens)
-    if ctx.completion_tokens:
-        metrics.tokens.labels(provider, model, "output").inc(ctx.completion_tokens)
     key = ctx.key
     if route is not None and key is not None and ctx.generation_id is not None:
         app[RECORDER].record(
