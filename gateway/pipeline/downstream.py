@@ -24,8 +24,10 @@ KEEPALIVE = b": ARouter PROCESSING\n\n"
 
 
 class _Response(web.StreamResponse):
-    """A streamed response whose last bytes can wait to be sent with its end."""
+    """A streamed response whose status and headers leave with its first bytes (every commit is
+    followed by a write), and whose last bytes can wait to be sent with its end."""
 
+    _send_headers_immediately = False  # as aiohttp's own Response: one write instead of two
     tail = b""
 
     async def write_eof(self, data: bytes = b"") -> None:
