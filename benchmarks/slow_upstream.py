@@ -79,6 +79,7 @@ class Server:
         self.started = 0
         self.finished = 0
         self.cut = 0
+        self.cuts: list[tuple[float, int]] = []  # (seconds open, events sent) of the first streams cut
         self.seq = 0
 
     def finish_all(self) -> int:
@@ -98,7 +99,8 @@ class Stream:
         self.conn = conn
         self.sid = f"chatcmpl-slow{srv.seq:08d}"
         self.sent = 0
-        self.deadline = time.monotonic() + srv.max_duration
+        self.started = time.monotonic()
+        self.deadline = self.started + srv.max_duration
         self.timer: asyncio.TimerHandle | None = None
         srv.open.add(self)
         conn.write(HEAD + chunk(delta(self.sid, "") + delta(self.sid, "Hello")))
@@ -137,6 +139,8 @@ class Stream:
         if self in srv.open:
             srv.open.discard(self)
             srv.cut += 1
+            if len(srv.cuts) < 50:
+                srv.cuts.append((round(time.monotonic() - self.started, 2), self.sent))
 
 
 class Conn(asyncio.Protocol):
@@ -188,7 +192,13 @@ class Conn(asyncio.Protocol):
                 self.reply(200, b'{"ok":true}')
             elif method == "GET" and path == "/stats":
                 srv = self.server
-                body = {"open": len(srv.open), "started": srv.started, "finished": srv.finished, "cut": srv.cut}
+                body = {
+                    "open": len(srv.open),
+                    "started": srv.started,
+                    "finished": srv.finished,
+                    "cut": srv.cut,
+                    "cuts": srv.cuts,  # [seconds open, events sent] of the first 50 streams the client dropped
+                }
                 self.reply(200, json.dumps(body).encode())
             elif method == "POST":
                 self.stream = Stream(self)
