@@ -252,12 +252,18 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
     t_start = time.monotonic()
     with bench_lock(max_wait=args.lock_wait):
         meta["date"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        meta["loadavg_start"] = list(os.getloadavg())  # other work on this shared machine shows here
         targets: list[Target] = []
         try:
             upstream = start_upstream(tools["nginx"], tmp / "upstream", load_cpu)
             targets.append(upstream)
             for name in names[1:]:
-                t = start_target(name, args, tmp, upstream, gw_cpu, installed)
+                try:
+                    t = start_target(name, args, tmp, upstream, gw_cpu, installed)
+                except (BenchError, OSError) as e:  # reported as not run; the others are still measured
+                    log(f"{name} did not start: {e}")
+                    t = Target(name)
+                    t.fail_all(f"did not start: {str(e).splitlines()[0]}")
                 targets.append(t)
                 for scenario, why in t.skipped.items():
                     log(f"{name} {scenario}: {why}")
@@ -284,7 +290,7 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
         if not args.skip_micro:
             data["micro"] = run_micro(gw_cpu, quick=bool(args.quick))
         plan: list[tuple[str, str | None, int]] = [("arouter-embedded", None, n) for n in levels]
-        redis_level = args.open_streams_redis if args.open_streams_redis is not None else (1000 if args.quick else 5000)
+        redis_level = args.open_streams_redis if args.open_streams_redis is not None else 1000
         if redis_level > 0 and args.redis and not args.no_redis:
             plan.append(("arouter", args.redis, redis_level))
         if args.skip_open_streams:
@@ -296,6 +302,7 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
             data["open_streams"] = [{"config": "arouter-embedded", "streams": 0, "not_run": str(e)}]
         ok = True
     meta["elapsed_s"] = {"table": t_table, "total": time.monotonic() - t_start}
+    meta["loadavg_end"] = list(os.getloadavg())
     if ok and not args.keep:
         shutil.rmtree(tmp, ignore_errors=True)
     else:
@@ -425,7 +432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--open-streams", default=None, metavar="N,N", help="levels (default 1000,5000,10000)")
     ap.add_argument("--hold", type=float, default=None, help="seconds to hold the open streams (default 10)")
     ap.add_argument(
-        "--open-streams-redis", type=int, default=None, metavar="N", help="streams held with Redis (5000; 0: none)"
+        "--open-streams-redis", type=int, default=None, metavar="N", help="streams held with Redis (1000; 0: none)"
     )
     ap.add_argument("--skip-open-streams", action="store_true", help="no open-streams test")
     ap.add_argument("--skip-micro", action="store_true", help="no per-chunk cost (micro.py)")

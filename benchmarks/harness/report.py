@@ -111,7 +111,13 @@ def render(data: dict[str, Any], chart: Path | None = None) -> str:
         "warm-up at 32 connections per target and scenario. Latency is wrk's: request written to whole answer "
         "read (for a stream, the whole stream). 1 connection gives the latency, 32 connections saturation. "
         "Added latency = target - direct at 1 connection. Everything on 127.0.0.1."
-        + (f" Run time: main table {el['table'] / 60:.1f} min, all {el['total'] / 60:.1f} min." if el else ""),
+        + (f" Run time: main table {el['table'] / 60:.1f} min, all {el['total'] / 60:.1f} min." if el else "")
+        + (
+            f" Load average (1 min) at the start {meta['loadavg_start'][0]:.2f}, at the end "
+            f"{meta['loadavg_end'][0]:.2f}: anything above what this run itself adds is other work on the machine."
+            if meta.get("loadavg_start") and meta.get("loadavg_end")
+            else ""
+        ),
         "",
         "## Targets",
         "",
@@ -459,6 +465,9 @@ def render_chart(data: dict[str, Any], path: Path) -> Path | None:
                     xytext=(0, 2),
                     textcoords="offset points",
                 )
+        if ax is axes[1]:
+            aim = ax.axhline(AIM_ADDED_P50_US, color="#2e7d32", linestyle="--", linewidth=1)
+            ax.legend([aim], ["aim: added p50 ≤ 250 µs"], loc="upper left", fontsize=7, frameon=False)
         ax.set_yscale("log")
         ax.set_xticks(range(len(SCENARIOS)))
         ax.set_xticklabels(SCENARIOS)

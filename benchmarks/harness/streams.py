@@ -63,8 +63,8 @@ DRAIN_S = 20.0  # seconds allowed for every stream to end once the upstream fini
 
 
 def open_timeout(n: int) -> float:
-    """Seconds allowed to open n streams: 150 a second at the least, 30 s at the least (bounds the run)."""
-    return max(30.0, n / 150.0)
+    """Seconds allowed to open n streams: 120 a second at the least, 30 s at the least (bounds the run)."""
+    return max(30.0, n / 120.0)
 
 
 def run_open_streams(

@@ -16,6 +16,7 @@ from npm). Each gateway-like target runs one worker pinned to the gateway core.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
 import secrets
@@ -181,6 +182,12 @@ def _openai_text(event: bytes) -> str:
     return "".join(str((c.get("delta") or {}).get("content") or "") for c in doc.get("choices") or [])
 
 
+def start_failure(e: BaseException, proc: Proc) -> str:
+    """Why a target did not come up, in one line: what was seen, and the last line it logged."""
+    last = next((ln for ln in reversed(proc.tail(20).splitlines()) if ln.strip()), "")
+    return one_line(str(e).split("; log tail:")[0], 120) + (f": {one_line(last, 160)}" if last else "")
+
+
 def smoke(target: Target) -> None:
     """One request per scenario; a scenario that answers wrongly is marked "not run" with the reason."""
     for scenario in target.runnable():
@@ -310,7 +317,11 @@ def _nginx(name: str, nginx: str, tmp: Path, conf_text: str, port: int, cpu: str
         ["taskset", "-c", cpu, nginx, "-p", str(tmp), "-e", str(tmp / "nginx-error.log"), "-c", str(conf)],
         tmp / "nginx.log",
     )
-    wait_http(proc, f"http://{HOST}:{port}/healthz", 15)
+    try:
+        wait_http(proc, f"http://{HOST}:{port}/healthz", 15)
+    except BaseException:
+        proc.stop()
+        raise
     return proc
 
 
@@ -347,6 +358,7 @@ def start_upstream(nginx: str, tmp: Path, cpu: str) -> Target:
     }
     smoke(t)
     if t.skipped:
+        proc.stop()
         raise BenchError(f"nginx does not serve the recorded answers: {t.skipped}\n{proc.tail()}")
     return t
 
@@ -376,8 +388,13 @@ def start_yardstick(tmp: Path, upstream: Target, cpu: str) -> Target:
          "--upstream", upstream.base],
         tmp / "yardstick.log",
     )
-    t = Target("yardstick", base=f"http://{HOST}:{port}", procs=[proc], memory_pid=proc.pid, version="aiohttp")
-    wait_http(proc, f"{t.base}/healthz", 30)
+    t = Target("yardstick", base=f"http://{HOST}:{port}", procs=[proc], memory_pid=proc.pid)
+    t.version = "aiohttp " + importlib.metadata.version("aiohttp")
+    try:
+        wait_http(proc, f"{t.base}/healthz", 30)
+    except BaseException:
+        proc.stop()
+        raise
     t.reqs = openai_reqs({"json": UPSTREAM_MODEL, "stream": UPSTREAM_MODEL}, {})
     t.skipped["stream-translated"] = "n/a: the yardstick relays bytes, it does not translate"
     smoke(t)
@@ -633,7 +650,7 @@ def start_litellm(tmp: Path, upstream: Target, cpu: str, version: str) -> Target
     try:
         wait_http(proc, f"{t.base}/health/liveliness", 120)
     except BenchError as e:
-        t.fail_all(one_line(str(e).split("log tail:")[0], 200) + f" (log: {proc.logfile})")
+        t.fail_all(start_failure(e, proc))
         log(str(e))
         proc.stop()
         t.procs = []
@@ -696,7 +713,7 @@ def start_portkey(tmp: Path, upstream: Target, cpu: str, version: str) -> Target
     try:
         wait_http(proc, f"{t.base}/", 60)
     except BenchError as e:
-        t.fail_all(one_line(str(e).split("log tail:")[0], 200) + f" (log: {proc.logfile})")
+        t.fail_all(start_failure(e, proc))
         log(str(e))
         proc.stop()
         t.procs = []
