@@ -43,6 +43,7 @@ from harness.common import (
     BenchError,
     bench_lock,
     find_tool,
+    idle_cpu,
     log,
     log_errors,
     memory,
@@ -267,9 +268,11 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
                 targets.append(t)
                 for scenario, why in t.skipped.items():
                     log(f"{name} {scenario}: {why}")
-            for t in targets:
-                if t.memory_pid and t.procs and t.procs[0].alive():
-                    data["targets"].setdefault(t.name, {})["memory_idle"] = memory(t.memory_pid)
+            live = {t.name: t.memory_pid for t in targets if t.memory_pid and t.procs and t.procs[0].alive()}
+            for name, pid in live.items():
+                data["targets"].setdefault(name, {})["memory_idle"] = memory(pid)
+            for name, pct in idle_cpu(live).items():  # what each target costs the others while idle
+                data["targets"][name]["idle_cpu_pct"] = pct
             measure(args, data, targets, tools["wrk"], load_cpu, tmp, duration, repeat, warmup)
             for t in targets:
                 d = data["targets"].setdefault(t.name, {})

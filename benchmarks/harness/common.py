@@ -283,6 +283,28 @@ def memory(root_pid: int) -> list[dict[str, Any]]:
     return out
 
 
+def cpu_seconds(root_pid: int) -> float:
+    """utime + stime of a process and all its descendants, in seconds."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in [root_pid, *descendants(root_pid)]:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+def idle_cpu(pids: dict[str, int], seconds: float = 2.0) -> dict[str, float]:
+    """CPU % each target (process tree) uses while nobody sends it anything."""
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    t0 = time.monotonic()
+    time.sleep(seconds)
+    wall = time.monotonic() - t0
+    return {name: 100.0 * (cpu_seconds(pid) - before[name]) / wall for name, pid in pids.items()}
+
+
 def open_files_limit(pid: int) -> int | None:
     """The soft 'Max open files' of a process, from /proc/PID/limits."""
     try:

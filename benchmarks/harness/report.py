@@ -44,6 +44,10 @@ def pct(v: float | None) -> str:
     return "-" if v is None else f"{v:.0f}%"
 
 
+def pct1(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f}%"
+
+
 def fmt_mb(v: float | None) -> str:
     return "-" if v is None else f"{v:.0f} MB"
 
@@ -196,7 +200,7 @@ def memory_section(names: list[str], tinfo: dict[str, dict[str, Any]]) -> list[s
             continue
         rows.append(
             f"| {n} | {fmt_mb(worker_mb(idle, 'rss_mb'))} | {fmt_mb(worker_mb(after, 'rss_mb'))} "
-            f"| {fmt_mb(worker_mb(after, 'hwm_mb'))} |"
+            f"| {fmt_mb(worker_mb(after, 'hwm_mb'))} | {pct1(t.get('idle_cpu_pct'))} |"
         )
     if not rows:
         return []
@@ -204,10 +208,11 @@ def memory_section(names: list[str], tinfo: dict[str, dict[str, Any]]) -> list[s
         "## Memory",
         "",
         "RSS of each target's worker process(es) (gunicorn/nginx masters left out): idle after start-up and one "
-        "request per scenario, and after the main table.",
+        "request per scenario, and after the main table. Idle CPU: the whole target (all its processes) over 2 s "
+        "before the measurements, i.e. what it takes from the gateway core while the others are measured.",
         "",
-        "| target | worker RSS idle | worker RSS after the run | worker peak RSS |",
-        "|---|---:|---:|---:|",
+        "| target | worker RSS idle | worker RSS after the run | worker peak RSS | idle CPU |",
+        "|---|---:|---:|---:|---:|",
         *rows,
         "",
     ]
@@ -351,9 +356,15 @@ def aims_section(data: dict[str, Any], summ: dict[str, dict[str, dict[str, Any]]
         r = rows[0]
         if r.get("not_run"):
             return verdict(False if not r.get("capped") else None, f"not run: {r['not_run']}")
-        text = f"{r['errors']} errors in {r['streams']:,} streams, all open in {r['open_s']:.1f} s"
+        opened = (
+            f"all open in {r['open_s']:.1f} s"
+            if r["all_opened"]
+            else f"{r['opened']:,} opened in {r['open_s']:.0f} s"
+        )
+        text = f"{r['errors']:,} errors in {r['streams']:,} streams, {opened}"
         if r.get("capped"):
-            return verdict(None, f"not measurable here ({r['capped']}): {text}")
+            # fewer streams than the aim: errors there settle it; none there settle nothing
+            return verdict(False if r["errors"] else None, f"{text} (only {r['streams']:,} fit: {r['capped']})")
         return verdict(r["errors"] == 0, text)
 
     head = "| aim | " + " | ".join(arouters) + " |"
