@@ -41,9 +41,12 @@ lint: $(STAMP)
 type: $(STAMP)
 	$(BIN)/mypy
 
+# `make bench` (~15 min; waits if another run is measuring); `make bench BENCH_ARGS=--quick` (~4 min).
+BENCH_ARGS ?=
 bench: $(STAMP)
 	./benchmarks/install.sh
-	$(BIN)/python benchmarks/run.py
+	@$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var build *.egg-info

@@ -2,12 +2,16 @@
 
 - passthrough: EventCutter + the OpenAI usage tap over the recorded 22-chunk stream, fed one event
   per read (the common case) and in 97-byte fragments (the worst case);
-- translated: the Anthropic decoder + the OpenAI encoder over a recorded Anthropic stream.
+- translated: the Anthropic decoder + the OpenAI encoder over an Anthropic stream: the benchmark's
+  text stream (`fixtures/anthropic_stream.sse`, 19 text deltas) and a recorded tool-use stream.
 Figures are microseconds per chunk (event), best of 5 runs; they exclude socket I/O.
+`--json` prints them as one JSON object instead (run.py puts them in the report).
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +24,8 @@ from gateway.sse import EventCutter, event_data, iter_events
 
 ROOT = Path(__file__).resolve().parent.parent
 OPENAI = (ROOT / "benchmarks" / "fixtures" / "stream.sse").read_bytes()
-ANTHROPIC = (ROOT / "tests" / "translate" / "fixtures" / "anthropic" / "tool_use.sse").read_bytes()
+ANTHROPIC_TEXT = (ROOT / "benchmarks" / "fixtures" / "anthropic_stream.sse").read_bytes()
+ANTHROPIC_TOOL = (ROOT / "tests" / "translate" / "fixtures" / "anthropic" / "tool_use.sse").read_bytes()
 
 
 def best(fn: Callable[[], int], rounds: int = 5, repeat: int = 300) -> float:
@@ -49,11 +54,15 @@ def passthrough(pieces: list[bytes]) -> Callable[[], int]:
     return run
 
 
-def translated() -> int:
+def translated(stream: bytes) -> Callable[[], int]:
+    return lambda: translate(stream)
+
+
+def translate(stream: bytes) -> int:
     decoder = adapter_for("anthropic", "anthropic").stream_decoder(CallContext(id="gen-1", created=1, model="m"))
     encoder = OpenAIStreamEncoder(id="gen-1", created=1, model="anthropic/m", provider="anthropic", include_usage=True)
     n = 0
-    for event in iter_events(ANTHROPIC, b"\n\n"):
+    for event in iter_events(stream, b"\n\n"):
         data = event_data(event)
         if data is None:
             continue
@@ -67,11 +76,25 @@ def translated() -> int:
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    ap.add_argument("--rounds", type=int, default=5, help="runs per figure; the best is kept")
+    args = ap.parse_args()
     per_event = [e + b"\n\n" for e in OPENAI.split(b"\n\n") if e]
     fragments = [OPENAI[i : i + 97] for i in range(0, len(OPENAI), 97)]
-    print(f"passthrough, one event per read:   {best(passthrough(per_event)):6.2f} µs per event")
-    print(f"passthrough, 97-byte fragments:    {best(passthrough(fragments)):6.2f} µs per event")
-    print(f"translated (Anthropic -> OpenAI):  {best(translated):6.2f} µs per event")
+    figures = {
+        "passthrough_event": best(passthrough(per_event), args.rounds),
+        "passthrough_fragments": best(passthrough(fragments), args.rounds),
+        "translated_text": best(translated(ANTHROPIC_TEXT), args.rounds),
+        "translated_tool_use": best(translated(ANTHROPIC_TOOL), args.rounds),
+    }
+    if args.json:
+        print(json.dumps(figures))
+        return
+    print(f"passthrough, one event per read:   {figures['passthrough_event']:6.2f} µs per event")
+    print(f"passthrough, 97-byte fragments:    {figures['passthrough_fragments']:6.2f} µs per event")
+    print(f"translated (Anthropic text):       {figures['translated_text']:6.2f} µs per event")
+    print(f"translated (Anthropic tool use):   {figures['translated_tool_use']:6.2f} µs per event")
 
 
 if __name__ == "__main__":

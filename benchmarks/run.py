@@ -1,15 +1,22 @@
 #!/usr/bin/env python3
-"""Benchmark harness: added latency and throughput of the arouter gateway against its upstream.
+"""Benchmark harness: arouter side by side with the upstream, a plain proxy, the yardstick and other gateways.
 
-Method (see shared PERFORMANCE.md): nginx serves recorded OpenAI responses from files (the fastest
-honest upstream); wrk drives POST requests through a Lua script. wrk and nginx are pinned to one core,
-the gateway (one worker) to the other. Every target is measured in the same run, interleaved, so the
-ratios hold even though absolute figures drift on a shared machine. Everything listens on 127.0.0.1,
-every wrk run is bounded in time, and everything started here is stopped on exit, error or Ctrl-C.
+Method (see shared PERFORMANCE.md): nginx serves recorded responses from files (the fastest honest
+upstream); wrk drives POST requests through a Lua script. wrk and nginx are pinned to one core, every
+gateway-like target (one worker) to the other. All targets are up at once and measured in the same
+run, interleaved (the order flips every round), so ratios hold even though absolute figures drift on
+a shared machine; figures are medians over rounds. Then the per-chunk cost (benchmarks/micro.py) and
+the open-streams test (benchmarks/open_streams.py against benchmarks/slow_upstream.py). Everything
+listens on 127.0.0.1, every step is bounded in time, and everything started here is stopped on exit,
+error or Ctrl-C. The measuring part holds an exclusive lock (/tmp/arouter-bench.lock): two runs on one
+machine never overlap; a second one waits, and says so.
 
-Usage:  .venv/bin/python benchmarks/run.py [--quick] [--duration S] [--repeat N] [--redis URL]
-Needs:  nginx and wrk on PATH (Debian: apt-get install -y nginx-light wrk, or benchmarks/install.sh).
-Writes: benchmarks/results/latest.md (and latest.json beside it).
+Targets:   direct, nginx-proxy, yardstick, arouter (Redis), arouter-embedded (SQLite), litellm, portkey
+Scenarios: json, stream, stream-translated (OpenAI client, Anthropic upstream)
+
+Usage:  .venv/bin/python benchmarks/run.py [--quick] [--targets a,b] [--skip-competitors] [--no-redis]
+Needs:  nginx, wrk and taskset (bash benchmarks/install.sh); node + npm for Portkey; Redis for `arouter`.
+Writes: benchmarks/results/latest.md, latest.png (with matplotlib) and latest.json.
 """
 
 from __future__ import annotations
@@ -19,59 +26,56 @@ import datetime as dt
 import json
 import os
 import platform
-import secrets
 import shutil
 import signal
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-BENCH = ROOT / "benchmarks"
-FIXTURES = BENCH / "fixtures"
-RESULTS = BENCH / "results"
-HOST = "127.0.0.1"
+from harness.common import (
+    BENCH,
+    RESULTS,
+    ROOT,
+    BenchError,
+    bench_lock,
+    find_tool,
+    idle_cpu,
+    log,
+    log_errors,
+    memory,
+    raise_nofile,
+    tool_version,
+)
+from harness.report import render, render_chart
+from harness.streams import run_open_streams
+from harness.targets import (
+    ALL_TARGETS,
+    AROUTER_MODELS,
+    COMPETITORS,
+    SCENARIOS,
+    Target,
+    install_litellm,
+    install_portkey,
+    start_arouter,
+    start_litellm,
+    start_nginx_proxy,
+    start_portkey,
+    start_upstream,
+    start_yardstick,
+)
+from harness.targets import GATEWAY_TOML as AROUTER_TOML
 
-MODEL_JSON = "bench/gpt-4.1-mini"
-MODEL_STREAM = "benchstream/gpt-4.1-mini"
-# scenario -> (nginx path prefix, model, stream?)
-SCENARIOS: dict[str, tuple[str, str, bool]] = {
-    "json": ("/json/v1", MODEL_JSON, False),
-    "stream": ("/sse/v1", MODEL_STREAM, True),
-}
 CONNS = (1, 32)
 INSTALL_HINT = "apt-get install -y nginx-light wrk   (or: bash benchmarks/install.sh)"
 MARK = "BENCH_JSON "
-
-
-class BenchError(RuntimeError):
-    pass
-
-
-def log(msg: str) -> None:
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+DEFAULT_REDIS = "redis://127.0.0.1:6379/14"  # the benchmark's own database, flushed before each start
 
 
 # ---------------------------------------------------------------------------------------------- tools
-
-
-def find_tool(name: str) -> str | None:
-    found = shutil.which(name)
-    if found:
-        return found
-    for d in ("/usr/sbin", "/usr/local/sbin", "/sbin"):
-        p = Path(d) / name
-        if p.is_file() and os.access(p, os.X_OK):
-            return str(p)
-    return None
 
 
 def check_tools() -> dict[str, str]:
@@ -83,417 +87,13 @@ def check_tools() -> dict[str, str]:
     return {n: p for n, p in tools.items() if p}
 
 
-def tool_version(cmd: Sequence[str]) -> str:
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return "?"
-    out = (r.stdout + r.stderr).strip().splitlines()
-    return out[0].strip() if out else "?"
-
-
 def pick_cpus() -> tuple[str, str]:
-    """(core for wrk + nginx, core for the gateway)."""
+    """(core for wrk + nginx and the other load, core for the gateway-like targets)."""
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
-        log(f"warning: only {len(cpus)} usable core(s); gateway, wrk and nginx share core {cpus[0]}")
+        log(f"warning: only {len(cpus)} usable core(s); everything shares core {cpus[0]}")
         return str(cpus[0]), str(cpus[0])
     return str(cpus[0]), str(cpus[1])
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-# ------------------------------------------------------------------------------------------ processes
-
-
-class Proc:
-    """A child in its own process group, logged to a file, stopped with its whole group."""
-
-    def __init__(
-        self,
-        name: str,
-        argv: Sequence[str],
-        logfile: Path,
-        env: dict[str, str] | None = None,
-        cwd: Path | None = None,
-    ) -> None:
-        self.name = name
-        self.logfile = logfile
-        self._fh = open(logfile, "wb")  # closed in stop()
-        log(f"starting {name}: {' '.join(argv)}")
-        self.p = subprocess.Popen(
-            list(argv),
-            stdout=self._fh,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            cwd=cwd,
-            start_new_session=True,
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.p.pid
-
-    def alive(self) -> bool:
-        return self.p.poll() is None
-
-    def tail(self, n: int = 40) -> str:
-        try:
-            lines = self.logfile.read_text(errors="replace").splitlines()
-        except OSError:
-            return ""
-        return "\n".join(lines[-n:])
-
-    def stop(self, grace: float = 10.0) -> None:
-        try:
-            if self.alive():
-                self._signal(signal.SIGTERM)
-                try:
-                    self.p.wait(grace)
-                except subprocess.TimeoutExpired:
-                    log(f"{self.name} did not stop in {grace:.0f}s; killing")
-            # the group may outlive its leader (workers): make sure nothing is left
-            self._signal(signal.SIGKILL)
-            try:
-                self.p.wait(5)
-            except subprocess.TimeoutExpired:
-                pass
-        finally:
-            self._fh.close()
-
-    def _signal(self, sig: int) -> None:
-        try:
-            os.killpg(self.p.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
-def proc_children() -> dict[int, list[int]]:
-    kids: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            stat = (d / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        kids.setdefault(ppid, []).append(int(d.name))
-    return kids
-
-
-def descendants(pid: int) -> list[int]:
-    kids = proc_children()
-    out: list[int] = []
-    todo = [pid]
-    while todo:
-        p = todo.pop()
-        for c in kids.get(p, []):
-            out.append(c)
-            todo.append(c)
-    return out
-
-
-def proc_status(pid: int) -> dict[str, str]:
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return {}
-    return {k: v.strip() for k, _, v in (line.partition(":") for line in text.splitlines())}
-
-
-def kb_to_mb(v: str | None) -> float | None:
-    if not v:
-        return None
-    return int(v.split()[0]) / 1024.0
-
-
-def gateway_memory(root_pid: int) -> list[dict[str, Any]]:
-    """RSS / peak RSS of the gateway's workers: the leaf processes under the process we started
-    (gunicorn master -> worker); the process itself when it has no children."""
-    desc = descendants(root_pid)
-    kids = proc_children()
-    leaves = [p for p in desc if not kids.get(p)] or [root_pid]
-    out = []
-    for pid in [root_pid, *desc]:
-        st = proc_status(pid)
-        if not st:
-            continue
-        out.append(
-            {
-                "pid": pid,
-                "name": st.get("Name", "?"),
-                "role": "worker" if pid in leaves else "master",
-                "rss_mb": kb_to_mb(st.get("VmRSS")),
-                "hwm_mb": kb_to_mb(st.get("VmHWM")),
-            }
-        )
-    return out
-
-
-# ---------------------------------------------------------------------------------------------- http
-
-
-def http(
-    method: str,
-    url: str,
-    body: bytes | None = None,
-    headers: dict[str, str] | None = None,
-    timeout: float = 10.0,
-) -> tuple[int, dict[str, str], bytes]:
-    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
-
-
-def request_body(scenario: str) -> bytes:
-    _, model, stream = SCENARIOS[scenario]
-    body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": "Say hello"}]}
-    if stream:
-        body["stream"] = True
-    return json.dumps(body, separators=(",", ":")).encode()
-
-
-def check_response(what: str, scenario: str, status: int, headers: dict[str, str], data: bytes) -> None:
-    head = data[:400].decode(errors="replace")
-    if status != 200:
-        raise BenchError(f"{what} {scenario}: HTTP {status}: {head}")
-    if SCENARIOS[scenario][2]:
-        ctype = headers.get("content-type", "")
-        if not ctype.startswith("text/event-stream"):
-            raise BenchError(f"{what} {scenario}: content-type {ctype!r}, expected text/event-stream")
-        if not data.rstrip().endswith(b"data: [DONE]"):
-            raise BenchError(f"{what} {scenario}: stream does not end with data: [DONE]: ...{data[-200:]!r}")
-    else:
-        try:
-            doc = json.loads(data)
-        except ValueError:
-            raise BenchError(f"{what} {scenario}: body is not JSON: {head}") from None
-        if not doc.get("choices"):
-            raise BenchError(f"{what} {scenario}: no choices in {head}")
-
-
-# --------------------------------------------------------------------------------------------- nginx
-
-NGINX_CONF = """\
-daemon off;
-master_process on;
-worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx-error.log warn;
-{user}
-events {{
-    worker_connections 4096;
-}}
-http {{
-    access_log off;
-    server_tokens off;
-    sendfile on;
-    tcp_nopush on;
-    tcp_nodelay on;
-    etag off;
-    keepalive_timeout 75s;
-    keepalive_requests 10000000;
-    client_body_buffer_size 64k;
-    client_body_temp_path {tmp}/nginx-tmp/body;
-    proxy_temp_path {tmp}/nginx-tmp/proxy;
-    fastcgi_temp_path {tmp}/nginx-tmp/fastcgi;
-    uwsgi_temp_path {tmp}/nginx-tmp/uwsgi;
-    scgi_temp_path {tmp}/nginx-tmp/scgi;
-    server {{
-        listen {host}:{port};
-        root {tmp}/www;
-        # The static module answers POST with 405; error_page turns that into an internal GET
-        # of the same URI, so POST /json/v1/chat/completions returns the recorded file with 200.
-        location /json/ {{
-            types {{ }}
-            default_type application/json;
-            error_page 405 =200 $uri;
-        }}
-        location /sse/ {{
-            types {{ }}
-            default_type text/event-stream;
-            add_header Cache-Control no-cache;
-            error_page 405 =200 $uri;
-        }}
-        location = /healthz {{
-            return 200 "ok\\n";
-        }}
-    }}
-}}
-"""
-
-
-def nginx_user() -> str:
-    """As root, nginx's workers drop to an unprivileged user; name one that exists here."""
-    if os.geteuid() != 0:
-        return ""
-    import grp
-
-    for group in ("nogroup", "nobody"):
-        try:
-            grp.getgrnam(group)
-            return f"user nobody {group};"
-        except KeyError:
-            continue
-    return "user root;"
-
-
-def start_nginx(nginx: str, tmp: Path, port: int, cpu: str) -> Proc:
-    for scenario, (prefix, _, _) in SCENARIOS.items():
-        src = FIXTURES / ("stream.sse" if SCENARIOS[scenario][2] else "chat.json")
-        dst = tmp / "www" / prefix.strip("/") / "chat" / "completions"
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dst)
-    (tmp / "nginx-tmp").mkdir(exist_ok=True)
-    # nginx workers run as an unprivileged user when started as root: let them read the files
-    for p in [tmp, *tmp.rglob("*")]:
-        p.chmod(0o755 if p.is_dir() else 0o644)
-    conf = tmp / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(tmp=tmp, host=HOST, port=port, user=nginx_user()))
-    proc = Proc(
-        "nginx",
-        ["taskset", "-c", cpu, nginx, "-p", str(tmp), "-e", str(tmp / "nginx-error.log"), "-c", str(conf)],
-        tmp / "nginx.log",
-    )
-    wait_http(proc, f"http://{HOST}:{port}/healthz", 15)
-    for scenario, (prefix, _, _) in SCENARIOS.items():
-        st, hd, data = http(
-            "POST",
-            f"http://{HOST}:{port}{prefix}/chat/completions",
-            request_body(scenario),
-            {"Content-Type": "application/json"},
-        )
-        check_response("nginx", scenario, st, hd, data)
-    return proc
-
-
-def wait_http(proc: Proc, url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
-        if not proc.alive():
-            raise BenchError(f"{proc.name} exited with code {proc.p.returncode}; log tail:\n{proc.tail()}")
-        try:
-            st, _, _ = http("GET", url, timeout=2)
-            if st == 200:
-                return
-            last = f"HTTP {st}"
-        except OSError as e:
-            last = str(e)
-        time.sleep(0.1)
-    raise BenchError(f"{proc.name} not ready at {url} after {timeout:.0f}s ({last}); log tail:\n{proc.tail()}")
-
-
-# ------------------------------------------------------------------------------------------- gateway
-
-GATEWAY_TOML = """\
-default_model = "{model_json}"
-
-# Everything on: a rate-limit check per request (never refusing at these figures), prepaid billing
-# with a reservation and a settlement per request, metrics and the access log.
-[limits]
-requests_per_minute = 100000000
-tokens_per_minute = 100000000000
-
-[billing]
-prepaid = true
-
-[providers.bench]
-type = "openai"
-base_url = "http://{host}:{port}/json/v1"
-api_key = "sk-bench"
-
-[providers.benchstream]
-type = "openai"
-base_url = "http://{host}:{port}/sse/v1"
-api_key = "sk-bench"
-
-[models."{model_json}"]
-prompt = "0.40"
-completion = "1.60"
-context_length = 1047576
-
-[models."{model_stream}"]
-prompt = "0.40"
-completion = "1.60"
-"""
-
-
-def start_gateway(
-    arouter: str, tmp: Path, upstream_port: int, cpu: str, redis_url: str | None
-) -> tuple[Proc, int, str]:
-    if not (Path(arouter).is_file() and os.access(arouter, os.X_OK)):
-        raise BenchError(f"{arouter} not found: install the gateway first (.venv/bin/pip install -e .)")
-    conf = tmp / "arouter.toml"
-    conf.write_text(
-        GATEWAY_TOML.format(host=HOST, port=upstream_port, model_json=MODEL_JSON, model_stream=MODEL_STREAM)
-    )
-    port = free_port()
-    mgmt = "lr_mgmt_" + secrets.token_urlsafe(32)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AROUTER_")}
-    env.update(
-        {
-            "AROUTER_WORKERS": "1",
-            "AROUTER_PORT": str(port),
-            "AROUTER_HOST": HOST,
-            "AROUTER_DATABASE_URL": f"sqlite:///{tmp / 'bench.db'}",
-            "AROUTER_MANAGEMENT_KEY": mgmt,
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    if redis_url:
-        env["AROUTER_REDIS_URL"] = redis_url
-    proc = Proc(
-        "gateway",
-        ["taskset", "-c", cpu, arouter, "serve", "--config", str(conf)],
-        tmp / "gateway.log",
-        env=env,
-        cwd=tmp,
-    )
-    wait_http(proc, f"http://{HOST}:{port}/healthz", 60)
-    st, _, data = http(
-        "POST",
-        f"http://{HOST}:{port}/api/v1/keys",
-        json.dumps({"name": "bench", "limit": 1000000, "limit_reset": "monthly"}).encode(),
-        {"Authorization": f"Bearer {mgmt}", "Content-Type": "application/json"},
-    )
-    credit, _, credit_body = http(
-        "POST",
-        f"http://{HOST}:{port}/api/v1/credits",
-        json.dumps({"amount": 1000000, "description": "benchmark"}).encode(),
-        {"Authorization": f"Bearer {mgmt}", "Content-Type": "application/json"},
-    )
-    if credit != 201:
-        raise BenchError(f"adding credit: HTTP {credit}: {credit_body[:400]!r}")
-    if st != 201:
-        raise BenchError(f"creating an inference key: HTTP {st}: {data[:400]!r}\ngateway log tail:\n{proc.tail()}")
-    try:
-        key = json.loads(data)["key"]
-    except (ValueError, KeyError, TypeError):
-        raise BenchError(f"creating an inference key: unexpected answer {data[:400]!r}") from None
-    if not isinstance(key, str) or not key.startswith("lr_live_"):
-        raise BenchError(f"creating an inference key: unexpected key {key!r}")
-    for scenario in SCENARIOS:
-        st, hd, data = http(
-            "POST",
-            f"http://{HOST}:{port}/v1/chat/completions",
-            request_body(scenario),
-            {"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
-        )
-        try:
-            check_response("gateway", scenario, st, hd, data)
-        except BenchError as e:
-            raise BenchError(f"{e}\ngateway log tail:\n{proc.tail()}") from None
-    return proc, port, key
 
 
 # ----------------------------------------------------------------------------------------------- wrk
@@ -501,9 +101,7 @@ def start_gateway(
 WRK_LUA = """\
 wrk.method = "POST"
 wrk.body = [==[{body}]==]
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer {token}"
-
+{headers}
 function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
@@ -524,35 +122,29 @@ class Wrk:
         self.tmp = tmp
         self.n = 0
 
-    def script(self, target: str, scenario: str, token: str) -> Path:
-        p = self.tmp / f"wrk-{target}-{scenario}.lua"
+    def script(self, target: Target, scenario: str) -> Path:
+        p = self.tmp / f"wrk-{target.name}-{scenario}.lua"
         if not p.exists():
-            p.write_text(WRK_LUA.format(body=request_body(scenario).decode(), token=token, mark=MARK))
+            req = target.reqs[scenario]
+            headers = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in req.headers.items())
+            p.write_text(WRK_LUA.format(body=req.body.decode(), headers=headers, mark=MARK))
         return p
 
-    def run(self, target: str, url: str, scenario: str, token: str, conns: int, seconds: float) -> dict[str, Any]:
+    def run(self, target: Target, scenario: str, conns: int, seconds: float) -> dict[str, Any]:
         self.n += 1
         secs = max(1, round(seconds))
         argv = [
-            "taskset",
-            "-c",
-            self.cpu,
-            self.wrk,
-            "-t1",
-            f"-c{conns}",
-            f"-d{secs}s",
-            "--latency",
-            "--timeout",
-            "5s",
-            "-s",
-            str(self.script(target, scenario, token)),
-            url,
-        ]
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=secs + 60)
+            "taskset", "-c", self.cpu, self.wrk, "-t1", f"-c{conns}", f"-d{secs}s", "--latency",
+            "--timeout", "5s", "-s", str(self.script(target, scenario)), target.url(scenario),
+        ]  # fmt: skip
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=secs + 60)
+        except subprocess.TimeoutExpired:
+            raise BenchError(f"wrk did not finish in {secs + 60}s") from None
         (self.tmp / f"wrk-{self.n:03d}.log").write_text(" ".join(argv) + "\n" + r.stdout + r.stderr)
         line = next((ln for ln in r.stdout.splitlines() if ln.startswith(MARK)), None)
         if r.returncode != 0 or line is None:
-            raise BenchError(f"wrk failed (exit {r.returncode}):\n{r.stdout}\n{r.stderr}")
+            raise BenchError(f"wrk failed (exit {r.returncode}): {(r.stdout + r.stderr).strip()[-300:]}")
         res: dict[str, Any] = json.loads(line[len(MARK) :])
         res["rps"] = res["requests"] / (res["duration_us"] / 1e6) if res["duration_us"] else 0.0
         res["socket_errors"] = res["connect"] + res["read"] + res["write"] + res["timeout"]
@@ -563,91 +155,239 @@ class Wrk:
 # ------------------------------------------------------------------------------------------- running
 
 
+def chosen_targets(args: argparse.Namespace) -> list[str]:
+    if args.direct_only:
+        return ["direct"]
+    names = [t.strip() for t in args.targets.split(",") if t.strip()] if args.targets else list(ALL_TARGETS)
+    unknown = [t for t in names if t not in ALL_TARGETS]
+    if unknown:
+        raise BenchError(f"unknown target(s) {', '.join(unknown)}; choose among {', '.join(ALL_TARGETS)}")
+    if args.skip_competitors:
+        names = [t for t in names if t not in COMPETITORS]
+    if args.no_redis:
+        names = [t for t in names if t != "arouter"]
+    if "direct" not in names:
+        names.insert(0, "direct")  # every added latency is measured against it
+    return [t for t in ALL_TARGETS if t in names]
+
+
+def install_competitors(names: list[str]) -> dict[str, tuple[str, str]]:
+    """Install what is missing, before taking the lock; name -> (version, error or "")."""
+    out: dict[str, tuple[str, str]] = {}
+    for name, install in (("litellm", install_litellm), ("portkey", install_portkey)):
+        if name not in names:
+            continue
+        try:
+            out[name] = (install(), "")
+        except BenchError as e:
+            log(f"{name} will not run: {e}")
+            out[name] = ("", str(e))
+    return out
+
+
+def start_target(
+    name: str, args: argparse.Namespace, tmp: Path, upstream: Target, gw_cpu: str, installed: dict[str, tuple[str, str]]
+) -> Target:
+    tools_nginx = find_tool("nginx") or "nginx"
+    if name == "nginx-proxy":
+        return start_nginx_proxy(tools_nginx, tmp / name, upstream, gw_cpu)
+    if name == "yardstick":
+        return start_yardstick(tmp / name, upstream, gw_cpu)
+    if name in ("arouter", "arouter-embedded"):
+        toml = AROUTER_TOML.format(
+            upstream=upstream.base,
+            model_json=AROUTER_MODELS["json"],
+            model_stream=AROUTER_MODELS["stream"],
+            model_anthropic=AROUTER_MODELS["stream-translated"],
+        )
+        redis = args.redis if name == "arouter" else None
+        return start_arouter(name, args.arouter, tmp / name, toml, gw_cpu, redis, AROUTER_MODELS)
+    version, error = installed.get(name, ("", "not installed"))
+    if error:
+        t = Target(name, version=version)
+        t.fail_all(error)
+        return t
+    if name == "litellm":
+        return start_litellm(tmp / name, upstream, gw_cpu, version)
+    if name == "portkey":
+        return start_portkey(tmp / name, upstream, gw_cpu, version)
+    raise BenchError(f"unknown target {name}")
+
+
 def run_all(args: argparse.Namespace) -> dict[str, Any]:
     tools = check_tools()
-    for f in ("chat.json", "stream.sse"):
-        if not (FIXTURES / f).is_file():
-            raise BenchError(f"fixture {FIXTURES / f} is missing")
+    names = chosen_targets(args)
     load_cpu, gw_cpu = pick_cpus()
-    duration = args.duration if args.duration else (3.0 if args.quick else 10.0)
+    nofile = raise_nofile()
+    duration = args.duration if args.duration else (2.0 if args.quick else 5.0)
+    repeat = args.repeat if args.repeat else (1 if args.quick else 3)
     warmup = 1.0 if args.quick else 2.0
-    procs: list[Proc] = []
-    tmp = Path(tempfile.mkdtemp(prefix="arouter-bench-"))
-    ok = False
+    if args.open_streams is None:
+        levels = [1000, 5000] if args.quick else [1000, 5000, 10000]
+    else:
+        levels = [int(x) for x in args.open_streams.split(",") if x.strip() and int(x) > 0]
+    hold = args.hold if args.hold else (5.0 if args.quick else 10.0)
+    installed = install_competitors(names)
     meta: dict[str, Any] = {
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "git": git_rev(),
         "host": f"{platform.node()} {platform.release()} {cpu_model()}, {os.cpu_count()} cores",
         "python": platform.python_version(),
-        "nginx": tool_version([tools["nginx"], "-v"]),
+        "nginx": tool_version([tools["nginx"], "-v"]).removeprefix("nginx version: "),
         "wrk": tool_version([tools["wrk"], "-v"]).split(" Copyright")[0],
+        "node": tool_version(["node", "--version"]) if find_tool("node") else "-",
         "duration_s": duration,
         "warmup_s": warmup,
-        "repeat": args.repeat,
+        "repeat": repeat,
+        "conns": list(CONNS),
         "cpu_load": load_cpu,
         "cpu_gateway": gw_cpu,
-        "redis": bool(args.redis),
+        "redis_url": args.redis if "arouter" in names else None,
+        "nofile": list(nofile),
+        "quick": bool(args.quick),
+        "chosen": names,
     }
-    try:
-        nginx_port = free_port()
-        procs.append(start_nginx(tools["nginx"], tmp, nginx_port, load_cpu))
-        targets: dict[str, tuple[str, str]] = {  # name -> (base URL for a scenario's path, token)
-            "direct": (f"http://{HOST}:{nginx_port}", "sk-bench"),
-        }
-        gw: Proc | None = None
-        if not args.direct_only:
-            gw, gw_port, key = start_gateway(args.arouter, tmp, nginx_port, gw_cpu, args.redis)
-            procs.append(gw)
-            targets["gateway"] = (f"http://{HOST}:{gw_port}", key)
-            meta["memory_idle"] = gateway_memory(gw.pid)
-
-        def url(target: str, scenario: str) -> str:
-            base = targets[target][0]
-            prefix = SCENARIOS[scenario][0] if target == "direct" else "/v1"
-            return f"{base}{prefix}/chat/completions"
-
-        wrk = Wrk(tools["wrk"], load_cpu, tmp)
-        log(f"targets: {', '.join(targets)}; {duration:g}s per run, {args.repeat} round(s)")
-        for scenario in SCENARIOS:
-            for target in targets:  # warm pools and caches, not measured
-                wrk.run(target, url(target, scenario), scenario, targets[target][1], 32, warmup)
-        runs: dict[str, dict[str, dict[int, list[dict[str, Any]]]]] = {
-            s: {t: {c: [] for c in CONNS} for t in targets} for s in SCENARIOS
-        }
-        for rnd in range(args.repeat):
-            for scenario in SCENARIOS:
-                for conns in CONNS:
-                    order = list(targets) if rnd % 2 == 0 else list(reversed(targets))
-                    for target in order:
-                        res = wrk.run(target, url(target, scenario), scenario, targets[target][1], conns, duration)
-                        runs[scenario][target][conns].append(res)
-                        log(
-                            f"round {rnd + 1} {scenario:6} {target:7} c={conns:<2} "
-                            f"p50={fmt_us(res['p50'])} p99={fmt_us(res['p99'])} {res['rps']:,.0f} req/s "
-                            f"non2xx={res['non2xx']} sockerr={res['socket_errors']}"
-                        )
-        if gw is not None:
-            meta["memory_after"] = gateway_memory(gw.pid)
-            if not gw.alive():
-                raise BenchError(f"gateway died during the run; log tail:\n{gw.tail()}")
+    data: dict[str, Any] = {"meta": meta, "targets": {}, "runs": {}, "micro": None, "open_streams": []}
+    tmp = Path(tempfile.mkdtemp(prefix="arouter-bench-"))
+    tmp.chmod(0o755)  # nginx's workers (an unprivileged user when started as root) read files below it
+    ok = False
+    t_start = time.monotonic()
+    with bench_lock(max_wait=args.lock_wait):
+        meta["date"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        meta["loadavg_start"] = list(os.getloadavg())  # other work on this shared machine shows here
+        targets: list[Target] = []
+        try:
+            upstream = start_upstream(tools["nginx"], tmp / "upstream", load_cpu)
+            targets.append(upstream)
+            for name in names[1:]:
+                try:
+                    t = start_target(name, args, tmp, upstream, gw_cpu, installed)
+                except (BenchError, OSError) as e:  # reported as not run; the others are still measured
+                    log(f"{name} did not start: {e}")
+                    t = Target(name)
+                    t.fail_all(f"did not start: {str(e).splitlines()[0]}")
+                targets.append(t)
+                for scenario, why in t.skipped.items():
+                    log(f"{name} {scenario}: {why}")
+            live = {t.name: t.memory_pid for t in targets if t.memory_pid and t.procs and t.procs[0].alive()}
+            for name, pid in live.items():
+                data["targets"].setdefault(name, {})["memory_idle"] = memory(pid)
+            for name, pct in idle_cpu(live).items():  # what each target costs the others while idle
+                data["targets"][name]["idle_cpu_pct"] = pct
+            measure(args, data, targets, tools["wrk"], load_cpu, tmp, duration, repeat, warmup)
+            for t in targets:
+                d = data["targets"].setdefault(t.name, {})
+                d.update({"version": t.version, "skipped": t.skipped, "chunks": t.chunks})
+                if t.memory_pid and t.procs and t.procs[0].alive():
+                    d["memory_after"] = memory(t.memory_pid)
+                elif t.procs:
+                    d["died"] = True
+                    log(f"{t.name} died during the run; log tail:\n{t.procs[0].tail()}")
+        finally:
+            for t in reversed(targets):
+                for p in t.procs:
+                    p.stop()
+            for t in targets:
+                if t.name.startswith("arouter") and t.procs:
+                    data["targets"].setdefault(t.name, {})["log_errors"] = log_errors(t.procs[0].logfile)
+        t_table = time.monotonic() - t_start
+        if not args.skip_micro:
+            data["micro"] = run_micro(gw_cpu, quick=bool(args.quick))
+        plan: list[tuple[str, str | None, int]] = [("arouter-embedded", None, n) for n in levels]
+        redis_level = args.open_streams_redis if args.open_streams_redis is not None else 1000
+        if redis_level > 0 and args.redis and not args.no_redis:
+            plan.append(("arouter", args.redis, redis_level))
+        if args.skip_open_streams:
+            plan = []
+        try:
+            data["open_streams"] = run_open_streams(args.arouter, tmp / "open-streams", plan, hold, load_cpu, gw_cpu)
+        except BenchError as e:
+            log(f"open streams failed: {e}")
+            data["open_streams"] = [{"config": "arouter-embedded", "streams": 0, "not_run": str(e)}]
         ok = True
-        return {"meta": meta, "runs": runs}
-    finally:
-        for p in reversed(procs):
-            p.stop()
-        if ok and not args.keep:
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            log(f"logs and configs kept in {tmp}")
+    meta["elapsed_s"] = {"table": t_table, "total": time.monotonic() - t_start}
+    meta["loadavg_end"] = list(os.getloadavg())
+    if ok and not args.keep:
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        log(f"logs and configs kept in {tmp}")
+    meta["tmp"] = str(tmp) if args.keep else None
+    return data
+
+
+def measure(
+    args: argparse.Namespace,
+    data: dict[str, Any],
+    targets: list[Target],
+    wrk_path: str,
+    load_cpu: str,
+    tmp: Path,
+    duration: float,
+    repeat: int,
+    warmup: float,
+) -> None:
+    wrk = Wrk(wrk_path, load_cpu, tmp)
+    runs: dict[str, dict[str, dict[str, list[dict[str, Any]]]]] = data["runs"]
+    for scenario in SCENARIOS:
+        runs[scenario] = {t.name: {str(c): [] for c in CONNS} for t in targets if scenario in t.runnable()}
+    live = [t.name for t in targets if t.runnable()]
+    log(f"measuring {', '.join(live)}; {duration:g}s per run, {repeat} round(s), {warmup:g}s warm-up")
+
+    def one(t: Target, scenario: str, conns: int, seconds: float) -> dict[str, Any] | None:
+        if scenario not in t.runnable():
+            return None
+        if t.procs and not t.procs[0].alive():
+            t.fail_all(f"died (exit {t.procs[0].p.returncode}); see its log")
+            return None
+        try:
+            return wrk.run(t, scenario, conns, seconds)
+        except BenchError as e:
+            t.skipped[scenario] = f"not run: {e}"
+            log(f"{t.name} {scenario}: {e}")
+            return None
+
+    for scenario in SCENARIOS:
+        for t in targets:  # warm pools and caches, not measured
+            one(t, scenario, 32, warmup)
+    for rnd in range(repeat):
+        for scenario in SCENARIOS:
+            for conns in CONNS:
+                order = targets if rnd % 2 == 0 else list(reversed(targets))
+                for t in order:
+                    res = one(t, scenario, conns, duration)
+                    if res is None:
+                        continue
+                    runs[scenario][t.name][str(conns)].append(res)
+                    log(
+                        f"round {rnd + 1}/{repeat} {scenario:17} {t.name:16} c={conns:<2} "
+                        f"p50={fmt_us(res['p50'])} p99={fmt_us(res['p99'])} {res['rps']:,.0f} req/s "
+                        f"non2xx={res['non2xx']} sockerr={res['socket_errors']}"
+                    )
+    for scenario in SCENARIOS:  # a target that failed part-way is reported as failed, not half-measured
+        for t in targets:
+            if scenario in t.skipped and t.name in runs[scenario]:
+                del runs[scenario][t.name]
+
+
+def run_micro(cpu: str, quick: bool) -> dict[str, Any] | None:
+    argv = ["taskset", "-c", cpu, sys.executable, str(BENCH / "micro.py"), "--json", "--rounds", "3" if quick else "5"]
+    log("per-chunk cost: " + " ".join(argv))
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        return {"error": "micro.py did not finish in 300 s"}
+    if r.returncode != 0:
+        return {"error": f"micro.py failed: {r.stderr.strip().splitlines()[-1:]}"}
+    try:
+        figures: dict[str, Any] = json.loads(r.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"error": f"micro.py printed {r.stdout[:200]!r}"}
+    return figures
 
 
 def git_rev() -> str:
     try:
         r = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
         )
         rev = r.stdout.strip() if r.returncode == 0 else "(no commit)"
         d = subprocess.run(
@@ -671,9 +411,6 @@ def cpu_model() -> str:
     return platform.machine()
 
 
-# ------------------------------------------------------------------------------------------ reporting
-
-
 def fmt_us(us: float | None) -> str:
     if us is None:
         return "-"
@@ -682,139 +419,66 @@ def fmt_us(us: float | None) -> str:
     return f"{us:.0f} µs"
 
 
-def fmt_ratio(a: float | None, b: float | None) -> str:
-    if not a or not b:
-        return "-"
-    return f"{a / b:.1f}x"
-
-
-def median_of(results: list[dict[str, Any]], key: str) -> float | None:
-    vals = [r[key] for r in results]
-    return statistics.median(vals) if vals else None
-
-
-def summarize(data: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
-    out: dict[str, dict[str, dict[str, Any]]] = {}
-    for scenario, by_target in data["runs"].items():
-        out[scenario] = {}
-        for target, by_c in by_target.items():
-            one, many = by_c[1], by_c[32]
-            out[scenario][target] = {
-                "p50_1": median_of(one, "p50"),
-                "p90_1": median_of(one, "p90"),
-                "p99_1": median_of(one, "p99"),
-                "rps_1": median_of(one, "rps"),
-                "p50_32": median_of(many, "p50"),
-                "p99_32": median_of(many, "p99"),
-                "rps_32": median_of(many, "rps"),
-                "non2xx": sum(r["non2xx"] for r in one + many),
-                "socket_errors": sum(r["socket_errors"] for r in one + many),
-                "requests": sum(r["requests"] for r in one + many),
-            }
-    return out
-
-
-def render(data: dict[str, Any]) -> str:
-    meta = data["meta"]
-    summ = summarize(data)
-    lines = [
-        "# arouter benchmark",
-        "",
-        f"{meta['date']} · gateway {meta['git']} · {meta['host']} · Python {meta['python']}",
-        f"· {meta['nginx']} · {meta['wrk']}",
-        "",
-        f"Upstream: nginx serving recorded OpenAI responses (`fixtures/chat.json`, `fixtures/stream.sse`: "
-        f"22 chunks). wrk and nginx pinned to core {meta['cpu_load']}, gateway (1 worker"
-        f"{', Redis' if meta['redis'] else ', no Redis'}, SQLite) pinned to core {meta['cpu_gateway']}. "
-        f"{meta['duration_s']:g} s per run, {meta['repeat']} round(s) (medians), "
-        f"{meta['warmup_s']:g} s warm-up per target, all on 127.0.0.1. Latency is wrk's: request written "
-        "to whole response read (for the stream: the whole stream).",
-        "",
-    ]
-    for scenario, by_target in summ.items():
-        lines += [
-            f"## {scenario}",
-            "",
-            "| target | p50 @1 conn | p90 @1 conn | p99 @1 conn | req/s @1 conn | req/s @32 conns "
-            "| p50 @32 conns | p99 @32 conns | non-2xx | socket errors |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for target, s in by_target.items():
-            lines.append(
-                f"| {target} | {fmt_us(s['p50_1'])} | {fmt_us(s['p90_1'])} | {fmt_us(s['p99_1'])} "
-                f"| {s['rps_1']:,.0f} | {s['rps_32']:,.0f} | {fmt_us(s['p50_32'])} | {fmt_us(s['p99_32'])} "
-                f"| {s['non2xx']} | {s['socket_errors']} |"
-            )
-        d, g = by_target.get("direct"), by_target.get("gateway")
-        if d and g:
-            lines += [
-                "",
-                f"- added latency @1 conn: p50 **{fmt_us(g['p50_1'] - d['p50_1'])}**, "
-                f"p99 **{fmt_us(g['p99_1'] - d['p99_1'])}** "
-                f"(gateway/direct: p50 {fmt_ratio(g['p50_1'], d['p50_1'])}, "
-                f"p99 {fmt_ratio(g['p99_1'], d['p99_1'])})",
-                f"- throughput @32 conns: gateway {g['rps_32']:,.0f} req/s = "
-                f"{100 * g['rps_32'] / d['rps_32']:.1f}% of direct (direct/gateway "
-                f"{fmt_ratio(d['rps_32'], g['rps_32'])})"
-                if d["rps_32"] and g["rps_32"]
-                else "- throughput @32 conns: -",
-            ]
-        lines.append("")
-    for label, key in (
-        ("idle, after start-up and smoke requests", "memory_idle"),
-        ("after the run", "memory_after"),
-    ):
-        mem = meta.get(key)
-        if not mem:
-            continue
-        if key == "memory_idle":
-            lines += ["## gateway memory", ""]
-        parts = [
-            f"{m['role']} pid {m['pid']} ({m['name']}): RSS {m['rss_mb']:.1f} MB, peak {m['hwm_mb']:.1f} MB"
-            for m in mem
-            if m["rss_mb"] is not None
-        ]
-        lines.append(f"- {label}: " + "; ".join(parts))
-    lines.append("")
-    return "\n".join(lines)
+# ---------------------------------------------------------------------------------------------- main
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="3 s per run instead of 10 s")
-    ap.add_argument("--duration", type=float, default=None, help="seconds per wrk run (overrides --quick)")
-    ap.add_argument("--repeat", type=int, default=1, help="rounds; figures are medians over rounds")
-    ap.add_argument("--redis", metavar="URL", default=None, help="run the gateway with AROUTER_REDIS_URL=URL")
-    ap.add_argument("--direct-only", action="store_true", help="measure the upstream alone (no gateway)")
+    ap.add_argument("--quick", action="store_true", help="2 s per run, 1 round, open streams to 5k (~4 min)")
+    ap.add_argument("--duration", type=float, default=None, help="seconds per wrk run (default 5, quick 2)")
+    ap.add_argument("--repeat", type=int, default=None, help="rounds, medians reported (default 3, quick 1)")
+    ap.add_argument("--targets", default=None, help=f"comma-separated subset of {','.join(ALL_TARGETS)}")
+    ap.add_argument("--skip-competitors", action="store_true", help="leave out litellm and portkey")
+    ap.add_argument("--redis", metavar="URL", default=DEFAULT_REDIS, help=f"Redis of `arouter` ({DEFAULT_REDIS})")
+    ap.add_argument("--no-redis", action="store_true", help="leave out the `arouter` (Redis) target")
+    ap.add_argument("--direct-only", action="store_true", help="measure the upstream alone")
+    ap.add_argument("--open-streams", default=None, metavar="N,N", help="levels (default 1000,5000,10000)")
+    ap.add_argument("--hold", type=float, default=None, help="seconds to hold the open streams (default 10)")
+    ap.add_argument(
+        "--open-streams-redis", type=int, default=None, metavar="N", help="streams held with Redis (1000; 0: none)"
+    )
+    ap.add_argument("--skip-open-streams", action="store_true", help="no open-streams test")
+    ap.add_argument("--skip-micro", action="store_true", help="no per-chunk cost (micro.py)")
     ap.add_argument("--arouter", default=str(ROOT / ".venv" / "bin" / "arouter"), help="gateway executable")
-    ap.add_argument("--output", default=str(RESULTS / "latest.md"), help="markdown report path")
+    ap.add_argument("--output", default=str(RESULTS / "latest.md"), help="markdown report path (.png/.json beside)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs, wrk output)")
+    ap.add_argument("--lock-wait", type=float, default=3600.0, help="seconds to wait for another run's lock")
+    ap.add_argument("--render", metavar="JSON", help="only render the report again from a results JSON")
     args = ap.parse_args(argv)
-    if args.repeat < 1:
+    if args.repeat is not None and args.repeat < 1:
         ap.error("--repeat must be >= 1")
-    if args.redis and not args.redis.startswith(("redis://127.0.0.1", "redis://localhost", "unix://")):
+    if args.redis and not args.redis.startswith(("redis://127.0.0.1", "redis://localhost")):
         ap.error("--redis must point at this machine (redis://127.0.0.1:PORT/N)")
+    if args.direct_only:
+        args.skip_open_streams = args.skip_micro = True
 
     def on_term(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
-    try:
-        data = run_all(args)
-    except BenchError as e:
-        print(f"\nbenchmark failed: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted; everything started was stopped", file=sys.stderr)
-        return 130
-    report = render(data)
     out = Path(args.output)
+    if args.render:
+        data = json.loads(Path(args.render).read_text())
+    else:
+        try:
+            data = run_all(args)
+        except BenchError as e:
+            print(f"\nbenchmark failed: {e}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("\ninterrupted; everything started was stopped", file=sys.stderr)
+            return 130
     out.parent.mkdir(parents=True, exist_ok=True)
+    if not args.render:
+        out.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    chart = render_chart(data, out.with_suffix(".png"))
+    report = render(data, chart)
     out.write_text(report, encoding="utf-8")
-    out.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     print(report)
-    log(f"written {out} and {out.with_suffix('.json')}")
-    return 0
+    log(f"written {out}" + (f", {chart}" if chart else "") + f" and {out.with_suffix('.json')}")
+    failed = [n for n in ("arouter", "arouter-embedded") if any(
+        str(why).startswith("not run") for why in data["targets"].get(n, {}).get("skipped", {}).values())]
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
