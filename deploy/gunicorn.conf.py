@@ -9,11 +9,12 @@ import os
 import secrets
 
 from gateway.server import child_exit as _child_exit
-from gateway.server import gunicorn_options
+from gateway.server import gunicorn_options, raise_open_files_limit
 from gateway.settings import load_settings
 
 # One token for every worker, so the batch runner's calls to its own gateway pass on any worker.
 os.environ.setdefault("AROUTER_INTERNAL_TOKEN", secrets.token_urlsafe(32))
+raise_open_files_limit()  # two sockets per open stream: inherited by the workers
 _opts = gunicorn_options(load_settings(None, os.environ))
 bind = _opts["bind"]
 workers = _opts["workers"]

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from aiohttp import web
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from gateway.admission.counters import Counters
 from gateway.admission.on_redis import RedisCounters
@@ -58,6 +58,7 @@ from gateway.web.routes import add_routes
 log = logging.getLogger("arouter")
 
 DEFAULT_TENANT = "default"
+REDIS_CONNECTIONS = 256  # per worker
 
 
 def create_app(settings: Settings, *, store: Store | None = None) -> web.Application:
@@ -147,7 +148,13 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     url = app[SETTINGS].redis_url
     assert url is not None
-    client = Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    # A blocking pool: past max_connections a call waits (up to its timeout) for a free connection
+    # instead of failing at once. Calls of concurrent requests share round trips (redis_scripts), so a
+    # worker rarely needs more than a few.
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=REDIS_CONNECTIONS, timeout=2, socket_connect_timeout=2, socket_timeout=2
+    )
+    client = Redis.from_pool(pool)
     app[REDIS] = client
     yield
     await client.aclose()

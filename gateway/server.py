@@ -10,7 +10,7 @@ from typing import Any
 
 from gateway.settings import Settings
 
-WORKER_CLASS = "aiohttp.GunicornUVLoopWebWorker"
+WORKER_CLASS = "gateway.worker.Worker"  # aiohttp's uvloop worker, listening with the configured backlog
 APP_FACTORY = "gateway.app:app_factory"
 KEEPALIVE_SECONDS = 75
 GRACEFUL_SECONDS = 30

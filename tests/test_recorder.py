@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -11,6 +12,7 @@ from typing import Any
 
 from gateway.metrics import Metrics
 from gateway.pipeline.recorder import UsageRecorder
+from gateway.store import open_store
 from gateway.store.base import Generation
 
 
@@ -57,3 +59,21 @@ async def test_rows_recorded_during_a_flush_wait_for_the_next(tmp_path: Path) ->
     assert store.inserts[1] == ["gen-3", "gen-4"]
     await recorder.stop()
     assert not list(tmp_path.glob("*.jsonl")) or all(p.stat().st_size == 0 for p in tmp_path.glob("*.jsonl"))
+
+
+async def test_a_write_cancelled_while_beginning_leaves_the_sqlite_store_usable(tmp_path: Path) -> None:
+    """A flush cancelled at shutdown while its BEGIN is on the connection's thread used to leave the
+    connection inside a transaction: the final flush then failed and the worker exited with an error."""
+    store = await open_store(f"sqlite:///{tmp_path / 'ledger.db'}")
+    try:
+        await store.migrate()
+        await store.ensure_tenant("default", "Default tenant")
+        writing = asyncio.create_task(store.insert_generations([row(1)]))
+        await asyncio.sleep(0)  # let it reach its BEGIN
+        writing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writing
+        await store.insert_generations([row(2)])
+        assert await store.get_generation("default", "gen-2") is not None
+    finally:
+        await store.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import subprocess
 import sys
 import time
@@ -117,3 +118,17 @@ def test_serve_lifts_the_open_files_limit_for_its_workers() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out[0] == out[1] == out[2] and int(out[0]) > 256
+
+
+async def test_workers_listen_with_the_configured_backlog(served: tuple[str, FakeOpenAI, Path, Path]) -> None:
+    """aiohttp's worker would leave the shared socket at a backlog of 128 (bursts of connections dropped)."""
+    if shutil.which("ss") is None:
+        pytest.skip("ss (iproute2) is not installed: the listen backlog cannot be read")
+    port = int(served[0].rsplit(":", 1)[1])
+    deadline = time.monotonic() + 10
+    while True:  # a second worker may still be starting (it listens with 128, then with the backlog)
+        out = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True).stdout.split()
+        if out[2] == "4096" or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    assert out[2] == "4096", out

@@ -101,6 +101,11 @@ class SqliteStore:
             except sqlite3.OperationalError as exc:
                 if not conv.is_busy(exc) or attempt == _BUSY_RETRIES:
                     raise
+            except asyncio.CancelledError:
+                # The BEGIN still runs on the connection's thread: undo it after, or the next
+                # transaction on this connection fails with "cannot start a transaction within a transaction".
+                await asyncio.shield(self._conn.rollback())
+                raise
         try:
             yield
             await self._conn.execute("COMMIT")
