@@ -41,12 +41,17 @@ lint: $(STAMP)
 type: $(STAMP)
 	$(BIN)/mypy
 
-# `make bench` (~15 min; waits if another run is measuring); `make bench BENCH_ARGS=--quick` (~4 min).
+# `make bench` (~17 min; waits if another run is measuring); `make bench BENCH_ARGS=--quick` (~6 min).
+# run.py: side by side on the clock; instructions.py: instructions per request under callgrind;
+# publish.py: both into the README.
 BENCH_ARGS ?=
 bench: $(STAMP)
 	./benchmarks/install.sh
 	@$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+	@if command -v valgrind >/dev/null 2>&1; then $(BIN)/python benchmarks/instructions.py; \
+	else echo "valgrind not installed: instructions per request not measured"; fi
+	$(BIN)/python benchmarks/publish.py
 
 clean:
 	rm -rf $(VENV) var build *.egg-info
