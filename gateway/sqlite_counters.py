@@ -7,6 +7,13 @@ a time, so a read-decide-write is atomic across workers. Nothing here needs to s
 hop to a thread and back, so it runs on the event loop with a short lock wait (50 ms); only when
 another worker holds the lock longer does it retry on a helper thread with a patient connection,
 so a long wait never blocks the event loop.
+
+The file's layout has a version (``LAYOUT``, kept in ``PRAGMA user_version``). A process that opens
+a file of another version (or of none) drops everything in it and creates the current layout (and,
+if no other process has the file open, rewrites it with the current page size): the counters reload
+from the ledger when found missing, and the holds and concurrency slots of requests then in flight
+are dropped (their settlement finds nothing to release and still charges the cost). A worker of the
+previous version still running then fails its counter operations ("no such table") until it exits.
 """
 
 from __future__ import annotations
@@ -22,6 +29,12 @@ from typing import TypeVar
 T = TypeVar("T")
 _QUICK_WAIT = 0.05  # seconds a transaction on the event loop may wait for the lock
 _PATIENT_WAIT = 10.0  # seconds the helper thread waits
+
+# The version of the tables of gateway.ratelimit.sqlite_limiter and gateway.billing.sqlite_accounts:
+# raise it with any change to them (their statements create what is missing and leave what exists).
+LAYOUT = 1
+# Rows here are small, and a commit writes (and checksums) each page it changed: small pages are cheaper.
+PAGE_SIZE = 1024
 
 
 class CounterFile:
@@ -41,10 +54,45 @@ class CounterFile:
         with open(self._path + ".lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             db = sqlite3.connect(self._path, timeout=timeout, isolation_level=None, check_same_thread=False)
+            db.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # a new file's; an existing one keeps its own
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=OFF")
+            if db.execute("PRAGMA user_version").fetchone()[0] != LAYOUT:
+                self._relayout(db)
+                if db.execute("PRAGMA page_size").fetchone()[0] != PAGE_SIZE:
+                    self._repage(db)
             db.executescript(self._schema)
         return db
+
+    @staticmethod
+    def _relayout(db: sqlite3.Connection) -> None:
+        """Drop every table and view of another layout (their indexes and triggers go with them)."""
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            found = db.execute(
+                "SELECT type, name FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%'"
+            ).fetchall()
+            for kind, name in found:
+                quoted = '"' + name.replace('"', '""') + '"'
+                db.execute(f"DROP {'VIEW' if kind == 'view' else 'TABLE'} IF EXISTS {quoted}")
+            db.execute(f"PRAGMA user_version = {LAYOUT}")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    @staticmethod
+    def _repage(db: sqlite3.Connection) -> None:
+        """Rewrite the (emptied) file with PAGE_SIZE pages, unless another process has it open."""
+        try:
+            db.execute("PRAGMA journal_mode=DELETE")  # a WAL file's page size cannot change
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+        else:
+            db.execute(f"PRAGMA page_size = {PAGE_SIZE}")
+            db.execute("VACUUM")
+        db.execute("PRAGMA journal_mode=WAL")
 
     @staticmethod
     def _in_transaction(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
