@@ -26,20 +26,27 @@ MGMT = {"Authorization": f"Bearer {MGMT_KEY}"}
 
 @pytest.fixture
 def operations(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every operation on the shared counters: a transaction of the counter file, a Redis script call."""
+    """Every operation on the shared counters: a transaction of the counter file (a function's or a single
+    statement's), a Redis script call."""
     seen: list[str] = []
     run = CounterFile.run
+    write = CounterFile.write
     enqueue = RedisScripts._enqueue
 
     async def counted_run(self: CounterFile, fn: Any) -> Any:
         seen.append("transaction")
         return await run(self, fn)
 
+    async def counted_write(self: CounterFile, sql: str, params: Any) -> None:
+        seen.append("transaction")
+        await write(self, sql, params)
+
     def counted_enqueue(self: RedisScripts, *args: Any, **kwargs: Any) -> Any:
         seen.append("script call")
         return enqueue(self, *args, **kwargs)
 
     monkeypatch.setattr(CounterFile, "run", counted_run)
+    monkeypatch.setattr(CounterFile, "write", counted_write)
     monkeypatch.setattr(RedisScripts, "_enqueue", counted_enqueue)
     return seen
 

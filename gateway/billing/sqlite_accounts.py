@@ -1,96 +1,179 @@
 """Money counters shared by the workers of one host through one SQLite file (the embedded mode): the
-host's counter file, shared with the rate limits."""
+host's counter file, shared with the rate limits.
+
+A reservation is one ``BEGIN IMMEDIATE`` transaction of two statements: one ``SELECT`` of the
+tenant's balance, the key's spend in its window, the sums of their holds in force and when a hold
+may next expire; then, if ``check`` allows, ``HOLD`` (a ``Procedure``) records the hold. The sums
+are kept by triggers on ``money_holds`` (every insert adds, every delete subtracts, holds are never
+updated), so a check costs the same however many holds are in force. Holds of crashed workers are
+swept once one may have expired: deleting them takes them out of the sums. Settling is ``SETTLE``,
+one statement and a transaction of its own: the hold dropped, the cost charged to the balance and
+to the key's windows.
+"""
 
 from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from gateway.billing.accounts import Charge, HoldAsk, Missing, Reservation
 from gateway.billing.holds import KeyLimit
-from gateway.sqlite_counters import CounterFile
+from gateway.sqlite_counters import CounterFile, Procedure
 
+# money_tenants: the balance (NULL: not loaded, or forgotten) and the sum of the tenant's holds in
+# force. money_windows: the key's spend per window; its row whose window is the empty blob (which no
+# window id, a text, equals) is the sum of the key's holds in force. The sums count every hold,
+# prepaid or not, and outlive forgotten balances and windows, as the holds do.
+# money_sweep: no hold expires before ``at`` (NULL: no hold). Made earlier by a hold expiring earlier,
+# left as it is when a hold goes, set to the earliest expiry by a sweep.
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS acct_tenants (tenant TEXT PRIMARY KEY, balance INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS acct_keys (key TEXT NOT NULL, window TEXT NOT NULL, used INTEGER NOT NULL,
-                                      PRIMARY KEY (key, window)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS acct_holds (request_id TEXT PRIMARY KEY, tenant TEXT NOT NULL, key TEXT NOT NULL,
-                                       amount INTEGER NOT NULL, expires REAL NOT NULL) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS acct_holds_tenant ON acct_holds (tenant);
-CREATE INDEX IF NOT EXISTS acct_holds_key ON acct_holds (key);
-CREATE INDEX IF NOT EXISTS acct_holds_expires ON acct_holds (expires);
+CREATE TABLE IF NOT EXISTS money_tenants (tenant TEXT PRIMARY KEY, balance INTEGER, held INTEGER NOT NULL)
+    WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS money_windows (key TEXT NOT NULL, window TEXT NOT NULL, used INTEGER NOT NULL,
+                                          PRIMARY KEY (key, window)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS money_holds (request_id TEXT PRIMARY KEY, tenant TEXT NOT NULL, key TEXT NOT NULL,
+                                        amount INTEGER NOT NULL, expires REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS money_sweep (id INTEGER PRIMARY KEY CHECK (id = 0), at REAL);
+INSERT OR IGNORE INTO money_sweep (id, at) VALUES (0, NULL);
+CREATE TRIGGER IF NOT EXISTS money_hold_made AFTER INSERT ON money_holds BEGIN
+    INSERT INTO money_tenants (tenant, balance, held) VALUES (NEW.tenant, NULL, NEW.amount)
+        ON CONFLICT (tenant) DO UPDATE SET held = held + excluded.held;
+    INSERT INTO money_windows (key, window, used) VALUES (NEW.key, x'', NEW.amount)
+        ON CONFLICT (key, window) DO UPDATE SET used = used + excluded.used;
+    UPDATE money_sweep SET at = NEW.expires WHERE id = 0 AND (at IS NULL OR at > NEW.expires);
+END;
+CREATE TRIGGER IF NOT EXISTS money_hold_dropped AFTER DELETE ON money_holds BEGIN
+    UPDATE money_tenants SET held = held - OLD.amount WHERE tenant = OLD.tenant;
+    UPDATE money_windows SET used = used - OLD.amount WHERE key = OLD.key AND window = x'';
+END;
+CREATE TRIGGER IF NOT EXISTS money_hold_kept BEFORE UPDATE ON money_holds BEGIN
+    SELECT RAISE(ABORT, 'a hold is inserted and deleted, never updated (the sums of holds count it)');
+END;
 """
+# A reservation's write.
+HOLD = Procedure("money_hold", ("hold_request_id", "hold_tenant", "hold_key", "hold_amount", "hold_expires"), """
+INSERT OR REPLACE INTO money_holds (request_id, tenant, key, amount, expires)
+    VALUES (NEW.hold_request_id, NEW.hold_tenant, NEW.hold_key, NEW.hold_amount, NEW.hold_expires);""")
+WINDOWS = 4  # windows SETTLE charges (a charge has the day's, week's, month's and the total)
+# A settlement: the hold dropped, the cost charged to the balance and to each window that exists.
+SETTLE = Procedure(
+    "money_settle",
+    ("settled_request_id", "charged_tenant", "charged_key", "cost", *(f"window_{i}" for i in range(1, WINDOWS + 1))),
+    "DELETE FROM money_holds WHERE request_id = NEW.settled_request_id;\n"
+    "UPDATE money_tenants SET balance = balance - NEW.cost WHERE NEW.cost != 0 AND tenant = NEW.charged_tenant;\n"
+    + "\n".join(
+        f"UPDATE money_windows SET used = used + NEW.cost "
+        f"WHERE NEW.cost != 0 AND key = NEW.charged_key AND window = NEW.window_{i};"
+        for i in range(1, WINDOWS + 1)
+    ),
+)
+_NONE = (None,) * WINDOWS
+_CHARGE_WINDOW = "UPDATE money_windows SET used = used + ? WHERE key = ? AND window = ?"
+
+READ_WIDTH = 5  # columns of read_columns
+
+
+def read_columns(tenant: str, key: str, window: str) -> tuple[str, str]:
+    """The columns (and the joins they need) reading what ``check`` needs, given the placeholders
+    of the tenant, the key and its limit's window: balance, the tenant's holds, the key's spend in
+    the window, the key's holds, and the time before which no hold expires."""
+    return (
+        "t.balance, coalesce(t.held, 0), w.used, coalesce(h.used, 0), (SELECT at FROM money_sweep)",
+        f"LEFT JOIN money_tenants t ON t.tenant = {tenant} "
+        f"LEFT JOIN money_windows w ON w.key = {key} AND w.window = {window} "
+        f"LEFT JOIN money_windows h ON h.key = {key} AND h.window = x''",
+    )
+
+
+_COLUMNS, _JOINS = read_columns("?1", "?2", "?3")
+_READ = f"SELECT {_COLUMNS} FROM (SELECT 1) {_JOINS}"
 
 
 class SqliteAccounts:
     """Exact reservations across the processes that open the same file.
 
-    ``check``, ``hold`` and ``charge`` are the steps a transaction of the admission
-    (``gateway.admission.on_sqlite``) runs beside the limits'."""
+    ``read_columns``, ``expired``, ``sweep``, ``check``, ``hold_values``, ``settle_values`` and
+    ``charge_rest`` are the parts of a reservation and a settlement that an admission
+    (``gateway.admission.on_sqlite``) joins with the limits'."""
 
-    def __init__(self, file: CounterFile | str, *, hold_seconds: float = 3600.0) -> None:
-        """``file``: the host's counter file (its schema includes this module's SCHEMA), or the path of
-        a file these accounts open and close themselves."""
+    def __init__(
+        self, file: CounterFile | str, *, hold_seconds: float = 3600.0, clock: Callable[[], float] = time.time
+    ) -> None:
+        """``file``: the host's counter file (its schema includes this module's SCHEMA, HOLD's and
+        SETTLE's), or the path of a file these accounts open and close themselves. ``clock``: Unix
+        seconds, when holds expire (every process sharing the file must agree on it)."""
         self._owned = isinstance(file, str)
-        self._file = CounterFile(file, SCHEMA) if isinstance(file, str) else file
+        self._file = CounterFile(file, SCHEMA + HOLD.schema + SETTLE.schema) if isinstance(file, str) else file
         self._hold = hold_seconds
+        self.clock = clock
 
     @staticmethod
-    def check(db: sqlite3.Connection, ask: HoldAsk, now: float) -> Reservation:
-        """Whether the hold fits; writes nothing but dropping expired holds. Raises Missing."""
-        db.execute("DELETE FROM acct_holds WHERE expires < ?", (now,))
+    def expired(row: Sequence[Any], now: float) -> bool:
+        """Whether a hold may have expired, from what ``read_columns`` read: ``sweep``, then read again."""
+        sweep_at = row[4]
+        return sweep_at is not None and sweep_at < now
+
+    @staticmethod
+    def sweep(db: sqlite3.Connection, now: float) -> None:
+        """Drop the expired holds (their trigger takes them out of the sums); note the next expiry."""
+        db.execute("DELETE FROM money_holds WHERE expires < ?", (now,))
+        db.execute("UPDATE money_sweep SET at = (SELECT min(expires) FROM money_holds)")
+
+    @staticmethod
+    def check(ask: HoldAsk, row: Sequence[Any]) -> Reservation:
+        """Whether the hold fits, from what ``read_columns`` read (no hold expired). Raises Missing."""
+        balance, tenant_held, used, key_held, _ = row
         available = 0
         if ask.prepaid:
-            row = db.execute("SELECT balance FROM acct_tenants WHERE tenant = ?", (ask.tenant,)).fetchone()
-            if row is None:
+            if balance is None:
                 raise Missing("tenant")
-            held = db.execute("SELECT coalesce(sum(amount), 0) FROM acct_holds WHERE tenant = ?", (ask.tenant,))
-            available = int(row[0]) - int(held.fetchone()[0])
+            available = balance - tenant_held
             if available < ask.units:
                 return Reservation(False, "balance", available=available)
-        used = 0
+        key_used = 0
         limit = ask.limit
         if limit is not None:
-            row = db.execute(
-                "SELECT used FROM acct_keys WHERE key = ? AND window = ?", (ask.key, limit.window)
-            ).fetchone()
-            if row is None:
+            if used is None:
                 raise Missing("key")
-            held = db.execute("SELECT coalesce(sum(amount), 0) FROM acct_holds WHERE key = ?", (ask.key,))
-            used = int(row[0]) + int(held.fetchone()[0])
-            if used + ask.units > limit.limit:
-                return Reservation(False, "key_limit", available=available, key_used=used)
-        return Reservation(True, available=available, key_used=used)
+            key_used = used + key_held
+            if key_used + ask.units > limit.limit:
+                return Reservation(False, "key_limit", available=available, key_used=key_used)
+        return Reservation(True, available=available, key_used=key_used)
 
-    def hold(self, db: sqlite3.Connection, ask: HoldAsk, now: float) -> None:
-        """Record the hold ``check`` allowed."""
-        db.execute(
-            "INSERT OR REPLACE INTO acct_holds (request_id, tenant, key, amount, expires) VALUES (?, ?, ?, ?, ?)",
-            (ask.request_id, ask.tenant, ask.key, ask.units, now + self._hold),
-        )
+    def hold_values(self, ask: HoldAsk, now: float) -> tuple[object, ...]:
+        """HOLD's row for what ``check`` allowed."""
+        return ask.request_id, ask.tenant, ask.key, ask.units, now + self._hold
 
     @staticmethod
-    def charge(db: sqlite3.Connection, charge: Charge) -> None:
-        """Drop the hold and charge the cost to the balance and the key's windows that exist."""
-        db.execute("DELETE FROM acct_holds WHERE request_id = ?", (charge.request_id,))
+    def settle_values(charge: Charge) -> tuple[object, ...]:
+        """SETTLE's row: the charge with its first WINDOWS windows (``charge_rest`` charges the others)."""
+        windows = charge.windows[:WINDOWS]
+        return charge.request_id, charge.tenant, charge.key, charge.cost, *windows, *_NONE[len(windows):]
+
+    @staticmethod
+    def charge_rest(db: sqlite3.Connection, charge: Charge) -> None:
+        """Charge the windows beyond SETTLE's first WINDOWS (none in the gateway's charges)."""
         if charge.cost:
-            db.execute("UPDATE acct_tenants SET balance = balance - ? WHERE tenant = ?", (charge.cost, charge.tenant))
-            db.executemany(
-                "UPDATE acct_keys SET used = used + ? WHERE key = ? AND window = ?",
-                [(charge.cost, charge.key, w) for w in charge.windows],
-            )
+            db.executemany(_CHARGE_WINDOW, [(charge.cost, charge.key, w) for w in charge.windows[WINDOWS:]])
 
     async def reserve(
         self, tenant: str, key: str, hold: int, limit: KeyLimit | None, prepaid: bool, request_id: str
     ) -> Reservation:
         ask = HoldAsk(tenant, key, hold, limit, prepaid, request_id, datetime.now(UTC))
+        params = (tenant, key, limit.window if limit is not None else None)
 
         def op(db: sqlite3.Connection) -> Reservation:
-            now = time.time()
-            result = self.check(db, ask, now)
+            now = self.clock()
+            row = db.execute(_READ, params).fetchone()
+            if self.expired(row, now):
+                self.sweep(db, now)
+                row = db.execute(_READ, params).fetchone()
+            result = self.check(ask, row)
             if result.ok:
-                self.hold(db, ask, now)
+                db.execute(HOLD.call, self.hold_values(ask, now))
             return result
 
         return await self._file.run(op)
@@ -98,33 +181,37 @@ class SqliteAccounts:
     async def load(self, tenant: str, balance: int | None, key: str, windows: dict[str, int] | None) -> None:
         def op(db: sqlite3.Connection) -> None:
             if balance is not None:
-                db.execute("INSERT OR IGNORE INTO acct_tenants (tenant, balance) VALUES (?, ?)", (tenant, balance))
-            for window, used in (windows or {}).items():
-                db.execute("INSERT OR IGNORE INTO acct_keys (key, window, used) VALUES (?, ?, ?)", (key, window, used))
+                db.execute(
+                    "INSERT INTO money_tenants (tenant, balance, held) VALUES (?, ?, 0) "
+                    "ON CONFLICT (tenant) DO UPDATE SET balance = excluded.balance WHERE balance IS NULL",
+                    (tenant, balance),
+                )
+            db.executemany("INSERT OR IGNORE INTO money_windows (key, window, used) VALUES (?, ?, ?)",
+                           [(key, window, used) for window, used in (windows or {}).items()])
 
         await self._file.run(op)
 
     async def settle(self, tenant: str, key: str, request_id: str, cost: int, windows: tuple[str, ...]) -> None:
         charge = Charge(tenant, key, request_id, cost, windows)
-        await self._file.run(lambda db: self.charge(db, charge))
+        if len(windows) <= WINDOWS:
+            await self._file.write(SETTLE.call, self.settle_values(charge))
+            return
+
+        def op(db: sqlite3.Connection) -> None:
+            db.execute(SETTLE.call, self.settle_values(charge))
+            self.charge_rest(db, charge)
+
+        await self._file.run(op)
 
     async def credit(self, tenant: str, amount: int) -> None:
-        def op(db: sqlite3.Connection) -> None:
-            db.execute("UPDATE acct_tenants SET balance = balance + ? WHERE tenant = ?", (amount, tenant))
-
-        await self._file.run(op)
+        await self._file.write("UPDATE money_tenants SET balance = balance + ? WHERE tenant = ?", (amount, tenant))
 
     async def forget_key(self, tenant: str, key: str) -> None:
-        def op(db: sqlite3.Connection) -> None:
-            db.execute("DELETE FROM acct_keys WHERE key = ?", (key,))
-
-        await self._file.run(op)
+        # The sum of the key's holds stays: the holds do.
+        await self._file.write("DELETE FROM money_windows WHERE key = ? AND window != x''", (key,))
 
     async def forget_balances(self) -> None:
-        def op(db: sqlite3.Connection) -> None:
-            db.execute("DELETE FROM acct_tenants")
-
-        await self._file.run(op)
+        await self._file.write("UPDATE money_tenants SET balance = NULL WHERE balance IS NOT NULL", ())
 
     async def close(self) -> None:
         if self._owned:
