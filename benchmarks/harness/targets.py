@@ -615,6 +615,28 @@ litellm_settings:
 """
 
 
+def _launch(
+    t: Target, argv: list[str], logfile: Path, env: dict[str, str], cwd: Path, port: int, health: str, wait: float
+) -> bool:
+    """Start a competitor and wait until ``health`` answers; on failure mark every scenario not run
+    (with the reason) and leave nothing running."""
+    try:
+        proc = Proc(t.name, argv, logfile, env=env, cwd=cwd)
+    except OSError as e:
+        t.fail_all(f"cannot start: {e}")
+        return False
+    t.procs, t.base, t.memory_pid = [proc], f"http://{HOST}:{port}", proc.pid
+    try:
+        wait_http(proc, f"{t.base}{health}", wait)
+    except BenchError as e:
+        t.fail_all(start_failure(e, proc))
+        log(str(e))
+        proc.stop()
+        t.procs = []
+        return False
+    return True
+
+
 def start_litellm(tmp: Path, upstream: Target, cpu: str, version: str) -> Target:
     """Start the installed LiteLLM proxy (see install_litellm)."""
     t = Target("litellm", version=version)
@@ -634,26 +656,9 @@ def start_litellm(tmp: Path, upstream: Target, cpu: str, version: str) -> Target
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LITELLM", "DATABASE_URL", "OPENAI", "ANTHROPIC"))}
     env.update({"LITELLM_LOCAL_MODEL_COST_MAP": "True", "PYTHONUNBUFFERED": "1", "LITELLM_MODE": "PRODUCTION"})
-    try:
-        proc = Proc(
-            "litellm",
-            ["taskset", "-c", cpu, str(LITELLM_VENV / "bin" / "litellm"), "--config", str(conf), "--host", HOST,
-             "--port", str(port), "--num_workers", "1"],
-            tmp / "litellm.log",
-            env=env,
-            cwd=tmp,
-        )
-    except OSError as e:
-        t.fail_all(f"cannot start: {e}")
-        return t
-    t.procs, t.base, t.memory_pid = [proc], f"http://{HOST}:{port}", proc.pid
-    try:
-        wait_http(proc, f"{t.base}/health/liveliness", 120)
-    except BenchError as e:
-        t.fail_all(start_failure(e, proc))
-        log(str(e))
-        proc.stop()
-        t.procs = []
+    argv = ["taskset", "-c", cpu, str(LITELLM_VENV / "bin" / "litellm"), "--config", str(conf), "--host", HOST,
+            "--port", str(port), "--num_workers", "1"]
+    if not _launch(t, argv, tmp / "litellm.log", env, tmp, port, "/health/liveliness", 120):
         return t
     t.reqs = openai_reqs(LITELLM_MODELS, {"Authorization": f"Bearer {master}"})
     smoke(t)
@@ -698,25 +703,8 @@ def start_portkey(tmp: Path, upstream: Target, cpu: str, version: str) -> Target
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PORT", "NODE_ENV"))}
     env["NODE_ENV"] = "production"  # no UI, no log stream for it
-    try:
-        proc = Proc(
-            "portkey",
-            ["taskset", "-c", cpu, "node", str(PORTKEY_SERVER), f"--port={port}", "--headless"],
-            tmp / "portkey.log",
-            env=env,
-            cwd=PORTKEY_DIR,
-        )
-    except OSError as e:
-        t.fail_all(f"cannot start: {e}")
-        return t
-    t.procs, t.base, t.memory_pid = [proc], f"http://{HOST}:{port}", proc.pid
-    try:
-        wait_http(proc, f"{t.base}/", 60)
-    except BenchError as e:
-        t.fail_all(start_failure(e, proc))
-        log(str(e))
-        proc.stop()
-        t.procs = []
+    argv = ["taskset", "-c", cpu, "node", str(PORTKEY_SERVER), f"--port={port}", "--headless"]
+    if not _launch(t, argv, tmp / "portkey.log", env, PORTKEY_DIR, port, "/", 60):
         return t
     openai = {
         "Authorization": "Bearer sk-bench",

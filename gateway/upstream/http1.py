@@ -163,7 +163,6 @@ class Connection(asyncio.Protocol):
 
     __slots__ = (
         "_closed_exc",
-        "_head_name",
         "_head_only",
         "_head_pairs",
         "_head_waiter",
@@ -202,7 +201,6 @@ class Connection(asyncio.Protocol):
         self.deadline: float | None = None  # loop time by which the whole response must have been read
         self._head_waiter: asyncio.Future[UpstreamResponse] | None = None
         self._head_pairs: list[tuple[str, str]] = []
-        self._head_name = ""
         self._head_only = False
         self._until_close = False
         self._received = False
@@ -257,8 +255,7 @@ class Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if name:
-            self._head_name = name.decode("latin-1")
-            self._head_pairs.append((self._head_name, value.decode("latin-1")))
+            self._head_pairs.append((name.decode("latin-1"), value.decode("latin-1")))
         elif self._head_pairs:  # the parser may split one header across reads
             last_name, last_value = self._head_pairs[-1]
             self._head_pairs[-1] = (last_name, last_value + value.decode("latin-1"))
