@@ -175,10 +175,13 @@ async def _limiter_ctx(app: web.Application) -> AsyncIterator[None]:
     billing = Billing(counters.accounts, app[STORE], prepaid=settings.prepaid)
     app[LIMITER] = counters.limiter
     app[BILLING] = billing
-    app[ADMISSION] = Admission(counters, billing)
+    admission = Admission(counters, billing, lease_size=settings.limits.lease_size,
+                          lease_seconds=settings.limits.lease_seconds)
+    app[ADMISSION] = admission
     if not settings.prepaid:
         await counters.accounts.forget_balances()  # not kept current while prepaid is off: reload if it comes back
     yield
+    await admission.close()
     await counters.close()
 
 

@@ -107,6 +107,8 @@ class LimitSettings:
     concurrency: int = 0
     redis_failure: Literal["open", "closed"] = "open"
     state_path: str = ""  # embedded limiter's shared file; "" = next to the SQLite database or var/
+    lease_size: int = 64  # requests a worker may take at once for a key far from its limits; 0 = always exact
+    lease_seconds: float = 0.5  # a lease serves new requests this long at most, then goes back when they end
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,7 +312,7 @@ class _Reader:
         self.only(
             t, "limits",
             {"requests_per_minute", "requests_per_day", "tokens_per_minute", "concurrency", "redis_failure",
-             "state_path"},
+             "state_path", "lease_size", "lease_seconds"},
         )
         failure = t.get("redis_failure", "open")
         if failure not in ("open", "closed"):
@@ -322,6 +324,8 @@ class _Reader:
             concurrency=self.int_(t, "limits.concurrency", 0, 0, 10**6),
             redis_failure=failure,
             state_path=self.string(t, "limits.state_path", ""),
+            lease_size=self.int_(t, "limits.lease_size", 64, 0, 10**6),
+            lease_seconds=self.number(t, "limits.lease_seconds", 0.5, 0.001, 60.0),
         )
 
     def provider(self, name: str, p: Any) -> ProviderSettings:

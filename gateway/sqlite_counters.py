@@ -40,7 +40,7 @@ _PATIENT_WAIT = 10.0  # seconds the helper thread waits
 # The version of the tables, views and triggers of gateway.ratelimit.sqlite_limiter,
 # gateway.billing.sqlite_accounts and gateway.admission.on_sqlite: raise it with any change to them
 # (their statements create what is missing and leave what exists as it is).
-LAYOUT = 2
+LAYOUT = 3
 MIN_SQLITE = (3, 24, 0)  # upserts, also inside triggers
 # Rows here are small, and a commit writes (and checksums) each page it changed: small pages are cheaper.
 PAGE_SIZE = 1024

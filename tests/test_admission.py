@@ -4,6 +4,7 @@ given back together; SQLite (the host's workers) and Redis (every host)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import multiprocessing
 import os
 from collections.abc import AsyncIterator, Callable
@@ -230,3 +231,117 @@ async def test_sqlite_admission_is_exact_across_processes(tmp_path: Path) -> Non
     d = await counters.limiter.acquire("k", Limits(requests_per_day=50), 0, "after")
     assert d.remaining == 19  # 30 served took a request each, the 170 refused none
     await counters.close()
+
+
+# ------------------------------------------------------------------------------------------------ leases
+
+
+class Credit(Ledger):
+    async def balance(self, tenant: str) -> Decimal:
+        self.reads.append("balance")
+        return Decimal(100)
+
+
+def counted(counters: Counters) -> list[str]:
+    """Record every shared-counter operation ``counters`` makes from now on."""
+    ops: list[str] = []
+
+    def wrap(owner: Any, name: str) -> None:
+        inner = getattr(owner, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            ops.append(name)
+            return await inner(*args, **kwargs)
+
+        setattr(owner, name, call)
+
+    for owner, name in ((counters, "admit"), (counters, "release"), (counters.limiter, "acquire"),
+                        (counters.limiter, "settle"), (counters.accounts, "settle")):
+        wrap(owner, name)
+    return ops
+
+
+def leasing(counters: Counters, seconds: float) -> tuple[list[str], Admission]:
+    """Prepaid admission with leases of up to 8 requests over ``counters``, its operations counted."""
+    ops = counted(counters)
+    billing = Billing(counters.accounts, Credit(), prepaid=True, clock=lambda: AT)  # type: ignore[arg-type]
+    return ops, Admission(counters, billing, lease_size=8, lease_seconds=seconds)
+
+
+async def test_a_lease_serves_requests_in_memory_and_gives_back_exactly(make_counters: Factory) -> None:
+    counters = make_counters()
+    ops, admission = leasing(counters, 60)
+    key = api_key(None)
+    limits = Limits(requests_per_day=8000)
+    body = {"max_tokens": 100}  # holds 200 tokens at 1 USD per million: 2,000,000 units
+    remaining = []
+    for i in range(20):
+        entry = await admission.enter(key, take(f"r{i}", limits), MODEL, body, 100)
+        assert entry.decision.allowed and entry.refusal is None
+        assert entry.hold is not None and entry.hold.units == 2_000_000
+        remaining.append(entry.decision.remaining)
+        await admission.leave(key, limits, 0, True, entry.hold, Decimal("0.0001") + Decimal(i) / 10**10, f"r{i}")
+    # the first request counted exactly (the money left was not known; its counters loaded first), then
+    # leases of 8: 8, 8 and 3 used; the first two given back (their costs charged: nothing unused to
+    # give back to the limits) as soon as their last request ended
+    await asyncio.sleep(0)  # let the give-back tasks run
+    assert sorted(ops) == ["admit"] * 5 + ["settle"] * 3
+    assert remaining[:4] in ([7999, 7998, 7997, 7996], [7999, 7998, 7997, 7997])  # one may have refilled
+    assert all(a - b in (1, 0) for a, b in itertools.pairwise(remaining))
+    await admission.close()
+    assert ops.count("release") == 1  # the last lease given back: 5 requests unused, and its costs
+    probe = await counters.accounts.reserve("t", "k", 0, None, True, "probe")
+    charged = 20 * 1_000_000 + sum(range(20))
+    assert probe.available == 100 * 10**10 - charged  # exactly the costs: no hold left, nothing charged twice
+    d = await counters.limiter.acquire("k", limits, 0, "after")
+    assert 8000 - 21 <= d.remaining <= 8000 - 21 + 1  # the 20 served, this one (and at most one refilled)
+
+
+async def test_leases_never_admit_past_a_limit_and_give_back_what_they_did_not_use(make_counters: Factory) -> None:
+    a, b = make_counters(), make_counters()
+    billing = Billing(a.accounts, Credit(), prepaid=False, clock=lambda: AT)  # type: ignore[arg-type]
+    workers = [Admission(c, billing, lease_size=64, lease_seconds=60) for c in (a, b)]
+    key = api_key(None)
+    limits = Limits(requests_per_day=4000)  # leases of 4 at most (a thousandth of the limit)
+    entries = await asyncio.gather(*(workers[i % 2].enter(key, take(f"r{i}", limits), None, {}, 10)
+                                     for i in range(4400)))
+    served = [f"r{i}" for i, e in enumerate(entries) if e.decision.allowed]
+    assert 4000 - 2 * 4 <= len(served) <= 4000  # never more; less only by what the last leases still hold
+    for i, e in enumerate(entries):
+        if e.decision.allowed:
+            await workers[i % 2].leave(key, limits, 0, False, None, Decimal(0), f"r{i}")
+    for w in workers:
+        await w.close()
+    exact = Admission(a, billing)  # no leases
+    more = 0
+    while (await exact.enter(key, take(f"s{more}", limits), None, {}, 10)).decision.allowed:
+        more += 1
+    assert 4000 <= len(served) + more <= 4001  # what they did not use came back (one may have refilled)
+
+
+async def test_a_lease_goes_back_after_its_time_and_near_a_limit_every_request_counts(
+    make_counters: Factory,
+) -> None:
+    counters = make_counters()
+    ops, admission = leasing(counters, 0.05)
+    key = api_key(None)
+    limits = Limits(requests_per_minute=100_000)
+    for i in range(2):
+        entry = await admission.enter(key, take(f"r{i}", limits), MODEL, {"max_tokens": 100}, 100)
+        await admission.leave(key, limits, 0, True, entry.hold, Decimal("0.0001"), f"r{i}")
+    assert ops == ["admit", "admit", "settle", "admit"]  # r0 exactly (after loading), then a lease for r1
+    deadline = asyncio.get_running_loop().time() + 10
+    while admission.outstanding and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.01)  # the lease's timer gives it back
+    assert admission.outstanding == 0 and ops[-1] == "release"
+    probe = await counters.accounts.reserve("t", "k", 0, None, True, "probe")
+    assert probe.available == 100 * 10**10 - 2 * 1_000_000
+
+    # a request whose worst case is a large share of what is left is never leased
+    big = {"max_tokens": 3_000_000}  # 3 USD at most: the balance left covers fewer than 1000 of them
+    before = len(ops)
+    for i in range(3):
+        entry = await admission.enter(key, take(f"b{i}", limits), MODEL, big, 100)
+        assert entry.hold is not None
+        await admission.leave(key, limits, 0, True, entry.hold, Decimal(1), f"b{i}")
+    assert ops[before:] == ["admit", "settle"] * 3

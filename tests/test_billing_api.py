@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -11,8 +12,9 @@ import orjson
 import pytest
 
 from gateway.app import create_app
+from gateway.auth.apikey import hash_key
 from gateway.billing.holds import hold_for, to_units
-from gateway.state import BILLING, CATALOG, RECORDER, STORE
+from gateway.state import ADMISSION, BILLING, CATALOG, RECORDER, STORE
 from tests.conftest import MGMT_KEY, Gateway, make_settings
 
 MGMT = {"Authorization": f"Bearer {MGMT_KEY}"}
@@ -124,3 +126,29 @@ async def test_changing_a_limit_counts_what_was_already_spent(gateway: Gateway) 
     assert (await resp.json())["data"]["limit_remaining"] == 0.0000024  # 0.00004 - 2 x 0.0000188
     resp = await gateway.client.post("/v1/chat/completions", data=body("openai/gpt-4.1-mini", 10), headers=auth)
     assert resp.status == 402 and (await resp.json())["error"]["metadata"]["used_usd"] == 0.0000376
+
+
+async def test_a_key_far_from_its_limits_is_leased_and_counted_exactly(
+    gateway: Gateway, db_url: str, aiohttp_client: Any
+) -> None:
+    settings = make_settings(gateway.upstream.url, db_url, billing={"prepaid": True},  # type: ignore[attr-defined]
+                             limits={"requests_per_day": 100_000})
+    client = await aiohttp_client(create_app(settings))
+    auth = await new_key(client)
+    await client.post("/api/v1/credits", json={"amount": "1000"}, headers=MGMT)
+    remaining = []
+    for _i in range(30):
+        resp = await client.post("/v1/chat/completions", data=body("openai/gpt-4.1-mini"), headers=auth)
+        assert resp.status == 200
+        remaining.append(int(resp.headers["X-RateLimit-Remaining"]))
+    # one fewer each time, as if every request had been counted exactly (give or take one refilled)
+    assert all(0 <= a - b <= 1 for a, b in itertools.pairwise(remaining))
+    assert 99_999 - 30 <= remaining[-1] <= 99_999 - 29 + 1
+    admission = client.app[ADMISSION]
+    assert admission.outstanding == 1  # the first request counted exactly, the other 29 from one lease
+    await admission.close()  # as at shutdown: the lease goes back
+    key = hash_key(auth["Authorization"].removeprefix("Bearer "))
+    probe = await client.app[BILLING].accounts.reserve("default", key, 0, None, True, "probe")
+    assert probe.available == to_units(Decimal(1000) - 30 * Decimal("0.0000188"))  # no hold left, each charged once
+    await client.app[RECORDER].flush()
+    assert await client.app[STORE].balance("default") == Decimal(1000) - 30 * Decimal("0.0000188")

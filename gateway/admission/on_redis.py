@@ -21,23 +21,23 @@ from gateway.ratelimit.redis_limiter import FAILURES, FailurePolicy, RedisLimite
 from gateway.redis_scripts import RedisScripts, Script, lua
 
 # KEYS[1..2] the API key's limits (limits.lua), KEYS[3..7] the money keys (money.lua).
-# ARGV[1..7] as acquire.lua's, ARGV[8..13] as reserve.lua's. The reply is the limits' (limits_reply),
+# ARGV[1..8] as acquire.lua's, ARGV[9..14] as reserve.lua's. The reply is the limits' (limits_reply),
 # then, unless they refused, the money's (money_check's).
 _ADMIT = """
 local function joined(a, b) for _, v in ipairs(b) do a[#a + 1] = v end return a end
 local now = limits_now()
 local c = limits_check(KEYS[1], KEYS[2], now, ARGV, 1)
 if not c.allowed then return limits_reply(now, c, false) end
-local m = money_check(KEYS, 3, now, ARGV, 8)
+local m = money_check(KEYS, 3, now, ARGV, 9)
 if m[1] ~= 'ok' then return joined(limits_reply(now, c, false), m) end
 limits_take(KEYS[1], KEYS[2], now, c)
-money_hold(KEYS, 3, now, ARGV, 8)
+money_hold(KEYS, 3, now, ARGV, 9)
 return joined(limits_reply(now, c, true), m)
 """
-# KEYS as _ADMIT's. ARGV[1..3] as the limiter's settle.lua's, ARGV[4..] as the accounts' settle.lua's.
+# KEYS as _ADMIT's. ARGV[1..6] as the limiter's settle.lua's, ARGV[7..] as the accounts' settle.lua's.
 _RELEASE = """
 limits_give(KEYS[1], KEYS[2], ARGV, 1)
-money_settle(KEYS, 3, ARGV, 4)
+money_settle(KEYS, 3, ARGV, 7)
 return 1
 """
 
@@ -73,7 +73,8 @@ class RedisCounters:
 
     async def admit(self, take: Acquire, ask: HoldAsk) -> tuple[Decision, Reservation | None]:
         keys = self.limiter.keys(take.key) + self.accounts.keys(ask.tenant, ask.key)
-        args = self.limiter.acquire_args(take.limits, take.tokens, take.request_id) + self.accounts.reserve_args(ask)
+        args = (self.limiter.acquire_args(take.limits, take.tokens, take.request_id, take.requests)
+                + self.accounts.reserve_args(ask))
         try:
             async with asyncio.timeout(self._timeout):
                 reply = await self._scripts.call(self._admit, keys, args)
@@ -87,8 +88,8 @@ class RedisCounters:
 
     async def release(self, give: Release, charge: Charge) -> None:
         keys = self.limiter.keys(give.key) + self.accounts.keys(charge.tenant, charge.key)
-        args = RedisLimiter.settle_args(give.limits, give.token_delta, give.request_id) + RedisAccounts.settle_args(
-            charge)
+        args = (RedisLimiter.settle_args(give.limits, give.token_delta, give.request_id, give.request_delta)
+                + RedisAccounts.settle_args(charge))
         try:
             async with asyncio.timeout(self._timeout):
                 await self._scripts.send(self._release, keys, args)

@@ -4,22 +4,34 @@ A routed request that is rate limited and holds money makes one counter operatio
 (``enter``: the limits, then the money, taken together or not at all) and one on the way out
 (``leave``: its slot and token correction given back, its hold dropped and its cost charged). A
 request that needs only one of the two makes that one's operation; one that needs neither, none.
+
+A key far from its limits is served from its worker's lease instead (``gateway.admission.lease``):
+one operation takes the share of the next requests, which then pass in memory, and one gives back
+what they did not use with their costs charged.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from gateway.admission.counters import Counters
-from gateway.billing.accounts import Missing
+from gateway.admission.lease import Headroom, Lease, Terms, terms
+from gateway.billing.accounts import Charge, HoldAsk, Missing, Reservation
+from gateway.billing.holds import to_units
 from gateway.billing.service import Billing, Hold
 from gateway.errors import PaymentRequired
 from gateway.ratelimit.gcra import Decision, Limits
 from gateway.ratelimit.limiter import Acquire, Release
 from gateway.settings import ModelSettings
 from gateway.store.base import ApiKey
+
+log = logging.getLogger("arouter.admission")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,33 +45,46 @@ class Entry:
 
 
 class Admission:
-    """Limits and money of one request, against one backend's counters."""
+    """Limits and money of one request, against one backend's counters (through a lease when a key is
+    far from its limits: ``lease_size`` requests at most, given back after ``lease_seconds``)."""
 
-    def __init__(self, counters: Counters, billing: Billing) -> None:
+    def __init__(
+        self, counters: Counters, billing: Billing, *, lease_size: int = 0, lease_seconds: float = 0.5,
+        new_id: Callable[[str], str] | None = None,
+    ) -> None:
         self._counters = counters
         self._billing = billing
+        self._lease_size = lease_size
+        self._lease_seconds = lease_seconds
+        self._new_id = new_id or _counter_ids()
+        self._leases: dict[str, Lease] = {}  # key hash -> the lease serving its new requests
+        self._taking: dict[str, asyncio.Future[None]] = {}  # key hash -> a lease being taken
+        self._headroom: dict[str, Headroom] = {}  # key hash -> what its last operation left
+        self._served: dict[str, tuple[Lease, int]] = {}  # request id -> its lease and its hold
+        self._giving: set[asyncio.Task[None]] = set()
+        self._timers: dict[str, asyncio.TimerHandle] = {}  # lease id -> its expiry
+        self.outstanding = 0  # leases taken and not yet given back
 
     async def enter(
         self, key: ApiKey, take: Acquire, model: ModelSettings | None, body: dict[str, Any], body_bytes: int
     ) -> Entry:
-        """Take the request's limits and hold its largest cost, in one operation when it needs both."""
+        """Take the request's limits and hold its largest cost, in one operation when it needs both
+        (none when its key's lease covers it)."""
         billing = self._billing
         ask = billing.ask(key, model, body, body_bytes, take.request_id)
+        if self._lease_size > 1 and take.limits.concurrency == 0:
+            entry = await self._from_lease(key, take, ask)
+            if entry is not None:
+                return entry
         if ask is None:
             return Entry(await self._counters.limiter.acquire(take.key, take.limits, take.tokens, take.request_id))
-        for _ in range(3):
-            try:
-                decision, reservation = await self._counters.admit(take, ask)
-                break
-            except Missing as missing:
-                await billing.load(key, missing, ask)
-        else:  # pragma: no cover - only if counters vanish between load and admit three times
-            raise PaymentRequired("billing counters are unavailable; try again")
+        decision, reservation = await self._admit(key, take, ask)
         if reservation is None:
             return Entry(decision)
         refusal = billing.refusal(key, ask, reservation)
         if refusal is not None:
             return Entry(decision, refusal=refusal)
+        self._note(key.hash, decision, ask, reservation)
         return Entry(decision, Hold(key.tenant_id, key.hash, take.request_id, ask.units))
 
     async def leave(
@@ -68,14 +93,187 @@ class Admission:
     ) -> None:
         """Give back what the request took and charge its cost: ``limits`` if the limiter admitted it,
         ``billed`` if its money was reserved (``hold``, None when no counter tracked it)."""
+        served = self._served.pop(request_id, None)
+        if served is not None:
+            lease, held = served
+            lease.finish(held, to_units(cost) if cost > 0 else 0, token_delta)
+            if lease.due:
+                self._give_back(lease)
+            return
         give = None
         if limits is not None and limits.settles(token_delta):
             give = Release(key.hash, limits, token_delta, request_id)
         charge = self._billing.charge(key, hold, cost, request_id) if billed else None
-        if give is not None and charge is not None:
-            await self._counters.release(give, charge)
-        elif give is not None:
-            await self._counters.limiter.settle(give.key, give.limits, give.token_delta, give.request_id)
-        elif charge is not None:
-            await self._counters.accounts.settle(charge.tenant, charge.key, charge.request_id, charge.cost,
-                                                 charge.windows)
+        await self._release(give, charge)
+
+    async def close(self) -> None:
+        """Give back every lease (at shutdown, once no request is in flight)."""
+        for lease in list(self._leases.values()):
+            lease.open = False
+        for lease in {id(x[0]): x[0] for x in self._served.values()}.values():
+            lease.open = False
+        for handle in self._timers.values():
+            handle.cancel()
+        for lease in list(self._leases.values()):
+            if lease.due:
+                self._give_back(lease)
+        self._leases.clear()
+        if self._giving:
+            await asyncio.gather(*self._giving, return_exceptions=True)
+
+    # ------------------------------------------------------------------------------------------ leases
+
+    async def _from_lease(self, key: ApiKey, take: Acquire, ask: HoldAsk | None) -> Entry | None:
+        """Serve the request from its key's lease, taking a new one if it may; None: count it exactly."""
+        tracked = ask is not None
+        units = ask.units if ask is not None else 0
+        prepaid = ask.prepaid if ask is not None else False
+        limit = ask.limit if ask is not None else None
+        while True:
+            lease = self._leases.get(key.hash)
+            if lease is not None:
+                if lease.fits(take.limits, tracked, prepaid, limit) and lease.covers(take.tokens, units):
+                    return self._serve(lease, take, units)
+                self._close(lease)  # used up, or the key's terms changed
+            waiting = self._taking.get(key.hash)
+            if waiting is None:
+                break
+            await asyncio.shield(waiting)  # another request of the key is taking one: share it
+            if key.hash not in self._leases:
+                return None  # that one was refused: the key is near a limit
+        wanted = terms(take.limits, take.tokens, units, tracked, self._headroom.get(key.hash), self._lease_size)
+        if wanted is None:
+            return None
+        taking = asyncio.get_running_loop().create_future()
+        self._taking[key.hash] = taking
+        try:
+            lease = await self._take(key, take, ask, wanted)
+        finally:
+            del self._taking[key.hash]
+            taking.set_result(None)
+        if lease is None:
+            return None
+        return self._serve(lease, take, units)
+
+    async def _take(self, key: ApiKey, take: Acquire, ask: HoldAsk | None, wanted: Terms) -> Lease | None:
+        """One counter operation taking a lease; None when refused (the request is then counted exactly)."""
+        lease_id = self._new_id("lease_")
+        grab = Acquire(take.key, take.limits, wanted.tokens, lease_id, wanted.requests)
+        if ask is None:
+            decision = await self._counters.limiter.acquire(grab.key, grab.limits, grab.tokens, lease_id,
+                                                            wanted.requests)
+            if not decision.allowed or (decision.limit == 0 and _headline(take.limits)):
+                return None  # refused, or the limiter failed open: nothing was taken
+            self._headroom[key.hash] = Headroom(None, decision.remaining if decision.limit > 0 else None)
+            return self._open(Lease(lease_id, key.hash, key.tenant_id, take.limits, False, False, None, wanted,
+                                    decision))
+        hold = HoldAsk(ask.tenant, ask.key, wanted.money, ask.limit, ask.prepaid, lease_id, ask.at)
+        decision, reservation = await self._admit(key, grab, hold)
+        if not decision.allowed or reservation is None:
+            return None
+        if not reservation.ok:
+            self._headroom.pop(key.hash, None)  # near the money's end: count exactly from here
+            return None
+        self._note(key.hash, decision, hold, reservation)
+        return self._open(Lease(lease_id, key.hash, key.tenant_id, take.limits, True, ask.prepaid, ask.limit, wanted,
+                                decision))
+
+    def _open(self, lease: Lease) -> Lease:
+        self.outstanding += 1
+        old = self._leases.get(lease.key)
+        if old is not None:
+            self._close(old)
+        self._leases[lease.key] = lease
+        self._timers[lease.id] = asyncio.get_running_loop().call_later(self._lease_seconds, self._close, lease)
+        return lease
+
+    def _serve(self, lease: Lease, take: Acquire, units: int) -> Entry:
+        decision = lease.serve(take.tokens, units)
+        self._served[take.request_id] = (lease, units)
+        if not lease.covers(take.tokens, units):
+            self._close(lease)  # the next request like this one needs a new lease
+        hold = Hold(lease.tenant, lease.key, take.request_id, units) if lease.tracked else None
+        return Entry(decision, hold)
+
+    def _close(self, lease: Lease) -> None:
+        """No new requests on this lease; give it back once its last one has finished."""
+        lease.open = False
+        if self._leases.get(lease.key) is lease:
+            del self._leases[lease.key]
+        handle = self._timers.pop(lease.id, None)
+        if handle is not None:
+            handle.cancel()
+        if lease.due:
+            self._give_back(lease)
+
+    def _give_back(self, lease: Lease) -> None:
+        lease.returned = True
+        release = lease.release()
+        give = release if lease.limits.settles(release.token_delta, release.request_delta) else None
+        charge = None
+        if lease.tracked:
+            charge = Charge(lease.tenant, lease.key, lease.id, lease.charged, self._billing.windows())
+        task = asyncio.get_running_loop().create_task(self._release(give, charge))
+        self._giving.add(task)
+        task.add_done_callback(self._given)
+
+    def _given(self, task: asyncio.Task[None]) -> None:
+        self._giving.discard(task)
+        self.outstanding -= 1
+
+    # ------------------------------------------------------------------------------ counter operations
+
+    async def _admit(self, key: ApiKey, take: Acquire, ask: HoldAsk) -> tuple[Decision, Reservation | None]:
+        for _ in range(3):
+            try:
+                return await self._counters.admit(take, ask)
+            except Missing as missing:
+                await self._billing.load(key, missing, ask)
+        # pragma: no cover - only if counters vanish between load and admit three times
+        raise PaymentRequired("billing counters are unavailable; try again")
+
+    async def _release(self, give: Release | None, charge: Charge | None) -> None:
+        try:
+            if give is not None and charge is not None:
+                await self._counters.release(give, charge)
+            elif give is not None:
+                await self._counters.limiter.settle(give.key, give.limits, give.token_delta, give.request_id,
+                                                    give.request_delta)
+            elif charge is not None:
+                await self._counters.accounts.settle(charge.tenant, charge.key, charge.request_id, charge.cost,
+                                                     charge.windows)
+        except Exception:
+            if charge is None or not charge.request_id.startswith("lease_"):
+                raise
+            log.exception("giving back a lease failed; its hold expires by itself",
+                          extra={"fields": {"lease": charge.request_id}})
+
+    def _note(self, key: str, decision: Decision, ask: HoldAsk, reservation: Reservation) -> None:
+        """Remember what the key has left after an operation that held ``ask.units``."""
+        if self._lease_size < 2:
+            return
+        room: int | None = None
+        if ask.prepaid:
+            room = reservation.available - ask.units
+        if ask.limit is not None:
+            left = ask.limit.limit - reservation.key_used - ask.units
+            room = left if room is None else min(room, left)
+        self._headroom[key] = Headroom(room if room is not None else 0,
+                                       decision.remaining if decision.limit > 0 else None)
+
+
+def _headline(limits: Limits) -> bool:
+    return limits.requests_per_minute > 0 or limits.requests_per_day > 0
+
+
+def _counter_ids() -> Callable[[str], str]:
+    """Ids unique across processes and hosts: this worker's random part, then a count."""
+    count = 0
+    mine = secrets.token_hex(8)
+
+    def new(prefix: str) -> str:
+        nonlocal count
+        count += 1
+        return f"{prefix}{mine}{count:x}"
+
+    return new

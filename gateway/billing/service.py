@@ -103,8 +103,12 @@ class Billing:
         units = to_units(cost) if cost > 0 else 0
         if hold is None and (units == 0 or not (self.prepaid or key.limit is not None)):
             return None  # no counter tracks this spend (the ledger still records it)
+        return Charge(key.tenant_id, key.hash, request_id, units, self.windows())
+
+    def windows(self) -> tuple[str, ...]:
+        """The key windows a cost charged now counts in: this day, week and month, and the total."""
         daily, weekly, monthly = window_ids(self.clock())
-        return Charge(key.tenant_id, key.hash, request_id, units, (daily, weekly, monthly, "total"))
+        return daily, weekly, monthly, "total"
 
     async def settle(self, key: ApiKey, hold: Hold | None, cost: Decimal, request_id: str) -> None:
         """Release the hold and charge the actual cost to the counters that exist."""

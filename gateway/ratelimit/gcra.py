@@ -32,17 +32,20 @@ class Limits:
         """Whether any limit applies (an unlimited key needs no limiter round trip)."""
         return (self.requests_per_minute | self.requests_per_day | self.tokens_per_minute | self.concurrency) > 0
 
-    def settles(self, token_delta: int) -> bool:
-        """Whether a finished request has anything to give back: a concurrency slot, or a token correction."""
-        return self.concurrency > 0 or (self.tokens_per_minute > 0 and token_delta != 0)
+    def settles(self, token_delta: int, request_delta: int = 0) -> bool:
+        """Whether a finished request (or lease) has anything to give back: a concurrency slot, a token
+        correction, or requests taken and not used."""
+        return (self.concurrency > 0 or (self.tokens_per_minute > 0 and token_delta != 0)
+                or (request_delta != 0 and (self.requests_per_minute | self.requests_per_day) > 0))
 
-    def buckets(self, tokens: int) -> list[tuple[str, int, float, int]]:
-        """(name, limit, period, cost) for every GCRA bucket that applies."""
+    def buckets(self, tokens: int, requests: int = 1) -> list[tuple[str, int, float, int]]:
+        """(name, limit, period, cost) for every GCRA bucket that applies, for ``requests`` requests
+        of ``tokens`` estimated tokens in all."""
         out: list[tuple[str, int, float, int]] = []
         if self.requests_per_minute > 0:
-            out.append(("requests_per_minute", self.requests_per_minute, MINUTE, 1))
+            out.append(("requests_per_minute", self.requests_per_minute, MINUTE, requests))
         if self.requests_per_day > 0:
-            out.append(("requests_per_day", self.requests_per_day, DAY, 1))
+            out.append(("requests_per_day", self.requests_per_day, DAY, requests))
         if self.tokens_per_minute > 0:
             out.append(("tokens_per_minute", self.tokens_per_minute, MINUTE, max(0, tokens)))
         return out
@@ -97,12 +100,13 @@ def remaining(tat: float, now: float, limit: int, period: float) -> int:
 
 
 def decide(
-    tats: dict[str, float | None], limits: Limits, tokens: int, now: float, inflight: int
+    tats: dict[str, float | None], limits: Limits, tokens: int, now: float, inflight: int, requests: int = 1
 ) -> tuple[Decision, dict[str, float]]:
-    """The decision for one request and, if allowed, the new tat of every bucket."""
+    """The decision for ``requests`` requests (one, or a worker's lease of several) and, if allowed,
+    the new tat of every bucket."""
     new_tats: dict[str, float] = {}
     refused: list[tuple[str, float]] = []
-    for name, limit, period, cost in limits.buckets(tokens):
+    for name, limit, period, cost in limits.buckets(tokens, requests):
         if cost > limit:
             refused.append((name, period))  # can never fit; say so rather than wait forever
             continue
@@ -151,7 +155,8 @@ def decision_from(
 
 
 def corrected_tat(tat: float | None, now: float, limit: int, period: float, delta_tokens: int) -> float | None:
-    """Move a token bucket by the difference between actual and estimated tokens."""
+    """Move a bucket by ``delta_tokens`` units: the difference between actual and estimated tokens,
+    or minus the requests a lease took and did not use. A refund never moves it before ``now``."""
     if tat is None or delta_tokens == 0:
         return tat
     moved = tat + delta_tokens * (period / limit)

@@ -12,15 +12,16 @@ local function limits_now()
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
 
--- Check every bucket for one request, writing nothing but dropping expired slots.
--- a: tokens, request_id, hold_seconds, requests_per_minute, requests_per_day, tokens_per_minute,
--- concurrency (the script's arguments from index i).
+-- Check every bucket for one request (or a worker's lease of several), writing nothing but dropping
+-- expired slots. a: tokens, request_id, hold_seconds, requests_per_minute, requests_per_day,
+-- tokens_per_minute, concurrency, requests (the script's arguments from index i).
 local function limits_check(kt, ki, now, a, i)
   local c = {rid = a[i + 1], hold = tonumber(a[i + 2]), conc = tonumber(a[i + 6])}
   local lim = {tonumber(a[i + 3]), tonumber(a[i + 4]), tonumber(a[i + 5])}
   local tokens = tonumber(a[i])
   if tokens < 0 then tokens = 0 end
-  local costs = {1, 1, tokens}
+  local requests = tonumber(a[i + 7])
+  local costs = {requests, requests, tokens}
   c.tats = redis.call('HMGET', kt, LIMIT_NAMES[1], LIMIT_NAMES[2], LIMIT_NAMES[3])
   c.new = {}
   c.wait = -1
@@ -80,19 +81,30 @@ local function limits_reply(now, c, taken)
   return {c.allowed and 1 or 0, string.format('%.6f', now), head_tat, string.format('%.6f', c.wait), c.reason}
 end
 
+-- Move one bucket by delta units (a refund never before now).
+local function limits_move(kt, name, period, limit, delta)
+  local tat = tonumber(redis.call('HGET', kt, name))
+  if tat then
+    local now = limits_now()
+    local moved = tat + delta * (period / limit)
+    if delta < 0 and moved < now then moved = now end
+    redis.call('HSET', kt, name, string.format('%.6f', moved))
+  end
+end
+
 -- Release a request's concurrency slot and move the token bucket by (actual - estimated) tokens; a
--- refund never moves the bucket before now. a: request_id, tokens_per_minute, token_delta (from i).
+-- lease also gives back the requests it did not use (request_delta, negative).
+-- a: request_id, tokens_per_minute, token_delta, requests_per_minute, requests_per_day, request_delta
+-- (from index i).
 local function limits_give(kt, ki, a, i)
   redis.call('ZREM', ki, a[i])
-  local limit = tonumber(a[i + 1])
   local delta = tonumber(a[i + 2])
-  if limit > 0 and delta ~= 0 then
-    local tat = tonumber(redis.call('HGET', kt, 'tokens_per_minute'))
-    if tat then
-      local now = limits_now()
-      local moved = tat + delta * (60 / limit)
-      if delta < 0 and moved < now then moved = now end
-      redis.call('HSET', kt, 'tokens_per_minute', string.format('%.6f', moved))
+  local rdelta = tonumber(a[i + 5])
+  if delta ~= 0 and tonumber(a[i + 1]) > 0 then limits_move(kt, LIMIT_NAMES[3], 60, tonumber(a[i + 1]), delta) end
+  if rdelta ~= 0 then
+    for n = 1, 2 do
+      local limit = tonumber(a[i + 2 + n])
+      if limit > 0 then limits_move(kt, LIMIT_NAMES[n], LIMIT_PERIODS[n], limit, rdelta) end
     end
   end
 end

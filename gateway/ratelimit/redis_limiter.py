@@ -57,13 +57,14 @@ class RedisLimiter:
         base = f"{self._prefix}{{{key}}}"
         return [base, base + ":inflight"]
 
-    def acquire_args(self, limits: Limits, tokens: int, request_id: str) -> list[Arg]:
+    def acquire_args(self, limits: Limits, tokens: int, request_id: str, requests: int = 1) -> list[Arg]:
         return [tokens, request_id, self._hold, limits.requests_per_minute, limits.requests_per_day,
-                limits.tokens_per_minute, limits.concurrency]
+                limits.tokens_per_minute, limits.concurrency, requests]
 
     @staticmethod
-    def settle_args(limits: Limits, token_delta: int, request_id: str) -> list[Arg]:
-        return [request_id, limits.tokens_per_minute, token_delta]
+    def settle_args(limits: Limits, token_delta: int, request_id: str, request_delta: int = 0) -> list[Arg]:
+        return [request_id, limits.tokens_per_minute, token_delta, limits.requests_per_minute,
+                limits.requests_per_day, request_delta]
 
     @staticmethod
     def decision(limits: Limits, reply: Sequence[Any]) -> Decision:
@@ -73,22 +74,24 @@ class RedisLimiter:
         reason_text = reason.decode() if isinstance(reason, bytes) else str(reason)
         return decision_from(bool(int(allowed)), limits, tat, float(now), max(0.0, float(wait)), reason_text or None)
 
-    async def acquire(self, key: str, limits: Limits, tokens: int, request_id: str) -> Decision:
+    async def acquire(self, key: str, limits: Limits, tokens: int, request_id: str, requests: int = 1) -> Decision:
         try:
             async with asyncio.timeout(self.timeout):
                 reply = await self._scripts.call(self._acquire, self.keys(key),
-                                                 self.acquire_args(limits, tokens, request_id))
+                                                 self.acquire_args(limits, tokens, request_id, requests))
         except FAILURES as exc:
             return self.failed("acquire", exc)
         return self.decision(limits, reply)
 
-    async def settle(self, key: str, limits: Limits, token_delta: int, request_id: str) -> None:
-        if not limits.settles(token_delta):
+    async def settle(
+        self, key: str, limits: Limits, token_delta: int, request_id: str, request_delta: int = 0
+    ) -> None:
+        if not limits.settles(token_delta, request_delta):
             return
         try:
             async with asyncio.timeout(self.timeout):
                 await self._scripts.send(self._settle, self.keys(key),
-                                         self.settle_args(limits, token_delta, request_id))
+                                         self.settle_args(limits, token_delta, request_id, request_delta))
         except FAILURES as exc:
             self.note(exc, "settle")  # the slot expires by itself after hold_seconds
 

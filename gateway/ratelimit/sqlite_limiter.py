@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from gateway.ratelimit.gcra import MINUTE, Decision, Limits, corrected_tat, decide
+from gateway.ratelimit.gcra import DAY, MINUTE, Decision, Limits, corrected_tat, decide
 from gateway.ratelimit.limiter import Acquire, Release
 from gateway.sqlite_counters import CounterFile, Function, Procedure
 
@@ -44,13 +44,20 @@ INSERT INTO rl_buckets (key, requests_per_minute, requests_per_day, tokens_per_m
 INSERT OR REPLACE INTO rl_slots (key, request_id, expires)
     SELECT NEW.limits_key, NEW.slot_request_id, NEW.slot_expires WHERE NEW.slot_expires IS NOT NULL;""")
 # A finished request's: its slot freed and, when it has a token limit and a token_delta, the token
-# bucket moved by actual minus estimated tokens.
-GIVE = Procedure("rl_give", ("given_key", "given_request_id", "tpm_limit", "token_delta", "given_at"), f"""
+# bucket moved by actual minus estimated tokens; a lease's also gives back the requests it did not use.
+GIVE = Procedure("rl_give", ("given_key", "given_request_id", "tpm_limit", "token_delta", "given_at", "rpm_limit",
+                             "rpd_limit", "request_delta"), f"""
 DELETE FROM rl_slots WHERE key = NEW.given_key AND request_id = NEW.given_request_id;
 UPDATE rl_buckets
     SET tokens_per_minute = rl_corrected_tat(tokens_per_minute, NEW.given_at, NEW.tpm_limit, {MINUTE!r},
                                              NEW.token_delta)
-    WHERE NEW.tpm_limit > 0 AND NEW.token_delta != 0 AND key = NEW.given_key AND tokens_per_minute IS NOT NULL;""")
+    WHERE NEW.tpm_limit > 0 AND NEW.token_delta != 0 AND key = NEW.given_key AND tokens_per_minute IS NOT NULL;
+UPDATE rl_buckets
+    SET requests_per_minute = CASE WHEN NEW.rpm_limit > 0 THEN rl_corrected_tat(requests_per_minute,
+            NEW.given_at, NEW.rpm_limit, {MINUTE!r}, NEW.request_delta) ELSE requests_per_minute END,
+        requests_per_day = CASE WHEN NEW.rpd_limit > 0 THEN rl_corrected_tat(requests_per_day, NEW.given_at,
+            NEW.rpd_limit, {DAY!r}, NEW.request_delta) ELSE requests_per_day END
+    WHERE NEW.request_delta != 0 AND key = NEW.given_key;""")
 FUNCTIONS: dict[str, Function] = {"rl_corrected_tat": (5, corrected_tat)}
 
 READ_WIDTH = 5  # columns of read_columns
@@ -97,7 +104,7 @@ class SqliteLimiter:
         if expired:
             db.execute("DELETE FROM rl_slots WHERE key = ? AND expires < ?", (acquire.key, now))
         tats: Tats = {"requests_per_minute": rpm, "requests_per_day": rpd, "tokens_per_minute": tpm}
-        decision, new_tats = decide(tats, acquire.limits, acquire.tokens, now, live)
+        decision, new_tats = decide(tats, acquire.limits, acquire.tokens, now, live, acquire.requests)
         return decision, new_tats, tats
 
     def take_values(self, acquire: Acquire, new_tats: dict[str, float], now: float) -> tuple[object, ...]:
@@ -108,10 +115,12 @@ class SqliteLimiter:
 
     def give_values(self, release: Release) -> tuple[object, ...]:
         """GIVE's row for a finished request."""
-        return release.key, release.request_id, release.limits.tokens_per_minute, release.token_delta, self.clock()
+        lim = release.limits
+        return (release.key, release.request_id, lim.tokens_per_minute, release.token_delta, self.clock(),
+                lim.requests_per_minute, lim.requests_per_day, release.request_delta)
 
-    async def acquire(self, key: str, limits: Limits, tokens: int, request_id: str) -> Decision:
-        wanted = Acquire(key, limits, tokens, request_id)
+    async def acquire(self, key: str, limits: Limits, tokens: int, request_id: str, requests: int = 1) -> Decision:
+        wanted = Acquire(key, limits, tokens, request_id, requests)
 
         def op(db: sqlite3.Connection) -> Decision:
             now = self.clock()
@@ -122,10 +131,13 @@ class SqliteLimiter:
 
         return await self._file.run(op)
 
-    async def settle(self, key: str, limits: Limits, token_delta: int, request_id: str) -> None:
-        if not limits.settles(token_delta):
+    async def settle(
+        self, key: str, limits: Limits, token_delta: int, request_id: str, request_delta: int = 0
+    ) -> None:
+        if not limits.settles(token_delta, request_delta):
             return
-        await self._file.write(GIVE.call, self.give_values(Release(key, limits, token_delta, request_id)))
+        await self._file.write(GIVE.call, self.give_values(Release(key, limits, token_delta, request_id,
+                                                                   request_delta)))
 
     async def close(self) -> None:
         if self._owned:

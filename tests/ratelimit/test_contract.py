@@ -105,6 +105,24 @@ async def test_per_day_limit(make_limiter: Factory) -> None:
     assert results[3].reason == "requests_per_day" and results[3].retry_after > 60
 
 
+async def test_several_requests_at_once_and_their_refund(make_limiter: Factory) -> None:
+    """A worker's lease takes several requests in one call and gives back those it did not use."""
+    a, b = make_limiter(), make_limiter()
+    limits = Limits(requests_per_minute=100, requests_per_day=1000, tokens_per_minute=10_000)
+    d = await a.acquire("k", limits, 4000, "lease-1", requests=40)
+    assert d.allowed and d.remaining == 60
+    assert not (await b.acquire("k", limits, 0, "lease-2", requests=61)).allowed  # more than is left: nothing taken
+    assert (await b.acquire("k", limits, 0, "r1")).remaining == 59
+    await a.settle("k", limits, -4000 + 500, "lease-1", request_delta=-30)  # used 10 requests, 500 tokens
+    d = await b.acquire("k", limits, 9000, "r2")  # 10,000 - 500 tokens left
+    assert d.allowed and d.remaining == 88  # 100 - 10 used - r1 - r2
+    assert not (await b.acquire("k", limits, 600, "r3")).allowed  # tokens: 500 + 9000 + 600 > 10,000
+    day = await a.acquire("k", Limits(requests_per_day=1000), 0, "r4")
+    assert day.remaining == 1000 - 13  # the day bucket got its 30 back too
+    await a.settle("k", limits, 0, "r5", request_delta=-500)  # a refund never leaves more than a full bucket
+    assert (await a.acquire("k", limits, 0, "r6")).remaining == 99
+
+
 def _hammer(path: str, n: int, out: Any) -> None:
     async def run() -> int:
         limiter = SqliteLimiter(path)
