@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import os
@@ -22,7 +23,7 @@ from gateway.batches.internal import internal_token
 from gateway.batches.runner import BatchRunner, concurrency_from_env
 from gateway.billing.service import Billing
 from gateway.logs import AccessLog, configure_logging
-from gateway.metrics import Metrics
+from gateway.metrics import FLUSH_SECONDS, Metrics
 from gateway.pipeline.context import RandomIds
 from gateway.pipeline.recorder import UsageRecorder
 from gateway.routing.catalog import Catalog
@@ -72,6 +73,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
     if settings.server.access_log:
         app[ACCESS_LOG] = AccessLog(1)  # stdout
     app[TOKENIZER] = Tokenizer()
+    app.cleanup_ctx.append(_metrics_ctx)
     app.cleanup_ctx.append(_store_ctx(store))
     app.cleanup_ctx.append(_pool_ctx)
     if settings.redis_url:
@@ -158,6 +160,23 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     app[REDIS] = client
     yield
     await client.aclose()
+
+
+async def _metrics_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Requests' tallies written into the metrics every FLUSH_SECONDS, and once more at the end."""
+    metrics = app[METRICS]
+    loop = asyncio.get_running_loop()
+    timer: asyncio.TimerHandle | None = None
+
+    def tick() -> None:
+        nonlocal timer
+        metrics.flush()
+        timer = loop.call_later(FLUSH_SECONDS, tick)
+
+    timer = loop.call_later(FLUSH_SECONDS, tick)
+    yield
+    timer.cancel()
+    metrics.flush()
 
 
 async def _limiter_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -2,17 +2,59 @@
 
 Under gunicorn the CLI sets PROMETHEUS_MULTIPROC_DIR before anything imports prometheus_client, so
 values land in per-process files and /metrics aggregates all workers (multiprocess mode).
+
+What every request counts (its request, duration, time to first token and tokens) is tallied in
+plain integers and floats first and written to the metrics (a locked write into a shared file per
+value in multiprocess mode) by ``flush``: each second, before this worker renders /metrics, and at
+shutdown. So /metrics may show another worker's last second a second late.
 """
 
 from __future__ import annotations
 
 import os
+from bisect import bisect_left
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+FLUSH_SECONDS = 1.0
+
+
+@dataclass(slots=True)
+class Tally:
+    """Observations of one histogram child not written yet: how many fell in each bucket (the last
+    is +Inf), and their sum."""
+
+    buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    total: float = 0.0
+
+    def add(self, seconds: float) -> None:
+        self.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.total += seconds
+
+    def write_to(self, histogram: Any) -> None:
+        """Add to a labelled Histogram what ``observe`` of each observation would have."""
+        histogram._sum.inc(self.total)
+        for bucket, n in zip(histogram._buckets, self.buckets, strict=True):
+            if n:
+                bucket.inc(n)
+
+
+@dataclass(slots=True)
+class RequestTally:
+    count: int = 0
+    latency: Tally = field(default_factory=Tally)
+
+
+@dataclass(slots=True)
+class ModelTally:
+    ttft: Tally = field(default_factory=Tally)
+    ttft_seen: bool = False
+    input_tokens: int = 0
+    output_tokens: int = 0
 
 
 class Metrics:
@@ -57,9 +99,9 @@ class Metrics:
             ("policy",), registry=self.registry,
         )
 
-        # labelled children by label values: looking them up is most of the cost of counting a request
-        self._per_request: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
-        self._per_model: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
+        # what requests counted since the last flush, by label values
+        self._per_request: dict[tuple[str, str, str, str], RequestTally] = {}
+        self._per_model: dict[tuple[str, str], ModelTally] = {}
 
     def request_done(
         self, endpoint: str, provider: str, model: str, status: str, seconds: float,
@@ -67,29 +109,42 @@ class Metrics:
     ) -> None:
         """Count one answered request: its duration, and for a routed one its time to first token and tokens."""
         labels = (endpoint, provider, model, status)
-        children = self._per_request.get(labels)
-        if children is None:
-            children = self._per_request[labels] = (self.requests.labels(*labels), self.latency.labels(*labels))
-        children[0].inc()
-        children[1].observe(seconds)
+        tally = self._per_request.get(labels)
+        if tally is None:
+            tally = self._per_request[labels] = RequestTally()
+        tally.count += 1
+        tally.latency.add(seconds)
         if ttft is None and not prompt_tokens and not completion_tokens:
             return
         per_model = self._per_model.get((provider, model))
         if per_model is None:
-            per_model = self._per_model[(provider, model)] = (
-                self.ttft.labels(provider, model),
-                self.tokens.labels(provider, model, "input"),
-                self.tokens.labels(provider, model, "output"),
-            )
+            per_model = self._per_model[(provider, model)] = ModelTally()
         if ttft is not None:
-            per_model[0].observe(ttft)
+            per_model.ttft.add(ttft)
+            per_model.ttft_seen = True
         if prompt_tokens:
-            per_model[1].inc(prompt_tokens)
+            per_model.input_tokens += prompt_tokens
         if completion_tokens:
-            per_model[2].inc(completion_tokens)
+            per_model.output_tokens += completion_tokens
+
+    def flush(self) -> None:
+        """Write what requests counted since the last flush into the metrics."""
+        per_request, self._per_request = self._per_request, {}
+        per_model, self._per_model = self._per_model, {}
+        for labels, tally in per_request.items():
+            self.requests.labels(*labels).inc(tally.count)
+            tally.latency.write_to(self.latency.labels(*labels))
+        for (provider, model), counts in per_model.items():
+            if counts.ttft_seen:
+                counts.ttft.write_to(self.ttft.labels(provider, model))
+            if counts.input_tokens:
+                self.tokens.labels(provider, model, "input").inc(counts.input_tokens)
+            if counts.output_tokens:
+                self.tokens.labels(provider, model, "output").inc(counts.output_tokens)
 
     def render(self) -> bytes:
         """The exposition text: all workers' values in multiprocess mode, this process's otherwise."""
+        self.flush()
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             registry = CollectorRegistry()
             MultiProcessCollector(registry)  # type: ignore[no-untyped-call]

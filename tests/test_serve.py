@@ -65,12 +65,18 @@ async def test_two_workers_share_keys_metrics_and_revocation(served: tuple[str, 
             assert resp.status == 200 and raw.endswith(b"data: [DONE]\n\n")
         async with session.get(f"{base}/readyz") as resp:
             assert resp.status == 200 and (await resp.json())["checks"] == {"database": "ok"}
-        async with session.get(f"{base}/metrics") as resp:
-            text = await resp.text()
-        total = sum(
-            float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-            if line.startswith("arouter_requests_total{") and 'endpoint="chat"' in line
-        )
+        # every worker's requests, each worker's within a second (it writes its tallies each second)
+        total = 0.0
+        deadline = time.monotonic() + 10
+        while total != sent + 1 and time.monotonic() < deadline:
+            async with session.get(f"{base}/metrics") as resp:
+                text = await resp.text()
+            total = sum(
+                float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                if line.startswith("arouter_requests_total{") and 'endpoint="chat"' in line
+            )
+            if total != sent + 1:
+                await asyncio.sleep(0.1)
         assert total == sent + 1
 
         async with session.patch(f"{base}/api/v1/keys/{doc['data']['hash']}", json={"disabled": True},

@@ -7,8 +7,9 @@ so every counter backend does exact integer arithmetic.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import ROUND_CEILING, Decimal
+from functools import lru_cache
 from typing import Any
 
 from gateway.settings import ModelSettings
@@ -64,15 +65,27 @@ class KeyLimit:
 
 def window_ids(now: datetime) -> tuple[str, str, str]:
     """Ids of the UTC day, week (from Monday) and month containing ``now``."""
-    day = now.date()
+    return _windows_of(now.date())
+
+
+@lru_cache(maxsize=8)
+def _windows_of(day: date) -> tuple[str, str, str]:
     monday = day - timedelta(days=day.weekday())
     return f"d:{day.isoformat()}", f"w:{monday.isoformat()}", f"m:{day.year:04d}-{day.month:02d}"
+
+
+_RESET_WINDOW = {"daily": 0, "weekly": 1, "monthly": 2}
 
 
 def key_limit(key: ApiKey, now: datetime) -> KeyLimit | None:
     """The key's cap and current window, or None when the key has no cap."""
     if key.limit is None:
         return None
-    daily, weekly, monthly = window_ids(now)
-    window = {"daily": daily, "weekly": weekly, "monthly": monthly}.get(key.limit_reset or "", "total")
-    return KeyLimit(limit=to_units(key.limit) if key.limit > 0 else 0, window=window)
+    which = _RESET_WINDOW.get(key.limit_reset or "")
+    window = "total" if which is None else window_ids(now)[which]
+    return KeyLimit(limit=_limit_units(key.limit), window=window)
+
+
+@lru_cache(maxsize=1024)
+def _limit_units(limit: Decimal) -> int:
+    return to_units(limit) if limit > 0 else 0
