@@ -155,3 +155,25 @@ async def test_native_paths_render_native_error_envelopes(gateway: Gateway) -> N
     resp = await gateway.client.post("/v1beta/tunedModels/my-model:generateContent", json={})  # no such route
     doc = await resp.json()
     assert doc["error"]["status"] == "NOT_FOUND" and doc["error"]["code"] == 404
+
+
+async def test_a_small_limit_refuses_a_body_without_length_that_arrived_whole(
+    gateway: Gateway, db_url: str, aiohttp_client,  # type: ignore[no-untyped-def]
+) -> None:
+    import asyncio
+
+    from gateway.app import create_app
+    from tests.conftest import make_settings
+
+    client = await aiohttp_client(create_app(make_settings(gateway.upstream.url, db_url,  # type: ignore[attr-defined]
+                                                           server={"max_body_bytes": 1024})))
+    key, _ = await gateway.new_key()
+    for size, status in ((900, 200), (1500, 413)):
+        body = orjson.dumps({"messages": MSG, "user": "u" * (size - 60)})
+        reader, writer = await asyncio.open_connection(client.host, client.port)
+        writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                     + f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n\r\n".encode()
+                     + f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n")  # all of it in one write
+        head = await reader.readuntil(b"\r\n")
+        writer.close()
+        assert head.split()[1] == str(status).encode(), (size, head)
