@@ -54,6 +54,21 @@ def iter_events(block: bytes, sep: bytes = b"\n\n") -> Iterator[bytes]:
             yield event
 
 
+def event_fields(event: bytes) -> tuple[str | None, bytes | None]:
+    """An event's ``event:`` name and its data (as ``event_data``), read in one pass over its lines."""
+    name: str | None = None
+    data: list[bytes] = []
+    for line in event.splitlines():
+        if line.startswith(b"data:"):
+            value = line[5:]
+            data.append(value[1:] if value.startswith(b" ") else value)
+        elif name is None and line.startswith(b"event:"):
+            name = line[6:].strip().decode("utf-8", "replace")
+    if not data:
+        return name, None
+    return name, data[0] if len(data) == 1 else b"\n".join(data)
+
+
 def event_data(event: bytes) -> bytes | None:
     """The payload of an event's data lines joined with newlines; None if it has none."""
     data: list[bytes] = []

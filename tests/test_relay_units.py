@@ -13,12 +13,23 @@ from gateway.billing.pricing import request_cost
 from gateway.pipeline.context import RandomIds
 from gateway.pipeline.journal import from_line, to_line
 from gateway.pipeline.openai_usage import StreamTap
+from gateway.pipeline.translated import event_name
 from gateway.settings import ModelSettings
-from gateway.sse import EventCutter
+from gateway.sse import EventCutter, event_data, event_fields
 from gateway.store.base import Generation
 from tests.fakes.openai_upstream import fixture
 
 STREAM = fixture("chat_stream.sse")
+
+
+LINES = st.sampled_from([b"event: message_start", b"event:delta", b"data: {\"a\": 1}", b"data:x", b"data:",
+                         b"data:  two", b": comment", b"id: 7", b"retry: 10", b"event: \xff", b"plain"])
+
+
+@given(st.lists(LINES, max_size=6), st.sampled_from([b"\n", b"\r\n"]))
+def test_one_pass_reads_what_the_name_and_data_readers_read(lines: list[bytes], eol: bytes) -> None:
+    event = eol.join(lines)
+    assert event_fields(event) == (event_name(event), event_data(event))
 
 
 @given(st.lists(st.integers(min_value=1, max_value=len(STREAM) - 1), max_size=30))

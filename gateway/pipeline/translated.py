@@ -45,7 +45,7 @@ from gateway.providers import adapter_for
 from gateway.providers.base import BuildParams, CallContext, ProviderAdapter, StreamDecoder, UpstreamRequest
 from gateway.routing.catalog import Route
 from gateway.settings import ProviderSettings
-from gateway.sse import EventCutter, event_data, iter_events
+from gateway.sse import EventCutter, event_fields, iter_events
 from gateway.state import METRICS, POOL, SETTINGS
 from gateway.upstream.call import auth_headers, open_upstream
 from gateway.upstream.http1 import UpstreamResponse
@@ -219,9 +219,9 @@ class _TranslatedStream:
     async def process(self, block: bytes, sep: bytes) -> bool:
         events: list[StreamEvent] = []
         for event in iter_events(block, sep):
-            data = event_data(event)
+            name, data = event_fields(event)
             if data is not None:
-                events.extend(self.decoder.feed(event_name(event), data))
+                events.extend(self.decoder.feed(name, data))
         return not events or await self.emit(events)
 
     async def fail(self, err: UpstreamError) -> None:
