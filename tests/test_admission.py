@@ -317,6 +317,12 @@ async def test_leases_never_admit_past_a_limit_and_give_back_what_they_did_not_u
     while (await exact.enter(key, take(f"s{more}", limits), None, {}, 10)).decision.allowed:
         more += 1
     assert 4000 <= len(served) + more <= 4001  # what they did not use came back (one may have refilled)
+    ops = counted(a)
+    assert not (await workers[0].enter(key, take("late", limits), None, {}, 10)).decision.allowed
+    assert 1 <= len(ops) <= 2  # a lease tried (if this worker had not seen the limit yet), then exactly
+    ops.clear()
+    assert not (await workers[0].enter(key, take("later", limits), None, {}, 10)).decision.allowed
+    assert ops == ["acquire"]  # once a worker has seen a key at its limit, a refusal costs one operation
 
 
 async def test_a_lease_goes_back_after_its_time_and_near_a_limit_every_request_counts(

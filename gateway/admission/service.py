@@ -21,7 +21,7 @@ from decimal import Decimal
 from typing import Any
 
 from gateway.admission.counters import Counters
-from gateway.admission.lease import Headroom, Lease, Terms, terms
+from gateway.admission.lease import GUARD, Headroom, Lease, Terms, terms
 from gateway.billing.accounts import Charge, HoldAsk, Missing, Reservation
 from gateway.billing.holds import to_units
 from gateway.billing.service import Billing, Hold
@@ -60,6 +60,7 @@ class Admission:
         self._leases: dict[str, Lease] = {}  # key hash -> the lease serving its new requests
         self._taking: dict[str, asyncio.Future[None]] = {}  # key hash -> a lease being taken
         self._headroom: dict[str, Headroom] = {}  # key hash -> what its last operation left
+        self._exact_until: dict[str, float] = {}  # key hash -> loop time: found near a limit, count exactly
         self._served: dict[str, tuple[Lease, int]] = {}  # request id -> its lease and its hold
         self._giving: set[asyncio.Task[None]] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}  # lease id -> its expiry
@@ -77,12 +78,17 @@ class Admission:
             if entry is not None:
                 return entry
         if ask is None:
-            return Entry(await self._counters.limiter.acquire(take.key, take.limits, take.tokens, take.request_id))
+            decision = await self._counters.limiter.acquire(take.key, take.limits, take.tokens, take.request_id)
+            self._note_limits(key.hash, decision)
+            return Entry(decision)
         decision, reservation = await self._admit(key, take, ask)
         if reservation is None:
+            self._note_limits(key.hash, decision)
             return Entry(decision)
         refusal = billing.refusal(key, ask, reservation)
         if refusal is not None:
+            if self._lease_size > 1:
+                self._near(key.hash)
             return Entry(decision, refusal=refusal)
         self._note(key.hash, decision, ask, reservation)
         return Entry(decision, Hold(key.tenant_id, key.hash, take.request_id, ask.units))
@@ -141,38 +147,48 @@ class Admission:
             await asyncio.shield(waiting)  # another request of the key is taking one: share it
             if key.hash not in self._leases:
                 return None  # that one was refused: the key is near a limit
+        until = self._exact_until.get(key.hash)
+        if until is not None:
+            if until > asyncio.get_running_loop().time():
+                return None
+            del self._exact_until[key.hash]
         wanted = terms(take.limits, take.tokens, units, tracked, self._headroom.get(key.hash), self._lease_size)
         if wanted is None:
             return None
         taking = asyncio.get_running_loop().create_future()
         self._taking[key.hash] = taking
         try:
-            lease = await self._take(key, take, ask, wanted)
+            taken = await self._take(key, take, ask, wanted)
         finally:
             del self._taking[key.hash]
             taking.set_result(None)
-        if lease is None:
-            return None
-        return self._serve(lease, take, units)
+        if taken is None or isinstance(taken, Decision):
+            return None if taken is None else Entry(taken)
+        return self._serve(taken, take, units)
 
-    async def _take(self, key: ApiKey, take: Acquire, ask: HoldAsk | None, wanted: Terms) -> Lease | None:
-        """One counter operation taking a lease; None when refused (the request is then counted exactly)."""
+    async def _take(self, key: ApiKey, take: Acquire, ask: HoldAsk | None, wanted: Terms) -> Lease | Decision | None:
+        """One counter operation taking a lease; None when refused (the request is then counted exactly),
+        the limiter's decision when it failed open."""
         lease_id = self._new_id("lease_")
         grab = Acquire(take.key, take.limits, wanted.tokens, lease_id, wanted.requests)
         if ask is None:
             decision = await self._counters.limiter.acquire(grab.key, grab.limits, grab.tokens, lease_id,
                                                             wanted.requests)
-            if not decision.allowed or (decision.limit == 0 and _headline(take.limits)):
-                return None  # refused, or the limiter failed open: nothing was taken
-            self._headroom[key.hash] = Headroom(None, decision.remaining if decision.limit > 0 else None)
+            if decision.allowed and decision.limit == 0 and _headline(take.limits):
+                return decision  # the limiter failed open (nothing was taken): serve as the exact path would
+            self._note_limits(key.hash, decision)
+            if not decision.allowed:
+                return None
             return self._open(Lease(lease_id, key.hash, key.tenant_id, take.limits, False, False, None, wanted,
                                     decision))
         hold = HoldAsk(ask.tenant, ask.key, wanted.money, ask.limit, ask.prepaid, lease_id, ask.at)
         decision, reservation = await self._admit(key, grab, hold)
         if not decision.allowed or reservation is None:
+            self._note_limits(key.hash, decision)
             return None
         if not reservation.ok:
             self._headroom.pop(key.hash, None)  # near the money's end: count exactly from here
+            self._near(key.hash)
             return None
         self._note(key.hash, decision, hold, reservation)
         return self._open(Lease(lease_id, key.hash, key.tenant_id, take.limits, True, ask.prepaid, ask.limit, wanted,
@@ -248,6 +264,21 @@ class Admission:
             log.exception("giving back a lease failed; its hold expires by itself",
                           extra={"fields": {"lease": charge.request_id}})
 
+    def _note_limits(self, key: str, decision: Decision) -> None:
+        """Remember the requests the key's headline bucket has left (its money as it was)."""
+        if self._lease_size < 2:
+            return
+        seen = self._headroom.get(key)
+        self._headroom[key] = Headroom(seen.money if seen is not None else None,
+                                       decision.remaining if decision.limit > 0 else None)
+        if not decision.allowed or (decision.limit > 0 and decision.remaining < 2 * GUARD):
+            self._near(key)
+
+    def _near(self, key: str) -> None:
+        """The key is at or near a limit: count its requests exactly for a while (whatever an answer
+        to an earlier operation, arriving later, says)."""
+        self._exact_until[key] = asyncio.get_running_loop().time() + self._lease_seconds
+
     def _note(self, key: str, decision: Decision, ask: HoldAsk, reservation: Reservation) -> None:
         """Remember what the key has left after an operation that held ``ask.units``."""
         if self._lease_size < 2:
@@ -260,6 +291,8 @@ class Admission:
             room = left if room is None else min(room, left)
         self._headroom[key] = Headroom(room if room is not None else 0,
                                        decision.remaining if decision.limit > 0 else None)
+        if decision.limit > 0 and decision.remaining < 2 * GUARD:
+            self._near(key)
 
 
 def _headline(limits: Limits) -> bool:
