@@ -164,6 +164,17 @@ def test_random_ids_are_unique_across_refills() -> None:
     assert all(len(i) == 28 and i.startswith("gen-") and int(i[4:], 16) >= 0 for i in drawn)
 
 
+def test_ordered_ids_sort_by_their_second() -> None:
+    now = [1795315561.9]
+    ids = RandomIds(clock=lambda: now[0])
+    first = [ids.ordered("gen-") for _ in range(500)]
+    now[0] += 1
+    later = [ids.ordered("gen-") for _ in range(500)]
+    assert len(set(first + later)) == 1000
+    assert all(i.startswith("gen-1795315561-") and len(i) == 39 for i in first)
+    assert max(first) < min(later)
+
+
 @given(
     cost=st.decimals(min_value=0, max_value=10**6, places=10, allow_nan=False),
     tokens=st.one_of(st.none(), st.integers(min_value=0, max_value=10**9)),

@@ -120,7 +120,7 @@ async def route_request(
     ctx.route = route
     ctx.candidates = candidates
     ctx.streamed = streamed
-    ctx.generation_id = app[IDS].new("gen-")
+    ctx.generation_id = app[IDS].ordered("gen-")
     headers = request.headers
     title = headers.get("X-Title") or headers.get("X-OpenRouter-Title")
     referer = headers.get("HTTP-Referer") or headers.get("Referer")

@@ -58,7 +58,7 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
     route = _route(request, provider, raw)
     check_model_allowed(ctx.key, provider.name, route.model_id)
     ctx.route, ctx.candidates = route, [route]
-    ctx.generation_id = app[IDS].new("gen-")
+    ctx.generation_id = app[IDS].ordered("gen-")
     title = request.headers.get("X-Title")
     ctx.app_title = title[:200] if title else None
     referer = request.headers.get("HTTP-Referer")
