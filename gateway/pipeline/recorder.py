@@ -29,7 +29,7 @@ class UsageRecorder:
         *,
         journal_dir: str | None = None,
         interval: float = 0.2,
-        batch: int = 500,
+        batch: int = 64,
         max_buffer: int = 200_000,
     ) -> None:
         self._store = store
