@@ -10,7 +10,8 @@ instructions counted by N, after taking out what the process does on its own ove
 instructions only: system calls count as the few instructions that make them.
 
 Targets: the yardstick (benchmarks/yardstick.py), arouter with everything on, embedded (SQLite) and
-with Redis, each as the one worker gunicorn would run (benchmarks/one_worker.py).
+with Redis (as shipped: leases), and with Redis counting every request exactly (``arouter-exact``,
+``[limits] lease_size = 0``), each as the one worker gunicorn would run (benchmarks/one_worker.py).
 
 Usage:  .venv/bin/python benchmarks/instructions.py [--requests N] [--output FILE]
 Needs:  valgrind, nginx (benchmarks/install.sh installs nginx; valgrind: apt-get install valgrind)
@@ -32,6 +33,7 @@ from pathlib import Path
 from harness.common import BENCH, HOST, ROOT, BenchError, Proc, bench_lock, find_tool, free_port, log, wait_http
 from harness.targets import (
     AROUTER_MODELS,
+    NO_LEASES,
     UPSTREAM_MODEL,
     Req,
     Target,
@@ -142,7 +144,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=300, help="requests per target and scenario")
     ap.add_argument("--redis", default="redis://127.0.0.1:6379/14", help="Redis of the `arouter` target")
-    ap.add_argument("--no-redis", action="store_true", help="leave out the `arouter` (Redis) target")
+    ap.add_argument("--no-redis", action="store_true", help="leave out the Redis targets (arouter, arouter-exact)")
     ap.add_argument("--output", default=str(BENCH / "results" / "instructions.md"))
     args = ap.parse_args()
     for tool in ("valgrind", "callgrind_control", "nginx"):
@@ -162,14 +164,15 @@ def main() -> int:
                                        model_anthropic=AROUTER_MODELS["stream-translated"])
             plan: list[tuple[str, str | None]] = [("yardstick", None), ("arouter-embedded", None)]
             if not args.no_redis:
-                plan.append(("arouter", args.redis))
+                plan += [("arouter", args.redis), ("arouter-exact", args.redis)]
             for name, redis in plan:
                 if name == "yardstick":
                     t = start_yardstick(tmp / name, upstream)
                 else:
                     if redis:
                         redis_flush(redis)
-                    t = start_arouter(name, str(arouter_wrapper(tmp / f"{name}-bin")), tmp / name, toml, "1",
+                    t = start_arouter(name, str(arouter_wrapper(tmp / f"{name}-bin")), tmp / name,
+                                      toml.replace(*NO_LEASES) if name == "arouter-exact" else toml, "1",
                                       redis, AROUTER_MODELS)
                 started.append(t)
                 results[name] = {s: measure(t, tmp / name, s, args.requests) for s in t.reqs}

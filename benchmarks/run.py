@@ -11,7 +11,8 @@ listens on 127.0.0.1, every step is bounded in time, and everything started here
 error or Ctrl-C. The measuring part holds an exclusive lock (/tmp/arouter-bench.lock): two runs on one
 machine never overlap; a second one waits, and says so.
 
-Targets:   direct, nginx-proxy, yardstick, arouter (Redis), arouter-embedded (SQLite), litellm, portkey
+Targets:   direct, nginx-proxy, yardstick, arouter (Redis), arouter-embedded (SQLite), arouter-exact (Redis, no
+           leases), litellm, portkey
 Scenarios: json, stream, stream-translated (OpenAI client, Anthropic upstream)
 
 Usage:  .venv/bin/python benchmarks/run.py [--quick] [--targets a,b] [--skip-competitors] [--no-redis]
@@ -56,6 +57,7 @@ from harness.targets import (
     ALL_TARGETS,
     AROUTER_MODELS,
     COMPETITORS,
+    NO_LEASES,
     SCENARIOS,
     Target,
     install_litellm,
@@ -73,6 +75,9 @@ CONNS = (1, 32)
 INSTALL_HINT = "apt-get install -y nginx-light wrk   (or: bash benchmarks/install.sh)"
 MARK = "BENCH_JSON "
 DEFAULT_REDIS = "redis://127.0.0.1:6379/14"  # the benchmark's own database, flushed before each start
+DEFAULT_REDIS_EXACT = "redis://127.0.0.1:6379/15"  # arouter-exact's (its own: both run at once)
+AROUTER_TARGETS = ("arouter", "arouter-embedded", "arouter-exact")
+REDIS_TARGETS = ("arouter", "arouter-exact")
 
 
 # ---------------------------------------------------------------------------------------------- tools
@@ -165,7 +170,7 @@ def chosen_targets(args: argparse.Namespace) -> list[str]:
     if args.skip_competitors:
         names = [t for t in names if t not in COMPETITORS]
     if args.no_redis:
-        names = [t for t in names if t != "arouter"]
+        names = [t for t in names if t not in REDIS_TARGETS]
     if "direct" not in names:
         names.insert(0, "direct")  # every added latency is measured against it
     return [t for t in ALL_TARGETS if t in names]
@@ -193,14 +198,16 @@ def start_target(
         return start_nginx_proxy(tools_nginx, tmp / name, upstream, gw_cpu)
     if name == "yardstick":
         return start_yardstick(tmp / name, upstream, gw_cpu)
-    if name in ("arouter", "arouter-embedded"):
+    if name in AROUTER_TARGETS:
         toml = AROUTER_TOML.format(
             upstream=upstream.base,
             model_json=AROUTER_MODELS["json"],
             model_stream=AROUTER_MODELS["stream"],
             model_anthropic=AROUTER_MODELS["stream-translated"],
         )
-        redis = args.redis if name == "arouter" else None
+        if name == "arouter-exact":
+            toml = toml.replace(*NO_LEASES)
+        redis = {"arouter": args.redis, "arouter-exact": args.redis_exact}.get(name)
         return start_arouter(name, args.arouter, tmp / name, toml, gw_cpu, redis, AROUTER_MODELS)
     version, error = installed.get(name, ("", "not installed"))
     if error:
@@ -242,6 +249,7 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
         "cpu_load": load_cpu,
         "cpu_gateway": gw_cpu,
         "redis_url": args.redis if "arouter" in names else None,
+        "redis_url_exact": args.redis_exact if "arouter-exact" in names else None,
         "nofile": list(nofile),
         "quick": bool(args.quick),
         "chosen": names,
@@ -430,7 +438,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--targets", default=None, help=f"comma-separated subset of {','.join(ALL_TARGETS)}")
     ap.add_argument("--skip-competitors", action="store_true", help="leave out litellm and portkey")
     ap.add_argument("--redis", metavar="URL", default=DEFAULT_REDIS, help=f"Redis of `arouter` ({DEFAULT_REDIS})")
-    ap.add_argument("--no-redis", action="store_true", help="leave out the `arouter` (Redis) target")
+    ap.add_argument("--redis-exact", metavar="URL", default=DEFAULT_REDIS_EXACT,
+                    help=f"Redis of `arouter-exact` ({DEFAULT_REDIS_EXACT})")
+    ap.add_argument("--no-redis", action="store_true", help="leave out the Redis targets (arouter, arouter-exact)")
     ap.add_argument("--direct-only", action="store_true", help="measure the upstream alone")
     ap.add_argument("--open-streams", default=None, metavar="N,N", help="levels (default 1000,5000,10000)")
     ap.add_argument("--hold", type=float, default=None, help="seconds to hold the open streams (default 10)")
@@ -476,7 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.write_text(report, encoding="utf-8")
     print(report)
     log(f"written {out}" + (f", {chart}" if chart else "") + f" and {out.with_suffix('.json')}")
-    failed = [n for n in ("arouter", "arouter-embedded") if any(
+    failed = [n for n in AROUTER_TARGETS if any(
         str(why).startswith("not run") for why in data["targets"].get(n, {}).get("skipped", {}).values())]
     return 1 if failed else 0
 

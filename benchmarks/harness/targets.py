@@ -8,7 +8,8 @@ Scenarios (what the client asks; nginx serves the recorded upstream answer under
   the target translates into OpenAI chunks.
 
 Targets: ``direct`` (nginx itself), ``nginx-proxy`` (a second nginx, proxy_pass with keep-alive),
-``yardstick`` (benchmarks/yardstick.py), ``arouter`` (Redis) and ``arouter-embedded`` (SQLite
+``yardstick`` (benchmarks/yardstick.py), ``arouter`` (Redis), ``arouter-exact`` (Redis, no leases) and
+``arouter-embedded`` (SQLite
 only), ``litellm`` (LiteLLM proxy from PyPI, its own virtualenv) and ``portkey`` (Portkey's gateway
 from npm). Each gateway-like target runs one worker pinned to the gateway core.
 """
@@ -68,15 +69,19 @@ AROUTER_MODELS = {
 }
 LITELLM_MODELS = {"json": "bench-json", "stream": "bench-stream", "stream-translated": "bench-anthropic"}
 COMPETITORS = ("litellm", "portkey")
-ALL_TARGETS = ("direct", "nginx-proxy", "yardstick", "arouter", "arouter-embedded", "litellm", "portkey")
+ALL_TARGETS = ("direct", "nginx-proxy", "yardstick", "arouter", "arouter-embedded", "arouter-exact", "litellm",
+               "portkey")
 TARGET_TEXT = {
     "direct": "nginx serving the recorded answers: the upstream itself, no hop",
     "nginx-proxy": "a second nginx (1 worker, pinned like the gateway) with proxy_pass and keep-alive "
     "upstream connections: the physical floor for a hop",
     "yardstick": "benchmarks/yardstick.py: the thinnest aiohttp + uvloop relay, no logic at all (1 process)",
     "arouter": "arouter, 1 worker, everything on (auth, rate limit, prepaid billing reservation and "
-    "settlement, metrics, access log), Redis for limits and balances: a Redis round trip per request",
-    "arouter-embedded": "arouter, 1 worker, everything on, embedded (SQLite, no Redis)",
+    "settlement, metrics, access log), Redis for limits and balances, as shipped: a Redis round trip per "
+    "lease of up to 64 requests (the key is far from its limits)",
+    "arouter-embedded": "arouter, 1 worker, everything on, embedded (SQLite, no Redis), as shipped (leases)",
+    "arouter-exact": "arouter as `arouter` with `[limits] lease_size = 0`: every request counted in Redis, "
+    "a round trip on the way in and one on the way out",
     "litellm": "LiteLLM proxy from PyPI, 1 worker, no database, master key auth",
     "portkey": "Portkey's AI gateway from npm (Node), provider and custom host in headers",
 }
@@ -402,6 +407,8 @@ def start_yardstick(tmp: Path, upstream: Target, cpu: str) -> Target:
 
 
 # ------------------------------------------------------------------------------------------- arouter
+
+NO_LEASES = ("[limits]\n", "[limits]\nlease_size = 0\n")  # GATEWAY_TOML with every request counted exactly
 
 GATEWAY_TOML = """\
 default_model = "{model_json}"
