@@ -41,7 +41,7 @@ lint: $(STAMP)
 type: $(STAMP)
 	$(BIN)/mypy
 
-# `make bench` (~17 min; waits if another run is measuring); `make bench BENCH_ARGS=--quick` (~6 min).
+# `make bench` (~25 min; waits if another run is measuring); `make bench BENCH_ARGS=--quick` (~6 min).
 # run.py: side by side on the clock; instructions.py: instructions per request under callgrind;
 # publish.py: both into the README.
 BENCH_ARGS ?=
