@@ -77,9 +77,9 @@ TARGET_TEXT = {
     "upstream connections: the physical floor for a hop",
     "yardstick": "benchmarks/yardstick.py: the thinnest aiohttp + uvloop relay, no logic at all (1 process)",
     "arouter": "arouter, 1 worker, everything on (auth, rate limit, prepaid billing reservation and "
-    "settlement, metrics, access log), Redis for limits and balances, as shipped: a Redis round trip per "
-    "lease of up to 64 requests (the key is far from its limits)",
-    "arouter-embedded": "arouter, 1 worker, everything on, embedded (SQLite, no Redis), as shipped (leases)",
+    "settlement, metrics, access log), Redis for limits and balances, leases on (the default): a Redis round "
+    "trip per lease of up to 64 requests, as for any key far from its limits",
+    "arouter-embedded": "arouter, 1 worker, everything on, embedded (SQLite, no Redis), leases on (the default)",
     "arouter-exact": "arouter as `arouter` with `[limits] lease_size = 0`: every request counted in Redis, "
     "a round trip on the way in and one on the way out",
     "litellm": "LiteLLM proxy from PyPI, 1 worker, no database, master key auth",
