@@ -49,14 +49,13 @@ class Admission:
     far from its limits: ``lease_size`` requests at most, given back after ``lease_seconds``)."""
 
     def __init__(
-        self, counters: Counters, billing: Billing, *, lease_size: int = 0, lease_seconds: float = 0.5,
-        new_id: Callable[[str], str] | None = None,
+        self, counters: Counters, billing: Billing, *, lease_size: int = 0, lease_seconds: float = 0.5
     ) -> None:
         self._counters = counters
         self._billing = billing
         self._lease_size = lease_size
         self._lease_seconds = lease_seconds
-        self._new_id = new_id or _counter_ids()
+        self._new_id = _counter_ids()
         self._leases: dict[str, Lease] = {}  # key hash -> the lease serving its new requests
         self._taking: dict[str, asyncio.Future[None]] = {}  # key hash -> a lease being taken
         self._headroom: dict[str, Headroom] = {}  # key hash -> what its last operation left
