@@ -56,6 +56,12 @@ def iter_events(block: bytes, sep: bytes = b"\n\n") -> Iterator[bytes]:
 
 def event_fields(event: bytes) -> tuple[str | None, bytes | None]:
     """An event's ``event:`` name and its data (as ``event_data``), read in one pass over its lines."""
+    if event.startswith(b"event:"):  # the usual shape, "event: NAME\ndata: DATA": two slices
+        nl = event.find(b"\n")
+        if nl > 0 and event.startswith(b"data:", nl + 1) and event.find(b"\n", nl + 1) < 0 and b"\r" not in event:
+            value = event[nl + 6 :]
+            return (event[6:nl].strip().decode("utf-8", "replace"),
+                    value[1:] if value.startswith(b" ") else value)
     name: str | None = None
     data: list[bytes] = []
     for line in event.splitlines():
