@@ -51,7 +51,7 @@ from harness.common import (
     raise_nofile,
     tool_version,
 )
-from harness.report import render, render_chart
+from harness.report import fmt_us, render, render_chart
 from harness.streams import run_open_streams
 from harness.targets import (
     ALL_TARGETS,
@@ -417,14 +417,6 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.machine()
-
-
-def fmt_us(us: float | None) -> str:
-    if us is None:
-        return "-"
-    if abs(us) >= 1000:
-        return f"{us / 1000:.2f} ms"
-    return f"{us:.0f} µs"
 
 
 # ---------------------------------------------------------------------------------------------- main

@@ -54,8 +54,19 @@ def iter_events(block: bytes, sep: bytes = b"\n\n") -> Iterator[bytes]:
             yield event
 
 
+def event_name(event: bytes) -> str | None:
+    """The ``event:`` field of one SSE event, if it has one."""
+    if b"event:" not in event:
+        return None
+    for line in event.splitlines():
+        if line.startswith(b"event:"):
+            return line[6:].strip().decode("utf-8", "replace")
+    return None
+
+
 def event_fields(event: bytes) -> tuple[str | None, bytes | None]:
-    """An event's ``event:`` name and its data (as ``event_data``), read in one pass over its lines."""
+    """An event's ``event:`` name (its first, stripped) and the payload of its data lines joined with
+    newlines (None if it has none), read in one pass over its lines."""
     if event.startswith(b"event:"):  # the usual shape, "event: NAME\ndata: DATA": two slices
         nl = event.find(b"\n")
         if nl > 0 and event.startswith(b"data:", nl + 1) and event.find(b"\n", nl + 1) < 0 and b"\r" not in event:
@@ -77,14 +88,7 @@ def event_fields(event: bytes) -> tuple[str | None, bytes | None]:
 
 def event_data(event: bytes) -> bytes | None:
     """The payload of an event's data lines joined with newlines; None if it has none."""
-    data: list[bytes] = []
-    for line in event.splitlines():
-        if line.startswith(b"data:"):
-            value = line[5:]
-            data.append(value[1:] if value.startswith(b" ") else value)
-    if not data:
-        return None
-    return data[0] if len(data) == 1 else b"\n".join(data)
+    return event_fields(event)[1]
 
 
 def comment(text: str) -> bytes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from gateway.auth.apikey import hash_key, kind_of, new_key
@@ -13,9 +13,8 @@ from gateway.billing.pricing import request_cost
 from gateway.pipeline.context import RandomIds
 from gateway.pipeline.journal import from_line, to_line
 from gateway.pipeline.openai_usage import StreamTap
-from gateway.pipeline.translated import event_name
 from gateway.settings import ModelSettings
-from gateway.sse import EventCutter, event_data, event_fields
+from gateway.sse import EventCutter, event_data, event_fields, event_name
 from gateway.store.base import Generation
 from tests.fakes.openai_upstream import fixture
 
@@ -26,10 +25,23 @@ LINES = st.sampled_from([b"event: message_start", b"event:delta", b"data: {\"a\"
                          b"data:  two", b": comment", b"id: 7", b"retry: 10", b"event: \xff", b"plain"])
 
 
+def reference_fields(lines: list[bytes]) -> tuple[str | None, bytes | None]:
+    """The SSE rules, line by line: the first ``event:`` value, stripped; the ``data:`` values (one
+    leading space removed) joined with newlines."""
+    names = [line[6:].strip().decode("utf-8", "replace") for line in lines if line.startswith(b"event:")]
+    data = [line[5:].removeprefix(b" ") for line in lines if line.startswith(b"data:")]
+    return (names[0] if names else None), (b"\n".join(data) if data else None)
+
+
 @given(st.lists(LINES, max_size=6), st.sampled_from([b"\n", b"\r\n"]))
-def test_one_pass_reads_what_the_name_and_data_readers_read(lines: list[bytes], eol: bytes) -> None:
+@example([b"event: message_start", b"data: {\"a\": 1}"], b"\n")  # the usual shape
+@example([b"event:delta", b"data:x"], b"\n")
+@example([b"event: message_start", b"data:  two"], b"\n")
+def test_an_events_name_and_data_are_read_by_the_sse_rules(lines: list[bytes], eol: bytes) -> None:
     event = eol.join(lines)
-    assert event_fields(event) == (event_name(event), event_data(event))
+    name, data = reference_fields(lines)
+    assert event_fields(event) == (name, data)
+    assert event_name(event) == name and event_data(event) == data
 
 
 @given(st.lists(st.integers(min_value=1, max_value=len(STREAM) - 1), max_size=30))

@@ -17,9 +17,8 @@ from typing import Any
 import orjson
 
 from gateway.core.response import Usage
-from gateway.pipeline.translated import event_name
 from gateway.providers.anthropic.mapping import map_stop_reason, map_usage
-from gateway.sse import event_data, iter_events
+from gateway.sse import event_data, event_name, iter_events
 
 USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 

@@ -277,16 +277,6 @@ class _TranslatedStream:
         settle_usage(self.ctx, route, usage, finish)
 
 
-def event_name(event: bytes) -> str | None:
-    """The ``event:`` field of one SSE event, if it has one."""
-    if b"event:" not in event:
-        return None
-    for line in event.splitlines():
-        if line.startswith(b"event:"):
-            return line[6:].strip().decode("utf-8", "replace")
-    return None
-
-
 def pricer(route: Route) -> Callable[[Usage], Decimal]:
     """What a canonical usage costs at the route's prices."""
     return lambda usage: canonical_cost(route, usage)
