@@ -351,3 +351,25 @@ async def test_a_lease_goes_back_after_its_time_and_near_a_limit_every_request_c
         assert entry.hold is not None
         await admission.leave(key, limits, 0, True, entry.hold, Decimal(1), f"b{i}")
     assert ops[before:] == ["admit", "settle"] * 3
+
+
+async def test_a_lease_that_cannot_be_given_back_is_logged_and_expires(
+    make_counters: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    counters = make_counters()
+    ops, admission = leasing(counters, 60)
+    key = api_key(None)
+    limits = Limits(requests_per_minute=100_000)
+    for i in range(2):  # the first exactly, the second from a lease
+        entry = await admission.enter(key, take(f"r{i}", limits), MODEL, {"max_tokens": 100}, 100)
+        await admission.leave(key, limits, 0, True, entry.hold, Decimal("0.0001"), f"r{i}")
+    assert ops[-1] == "admit" and admission.outstanding == 1  # a lease is out
+
+    async def broken(*args: Any, **kwargs: Any) -> None:
+        raise ConnectionError("counters unreachable")
+
+    counters.release = broken  # type: ignore[method-assign]
+    with caplog.at_level("ERROR", logger="arouter.admission"):
+        await admission.close()  # does not raise: nobody waits for a lease's return
+    assert admission.outstanding == 0
+    assert any("giving back a lease failed" in r.getMessage() for r in caplog.records)

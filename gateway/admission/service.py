@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
-from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -26,6 +24,7 @@ from gateway.billing.accounts import Charge, HoldAsk, Missing, Reservation
 from gateway.billing.holds import to_units
 from gateway.billing.service import Billing, Hold
 from gateway.errors import PaymentRequired
+from gateway.pipeline.context import new_id
 from gateway.ratelimit.gcra import Decision, Limits
 from gateway.ratelimit.limiter import Acquire, Release
 from gateway.settings import ModelSettings
@@ -55,7 +54,6 @@ class Admission:
         self._billing = billing
         self._lease_size = lease_size
         self._lease_seconds = lease_seconds
-        self._new_id = _counter_ids()
         self._leases: dict[str, Lease] = {}  # key hash -> the lease serving its new requests
         self._taking: dict[str, asyncio.Future[None]] = {}  # key hash -> a lease being taken
         self._headroom: dict[str, Headroom] = {}  # key hash -> what its last operation left
@@ -114,15 +112,7 @@ class Admission:
     async def close(self) -> None:
         """Give back every lease (at shutdown, once no request is in flight)."""
         for lease in list(self._leases.values()):
-            lease.open = False
-        for lease in {id(x[0]): x[0] for x in self._served.values()}.values():
-            lease.open = False
-        for handle in self._timers.values():
-            handle.cancel()
-        for lease in list(self._leases.values()):
-            if lease.due:
-                self._give_back(lease)
-        self._leases.clear()
+            self._close(lease)
         if self._giving:
             await asyncio.gather(*self._giving, return_exceptions=True)
 
@@ -168,7 +158,7 @@ class Admission:
     async def _take(self, key: ApiKey, take: Acquire, ask: HoldAsk | None, wanted: Terms) -> Lease | Decision | None:
         """One counter operation taking a lease; None when refused (the request is then counted exactly),
         the limiter's decision when it failed open."""
-        lease_id = self._new_id("lease_")
+        lease_id = new_id("lease_")
         grab = Acquire(take.key, take.limits, wanted.tokens, lease_id, wanted.requests)
         if ask is None:
             decision = await self._counters.limiter.acquire(grab.key, grab.limits, grab.tokens, lease_id,
@@ -228,9 +218,16 @@ class Admission:
         charge = None
         if lease.tracked:
             charge = Charge(lease.tenant, lease.key, lease.id, lease.charged, self._billing.windows())
-        task = asyncio.get_running_loop().create_task(self._release(give, charge))
+        task = asyncio.get_running_loop().create_task(self._return(lease.id, give, charge))
         self._giving.add(task)
         task.add_done_callback(self._given)
+
+    async def _return(self, lease_id: str, give: Release | None, charge: Charge | None) -> None:
+        try:
+            await self._release(give, charge)
+        except Exception:  # nobody waits for this: say so here
+            log.exception("giving back a lease failed; its hold expires by itself",
+                          extra={"fields": {"lease": lease_id}})
 
     def _given(self, task: asyncio.Task[None]) -> None:
         self._giving.discard(task)
@@ -248,30 +245,19 @@ class Admission:
         raise PaymentRequired("billing counters are unavailable; try again")
 
     async def _release(self, give: Release | None, charge: Charge | None) -> None:
-        try:
-            if give is not None and charge is not None:
-                await self._counters.release(give, charge)
-            elif give is not None:
-                await self._counters.limiter.settle(give.key, give.limits, give.token_delta, give.request_id,
-                                                    give.request_delta)
-            elif charge is not None:
-                await self._counters.accounts.settle(charge.tenant, charge.key, charge.request_id, charge.cost,
-                                                     charge.windows)
-        except Exception:
-            if charge is None or not charge.request_id.startswith("lease_"):
-                raise
-            log.exception("giving back a lease failed; its hold expires by itself",
-                          extra={"fields": {"lease": charge.request_id}})
+        if give is not None and charge is not None:
+            await self._counters.release(give, charge)
+        elif give is not None:
+            await self._counters.limiter.settle(give.key, give.limits, give.token_delta, give.request_id,
+                                                give.request_delta)
+        elif charge is not None:
+            await self._counters.accounts.settle(charge.tenant, charge.key, charge.request_id, charge.cost,
+                                                 charge.windows)
 
     def _note_limits(self, key: str, decision: Decision) -> None:
         """Remember the requests the key's headline bucket has left (its money as it was)."""
-        if self._lease_size < 2:
-            return
         seen = self._headroom.get(key)
-        self._headroom[key] = Headroom(seen.money if seen is not None else None,
-                                       decision.remaining if decision.limit > 0 else None)
-        if not decision.allowed or (decision.limit > 0 and decision.remaining < 2 * GUARD):
-            self._near(key)
+        self._remember(key, seen.money if seen is not None else None, decision)
 
     def _near(self, key: str) -> None:
         """The key is at or near a limit: count its requests exactly for a while (whatever an answer
@@ -280,32 +266,24 @@ class Admission:
 
     def _note(self, key: str, decision: Decision, ask: HoldAsk, reservation: Reservation) -> None:
         """Remember what the key has left after an operation that held ``ask.units``."""
-        if self._lease_size < 2:
-            return
         room: int | None = None
         if ask.prepaid:
             room = reservation.available - ask.units
         if ask.limit is not None:
             left = ask.limit.limit - reservation.key_used - ask.units
             room = left if room is None else min(room, left)
-        self._headroom[key] = Headroom(room if room is not None else 0,
-                                       decision.remaining if decision.limit > 0 else None)
-        if decision.limit > 0 and decision.remaining < 2 * GUARD:
+        self._remember(key, room if room is not None else 0, decision)
+
+    def _remember(self, key: str, money: int | None, decision: Decision) -> None:
+        """What the key has left (``money``; the headline bucket's requests from ``decision``), and
+        whether it is at or near a limit."""
+        if self._lease_size < 2:
+            return
+        self._headroom[key] = Headroom(money, decision.remaining if decision.limit > 0 else None)
+        if not decision.allowed or (decision.limit > 0 and decision.remaining < 2 * GUARD):
             self._near(key)
 
 
 def _headline(limits: Limits) -> bool:
     return limits.requests_per_minute > 0 or limits.requests_per_day > 0
 
-
-def _counter_ids() -> Callable[[str], str]:
-    """Ids unique across processes and hosts: this worker's random part, then a count."""
-    count = 0
-    mine = secrets.token_hex(8)
-
-    def new(prefix: str) -> str:
-        nonlocal count
-        count += 1
-        return f"{prefix}{mine}{count:x}"
-
-    return new
