@@ -52,7 +52,6 @@ class RequestTally:
 @dataclass(slots=True)
 class ModelTally:
     ttft: Tally = field(default_factory=Tally)
-    ttft_seen: bool = False
     input_tokens: int = 0
     output_tokens: int = 0
 
@@ -121,7 +120,6 @@ class Metrics:
             per_model = self._per_model[(provider, model)] = ModelTally()
         if ttft is not None:
             per_model.ttft.add(ttft)
-            per_model.ttft_seen = True
         if prompt_tokens:
             per_model.input_tokens += prompt_tokens
         if completion_tokens:
@@ -135,7 +133,7 @@ class Metrics:
             self.requests.labels(*labels).inc(tally.count)
             tally.latency.write_to(self.latency.labels(*labels))
         for (provider, model), counts in per_model.items():
-            if counts.ttft_seen:
+            if any(counts.ttft.buckets):
                 counts.ttft.write_to(self.ttft.labels(provider, model))
             if counts.input_tokens:
                 self.tokens.labels(provider, model, "input").inc(counts.input_tokens)

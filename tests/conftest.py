@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from redis.asyncio import Redis
 
 from gateway.app import create_app
 from gateway.settings import Settings, parse_settings
@@ -19,6 +20,34 @@ from tests.fakes.openai_upstream import FakeOpenAI
 MGMT_KEY = "lr_mgmt_" + "T" * 43
 POSTGRES_URL = os.environ.get("AROUTER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("AROUTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+class ScratchRedis:
+    """Redis clients for one test, its keys under one random prefix: the keys are deleted and the
+    clients closed when the test ends (nothing connects until a client is asked for)."""
+
+    def __init__(self) -> None:
+        self.prefix = f"arouter:test:{os.urandom(6).hex()}:"
+        self._clients: list[Redis] = []
+
+    def client(self) -> Redis:
+        client = Redis.from_url(REDIS_URL)
+        self._clients.append(client)
+        return client
+
+    async def close(self) -> None:
+        for client in self._clients:
+            keys = [k async for k in client.scan_iter(match=self.prefix + "*")]
+            if keys:
+                await client.delete(*keys)
+            await client.aclose()
+
+
+@pytest.fixture
+async def scratch_redis() -> AsyncIterator[ScratchRedis]:
+    redis = ScratchRedis()
+    yield redis
+    await redis.close()
 
 
 def config_dict(upstream_url: str, **extra_providers: dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,6 @@ from typing import Any
 
 import orjson
 import pytest
-from redis.asyncio import Redis
 
 from gateway.admission.counters import Counters
 from gateway.admission.on_redis import RedisCounters
@@ -28,7 +27,7 @@ from gateway.ratelimit.gcra import Limits
 from gateway.ratelimit.limiter import Acquire, Release
 from gateway.settings import ModelSettings
 from gateway.store.base import ApiKey, KeyUsage
-from tests.conftest import REDIS_URL
+from tests.conftest import ScratchRedis
 
 Factory = Callable[..., Counters]
 AT = datetime(2026, 11, 22, 12, tzinfo=UTC)
@@ -36,20 +35,19 @@ DAY = KeyLimit(10**9, "d:2026-11-22")
 
 
 @pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
-async def make_counters(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Factory]:
+async def make_counters(
+    request: pytest.FixtureRequest, tmp_path: Path, scratch_redis: ScratchRedis
+) -> AsyncIterator[Factory]:
     """Makes counters that share state the way their backend does (same file, same Redis prefix)."""
     made: list[Counters] = []
-    clients: list[Redis] = []
-    prefix = f"arouter:test:{os.urandom(6).hex()}:"
 
     def factory(hold_seconds: float = 3600.0) -> Counters:
         counters: Counters
         if request.param == "sqlite":
             counters = SqliteCounters(str(tmp_path / "counters.db"), hold_seconds=hold_seconds)
         else:
-            client = Redis.from_url(REDIS_URL)
-            clients.append(client)
-            counters = RedisCounters(client, on_failure="closed", limits_prefix=prefix + "rl:",
+            prefix = scratch_redis.prefix
+            counters = RedisCounters(scratch_redis.client(), on_failure="closed", limits_prefix=prefix + "rl:",
                                      money_prefix=prefix + "acct:", limits_timeout=10, money_timeout=10,
                                      hold_seconds=hold_seconds)  # exactness, not speed
         made.append(counters)
@@ -58,11 +56,6 @@ async def make_counters(request: pytest.FixtureRequest, tmp_path: Path) -> Async
     yield factory
     for counters in made:
         await counters.close()
-    for client in clients:
-        keys = [k async for k in client.scan_iter(match=prefix + "*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
 
 
 def take(rid: str, limits: Limits, tokens: int = 0) -> Acquire:

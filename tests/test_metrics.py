@@ -27,6 +27,10 @@ def test_flushed_tallies_equal_observing_each_request() -> None:
         if i:
             tokens.labels("openai", "m", "input").inc(10 * i)
             tokens.labels("openai", "m", "output").inc(i)
+    metrics.request_done("embeddings", "openai", "e", "200", 0.01, None, 7)  # tokens, no time to first token
+    requests.labels("embeddings", "openai", "e", "200").inc()
+    latency.labels("embeddings", "openai", "e", "200").observe(0.01)
+    tokens.labels("openai", "e", "input").inc(7)
     metrics.request_done("models", "", "", "200", 0.002)
     requests.labels("models", "", "", "200").inc()
     latency.labels("models", "", "", "200").observe(0.002)

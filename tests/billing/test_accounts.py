@@ -3,47 +3,39 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from redis.asyncio import Redis
 
 from gateway.billing.accounts import Accounts, Missing
 from gateway.billing.holds import KeyLimit
 from gateway.billing.redis_accounts import RedisAccounts
 from gateway.billing.sqlite_accounts import SqliteAccounts
-from tests.conftest import REDIS_URL
+from tests.conftest import ScratchRedis
 
 Factory = Callable[..., Accounts]
 
 
 @pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
-async def make_accounts(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Factory]:
+async def make_accounts(
+    request: pytest.FixtureRequest, tmp_path: Path, scratch_redis: ScratchRedis
+) -> AsyncIterator[Factory]:
     made: list[Accounts] = []
-    clients: list[Redis] = []
-    prefix = f"arouter:test:{os.urandom(6).hex()}:"
 
     def factory(hold_seconds: float = 3600.0) -> Accounts:
         accounts: Accounts
         if request.param == "sqlite":
             accounts = SqliteAccounts(str(tmp_path / "counters.db"), hold_seconds=hold_seconds)
         else:
-            client = Redis.from_url(REDIS_URL)
-            clients.append(client)
-            accounts = RedisAccounts(client, prefix=prefix, hold_seconds=hold_seconds, timeout=10)
+            accounts = RedisAccounts(scratch_redis.client(), prefix=scratch_redis.prefix, hold_seconds=hold_seconds,
+                                     timeout=10)
         made.append(accounts)
         return accounts
 
     yield factory
     for accounts in made:
         await accounts.close()
-    for client in clients:
-        keys = [k async for k in client.scan_iter(match=prefix + "*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
 
 
 async def test_missing_counters_are_reported_then_loaded(make_accounts: Factory) -> None:

@@ -17,17 +17,17 @@ from gateway.ratelimit.gcra import Limits
 from gateway.ratelimit.limiter import Limiter, MemoryLimiter
 from gateway.ratelimit.redis_limiter import RedisLimiter
 from gateway.ratelimit.sqlite_limiter import SqliteLimiter
-from tests.conftest import REDIS_URL
+from tests.conftest import ScratchRedis
 
 Factory = Callable[[], Limiter]
 
 
 @pytest.fixture(params=["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)])
-async def make_limiter(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Factory]:
+async def make_limiter(
+    request: pytest.FixtureRequest, tmp_path: Path, scratch_redis: ScratchRedis
+) -> AsyncIterator[Factory]:
     """Makes limiters that share state the way their backend does (same file, same Redis prefix)."""
     made: list[Limiter] = []
-    clients: list[Redis] = []
-    prefix = f"arouter:test:{os.urandom(6).hex()}:"
     memory = MemoryLimiter(time.time)
 
     def factory() -> Limiter:
@@ -37,20 +37,14 @@ async def make_limiter(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
         elif request.param == "sqlite":
             limiter = SqliteLimiter(str(tmp_path / "limits.db"))
         else:
-            client = Redis.from_url(REDIS_URL)
-            clients.append(client)
-            limiter = RedisLimiter(client, on_failure="closed", prefix=prefix, timeout=10)  # exactness, not speed
+            limiter = RedisLimiter(scratch_redis.client(), on_failure="closed", prefix=scratch_redis.prefix,
+                                   timeout=10)  # exactness, not speed
         made.append(limiter)
         return limiter
 
     yield factory
     for limiter in made:
         await limiter.close()
-    for client in clients:
-        keys = [k async for k in client.scan_iter(match=prefix + "*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
 
 
 async def test_burst_admits_exactly_the_limit_across_instances(make_limiter: Factory) -> None:
