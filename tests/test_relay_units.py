@@ -176,15 +176,21 @@ def test_random_ids_are_unique_across_refills() -> None:
     assert all(len(i) == 28 and i.startswith("gen-") and int(i[4:], 16) >= 0 for i in drawn)
 
 
-def test_ordered_ids_sort_by_their_second() -> None:
-    now = [1795315561.9]
+def test_ordered_ids_sort_by_their_time() -> None:
+    now = [1795315561.25]
     ids = RandomIds(clock=lambda: now[0])
-    first = [ids.ordered("gen-") for _ in range(500)]
-    now[0] += 1
+    first = [ids.ordered("gen-") for _ in range(500)]  # the same microsecond: random, and unique
+    now[0] = 1795315561.250_001_5  # the next microsecond (0x3d091)
+    next_micro = [ids.ordered("gen-") for _ in range(500)]
+    now[0] = 1795315561.999_999_7  # the second's last microsecond (as close to the next second as a float gets)
+    last = [ids.ordered("gen-") for _ in range(500)]
+    now[0] = 1795315562.0
     later = [ids.ordered("gen-") for _ in range(500)]
-    assert len(set(first + later)) == 1000
-    assert all(i.startswith("gen-1795315561-") and len(i) == 39 for i in first)
-    assert max(first) < min(later)
+    assert len(set(first + next_micro + last + later)) == 2000
+    assert all(i.startswith("gen-1795315561-3d090") and len(i) == 39 for i in first)  # 250000 µs = 0x3d090
+    assert all(i.startswith("gen-1795315561-f423f") for i in last)  # 999999 µs, never 1000000
+    assert all(int(i.rsplit("-", 1)[1], 16) >= 0 for i in first + later)
+    assert max(first) < min(next_micro) and max(next_micro) < min(last) and max(last) < min(later)
 
 
 @given(

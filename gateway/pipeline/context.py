@@ -38,9 +38,18 @@ class RandomIds:
         return prefix + self._buf[pos : pos + 12].hex()
 
     def ordered(self, prefix: str) -> str:
-        """An id that sorts by the second it was made (``gen-1795315561-<24 hex>``, as OpenRouter's
-        do): rows keyed by it are appended near the end of their index instead of anywhere in it."""
-        return self.new(f"{prefix}{int(self._clock())}-")
+        """An id that sorts by the time it was made: ``gen-1795315561-<24 hex>``, the Unix second (as
+        OpenRouter's ids), then the microsecond within it (5 hex digits), then 19 random hex digits.
+        Rows keyed by it are appended at the end of their indexes: ids random within their second
+        would land all over the second's pages (three times the pages written per batch of rows)."""
+        now = self._clock()
+        second = int(now)
+        micros = min(999_999, int((now - second) * 1_000_000))
+        pos = self._pos
+        if pos + 10 > len(self._buf):
+            self._buf, pos = os.urandom(4092), 0
+        self._pos = pos + 10
+        return f"{prefix}{second}-{micros:05x}{self._buf[pos : pos + 10].hex()[:19]}"
 
 
 @dataclass(slots=True)
