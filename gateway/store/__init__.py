@@ -68,6 +68,8 @@ def quantize_cost(value: Decimal) -> Decimal:
 
 def require_utc(value: datetime) -> datetime:
     """Return ``value`` converted to UTC; naive datetimes are rejected (their zone is unknown)."""
+    if value.tzinfo is UTC:  # already UTC (every timestamp the gateway makes): nothing to convert
+        return value
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"datetime must be timezone-aware, got naive {value!r}")
     return value.astimezone(UTC)

@@ -70,7 +70,7 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
     except Exception:
         log.exception("unhandled error", extra={"fields": {"request_id": ctx.request_id, "msg": "unhandled error"}})
         resp = render_error(request, InternalError(f"internal error (request id {ctx.request_id})"))
-    if not resp.prepared:
+    if not resp.prepared and "X-Request-Id" not in resp.headers:  # else the handler set these (stream_headers)
         resp.headers["X-Request-Id"] = ctx.request_id
         resp.headers.update(ctx.rate_headers)
         if ctx.generation_id and "X-Generation-Id" not in resp.headers:
