@@ -152,6 +152,20 @@ async def insert_generation_raw(store: Store, gen: Generation) -> None:
         await store._pool.fetch(postgres_module.q.SQL_INSERT_GENERATIONS, *args)
 
 
+async def generation_indexes(store: Store) -> set[str]:
+    """Names of the indexes on the generations table."""
+    if isinstance(store, SqliteStore):
+        rows = await store._conn.execute_fetchall(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'generations'"
+        )
+        return {str(r[0]) for r in rows}
+    assert isinstance(store, PostgresStore)
+    rows = await store._pool.fetch(
+        "SELECT indexname FROM pg_indexes WHERE tablename = 'generations' AND schemaname = current_schema()"
+    )
+    return {str(r[0]) for r in rows}
+
+
 async def with_tenants(store: Store, *tenant_ids: str) -> Store:
     for tenant_id in tenant_ids:
         await store.ensure_tenant(tenant_id, f"Tenant {tenant_id}")
@@ -164,9 +178,15 @@ async def with_tenants(store: Store, *tenant_ids: str) -> Store:
 async def test_migrate_is_idempotent(store_factory: StoreFactory) -> None:
     store = await store_factory()
     all_versions = [m.version for m in load_migrations(store.backend)]
-    assert all_versions == ["0001_init", "0002_key_rate_limits", "0003_ledger", "0004_batches"]
+    assert all_versions == [
+        "0001_init", "0002_key_rate_limits", "0003_ledger", "0004_batches", "0005_drop_unused_generation_index",
+    ]
     assert await store.migrate() == all_versions  # a fresh database gets every migration, in order
     assert await store.migrate() == []
+    # every index on the usage rows serves a query: by id (its key), a key's spend by key_hash
+    assert {i for i in await generation_indexes(store) if "autoindex" not in i and not i.endswith("_pkey")} == {
+        "generations_key_created_idx"
+    }
     other = await store_factory()
     assert await other.migrate() == []
     await store.ping()
@@ -183,7 +203,7 @@ async def test_migrate_0002_on_a_database_with_keys(
     with monkeypatch.context() as patched:
         patched.setattr(migrations_module, "load_migrations", migrations_up_to("0002_key_rate_limits"))
         assert await store.migrate() == ["0002_key_rate_limits"]
-    assert await store.migrate() == ["0003_ledger", "0004_batches"]
+    assert await store.migrate() == ["0003_ledger", "0004_batches", "0005_drop_unused_generation_index"]
     assert await store.migrate() == []
     assert await other.migrate() == []
     await with_tenants(store, "t1")
@@ -206,7 +226,7 @@ async def test_migrate_0003_on_a_database_with_usage(
     await insert_generation_raw(store, old)
     other = await store_factory()  # opened before the upgrade ran
 
-    assert await store.migrate() == ["0003_ledger", "0004_batches"]
+    assert await store.migrate() == ["0003_ledger", "0004_batches", "0005_drop_unused_generation_index"]
     assert await other.migrate() == []
     # existing rows are kept; the ledger starts empty (history is not back-filled) at balance 0
     assert await other.get_key("h1") == key
