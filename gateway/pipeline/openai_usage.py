@@ -144,9 +144,10 @@ class StreamTap:
     def inspect(self, block: bytes, sep: bytes) -> bytes:
         """Look at a block of complete events; return what to forward (the same object when unchanged)."""
         self.fragments += block.count(b'"content":"') + block.count(b'"arguments":"')
-        has_usage = _USAGE[0] in block or _USAGE[1] in block
-        has_finish = b'"finish_reason":"' in block or b'"finish_reason": "' in block
-        if b"[DONE]" in block:
+        # find(), not `in`: bytes.__contains__ first tries its operand as an int and builds an error
+        has_usage = block.find(_USAGE[0]) >= 0 or block.find(_USAGE[1]) >= 0
+        has_finish = block.find(_FINISH[0]) >= 0 or block.find(_FINISH[1]) >= 0
+        if block.find(b"[DONE]") >= 0:
             self.done = True
         if not has_usage and not has_finish:
             return block

@@ -31,11 +31,11 @@ class UsageSniffer:
             return
 
     def block(self, block: bytes, sep: bytes) -> None:
-        if b"sage" not in block:  # "usage" or "usageMetadata"
+        if block.find(b"sage") < 0:  # "usage" or "usageMetadata"
             return
         for event in iter_events(block, sep):
             data = event_data(event)
-            if data is None or b"sage" not in data:
+            if data is None or data.find(b"sage") < 0:
                 continue
             try:
                 self._take(orjson.loads(data))
