@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import orjson
+
 from gateway.core.events import StreamEnd, StreamFailure, StreamStart, TextDelta, UsageReport
 from gateway.core.request import ChatRequest, Message, Sampling, TextPart
 from gateway.core.response import Finish, FinishReason, Usage
@@ -58,3 +60,21 @@ def test_capability_table_drops_by_provider_type() -> None:
     assert [w.path for w in warnings] == ["user", "logit_bias"]
     _, warnings = check_params(req, "openai")
     assert [w.path for w in warnings] == ["top_k"]
+
+
+def test_text_chunks_are_the_whole_chunk_encoded() -> None:
+    """Text deltas after the first are written from a frame made once: the bytes must be what encoding
+    each whole chunk gives, for any text, and with or without the usage field."""
+    texts = ["plain", 'quote " and \\ backslash', "\x00 nul", "\u2028 line sep", "é ü 中文 🙂", "", "\x00text\x00"]
+    for include_usage in (False, True):
+        for model in ("p/m", "p/\x00text\x00"):  # a model name holding the frame's mark: encoded whole
+            enc = OpenAIStreamEncoder(id="gen-x", created=5, model=model, provider="p", include_usage=include_usage)
+            enc.feed(StreamStart(id="gen-x", created=5, model=model, provider="p"))
+            base: dict[str, object] = {
+                "id": "gen-x", "object": "chat.completion.chunk", "created": 5, "model": model, "provider": "p",
+            }
+            if include_usage:
+                base["usage"] = None
+            for text in texts:
+                choice = {"index": 0, "delta": {"content": text}, "logprobs": None, "finish_reason": None}
+                assert enc.feed(TextDelta(text)) == b"data: " + orjson.dumps({**base, "choices": [choice]}) + b"\n\n"

@@ -35,12 +35,14 @@ from gateway.protocols.openai_chat.render import (
 )
 
 DONE = b"data: [DONE]\n\n"
+_MARK = "\x00text\x00"  # stands for a text delta's content while its chunk's frame is made
+_MARK_JSON = orjson.dumps(_MARK)
 
 
 class OpenAIStreamEncoder:
     """``feed(event)`` returns the bytes to write (possibly b""); nothing is written after [DONE]."""
 
-    __slots__ = ("_base", "_details", "_done", "_include_usage", "_price", "_role_sent", "_usage")
+    __slots__ = ("_base", "_details", "_done", "_include_usage", "_price", "_role_sent", "_text_frame", "_usage")
 
     def __init__(
         self, *, id: str, created: int, model: str, provider: str, include_usage: bool, price: Pricer | None = None
@@ -56,6 +58,7 @@ class OpenAIStreamEncoder:
         self._done = False
         self._details = 0
         self._usage = Usage()
+        self._text_frame: tuple[bytes, bytes] | None = None  # a text chunk's bytes around its JSON string
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None, native: str | None = None) -> bytes:
         if not self._role_sent:
@@ -65,6 +68,20 @@ class OpenAIStreamEncoder:
         if finish is not None:
             choice["native_finish_reason"] = native
         return b"data: " + orjson.dumps({**self._base, "choices": [choice]}) + b"\n\n"
+
+    def _text(self, text: str) -> bytes:
+        """A text delta's chunk: after the first, every one is the same bytes around the text's JSON
+        string, so they are made once and only the text is encoded per chunk."""
+        frame = self._text_frame
+        if frame is None:
+            if not self._role_sent:
+                return self._chunk({"content": text})
+            whole = self._chunk({"content": _MARK})
+            parts = whole.split(_MARK_JSON)
+            if len(parts) != 2:  # the mark also in the model's name: encode every chunk whole
+                return self._chunk({"content": text})
+            frame = self._text_frame = (parts[0], parts[1])
+        return frame[0] + orjson.dumps(text) + frame[1]
 
     def _detail_index(self) -> int:
         index = self._details
@@ -79,7 +96,7 @@ class OpenAIStreamEncoder:
             case StreamStart():
                 return self._chunk({"content": ""})
             case TextDelta(text=text):
-                return self._chunk({"content": text})
+                return self._text(text)
             case ReasoningDelta():
                 part = ReasoningPart(text=event.text, signature=event.signature, data=event.data, format=event.format)
                 detail = render_reasoning_detail(part, self._detail_index())
