@@ -52,6 +52,9 @@ from gateway.upstream.http1 import UpstreamResponse
 from gateway.upstream.pool import Pool
 
 DROPPED_HEADER = "X-ARouter-Dropped-Params"
+# per event: a tuple, not a `A | B` union (which builds a new object at every check)
+_FRAGMENTS = (TextDelta, ReasoningDelta, ToolArgsDelta)  # about one token each
+_CONTENT = (TextDelta, ReasoningDelta, ToolCallStart)  # the stream has started producing
 
 
 async def handle_translated(
@@ -242,9 +245,9 @@ class _TranslatedStream:
         failure: GatewayError | None = None
         for ev in events:
             self.assembler.add(ev)
-            if isinstance(ev, TextDelta | ReasoningDelta | ToolArgsDelta):
+            if isinstance(ev, _FRAGMENTS):
                 self.fragments += 1
-            if isinstance(ev, TextDelta | ReasoningDelta | ToolCallStart):
+            if isinstance(ev, _CONTENT):
                 self.content = True
             elif isinstance(ev, StreamFailure):
                 failure = ev.error
