@@ -9,9 +9,12 @@ instructions counted by N, after taking out what the process does on its own ove
 (timers, the usage flusher, the key cache poll: measured over an equal idle stretch). User-space
 instructions only: system calls count as the few instructions that make them.
 
-Targets: the yardstick (benchmarks/yardstick.py), arouter with everything on, embedded (SQLite) and
-with Redis (as shipped: leases), and with Redis counting every request exactly (``arouter-exact``,
-``[limits] lease_size = 0``), each as the one worker gunicorn would run (benchmarks/one_worker.py).
+Targets: two floors (benchmarks/floors.py: aiohttp's server alone, answering from the recorded files;
+and aiohttp's server relaying through arouter's own HTTP/1.1 client), the yardstick
+(benchmarks/yardstick.py: aiohttp's server and client), arouter with everything on, embedded
+(SQLite) and with Redis (as shipped: leases), and with Redis counting every request exactly
+(``arouter-exact``, ``[limits] lease_size = 0``), each as the one worker gunicorn would run
+(benchmarks/one_worker.py).
 
 Usage:  .venv/bin/python benchmarks/instructions.py [--requests N] [--output FILE]
 Needs:  valgrind, nginx (benchmarks/install.sh installs nginx; valgrind: apt-get install valgrind)
@@ -23,6 +26,7 @@ import argparse
 import http.client
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -45,6 +49,8 @@ from harness.targets import (
 from run import AROUTER_TOML
 
 VENV_BIN = ROOT / ".venv" / "bin"
+# benchmarks/floors.py: aiohttp's server alone; the yardstick with arouter's client instead of aiohttp's
+FLOORS = {"floor: aiohttp server": "server", "floor: aiohttp server + arouter's client": "client"}
 CALLGRIND = ("--tool=callgrind", "--instr-atstart=no")
 
 
@@ -52,13 +58,15 @@ def callgrind_argv(out: Path) -> list[str]:
     return ["valgrind", *CALLGRIND, f"--callgrind-out-file={out}"]
 
 
-def start_yardstick(tmp: Path, upstream: Target) -> Target:
+def start_relay(name: str, tmp: Path, upstream: Target) -> Target:
+    """The yardstick or a floor (benchmarks/floors.py) under callgrind."""
     tmp.mkdir(parents=True)
     port = free_port()
-    argv = [*callgrind_argv(tmp / "cg.out"), sys.executable, str(BENCH / "yardstick.py"), "--port", str(port),
+    script = ["yardstick.py"] if name == "yardstick" else ["floors.py", "--kind", FLOORS[name]]
+    argv = [*callgrind_argv(tmp / "cg.out"), sys.executable, str(BENCH / script[0]), *script[1:], "--port", str(port),
             "--upstream", upstream.base]
-    proc = Proc("yardstick", argv, tmp / "yardstick.log", cwd=tmp)
-    t = Target("yardstick", base=f"http://{HOST}:{port}", procs=[proc], memory_pid=proc.pid)
+    proc = Proc(name, argv, tmp / f"{name}.log", cwd=tmp)
+    t = Target(name, base=f"http://{HOST}:{port}", procs=[proc], memory_pid=proc.pid)
     try:
         wait_http(proc, f"{t.base}/healthz", 120)
     except BaseException:
@@ -162,20 +170,22 @@ def main() -> int:
             toml = AROUTER_TOML.format(upstream=upstream.base, model_json=AROUTER_MODELS["json"],
                                        model_stream=AROUTER_MODELS["stream"],
                                        model_anthropic=AROUTER_MODELS["stream-translated"])
-            plan: list[tuple[str, str | None]] = [("yardstick", None), ("arouter-embedded", None)]
+            plan: list[tuple[str, str | None]] = [(name, None) for name in FLOORS]
+            plan += [("yardstick", None), ("arouter-embedded", None)]
             if not args.no_redis:
                 plan += [("arouter", args.redis), ("arouter-exact", args.redis)]
             for name, redis in plan:
-                if name == "yardstick":
-                    t = start_yardstick(tmp / name, upstream)
+                where = tmp / re.sub(r"[^a-z0-9-]+", "-", name)
+                if name == "yardstick" or name in FLOORS:
+                    t = start_relay(name, where, upstream)
                 else:
                     if redis:
                         redis_flush(redis)
-                    t = start_arouter(name, str(arouter_wrapper(tmp / f"{name}-bin")), tmp / name,
+                    t = start_arouter(name, str(arouter_wrapper(tmp / f"{name}-bin")), where,
                                       toml.replace(*NO_LEASES) if name == "arouter-exact" else toml, "1",
                                       redis, AROUTER_MODELS)
                 started.append(t)
-                results[name] = {s: measure(t, tmp / name, s, args.requests) for s in t.reqs}
+                results[name] = {s: measure(t, where, s, args.requests) for s in t.reqs}
                 for p in t.procs:
                     p.stop()
     finally:
@@ -199,7 +209,9 @@ def render(results: dict[str, dict[str, float]], n: int) -> str:
         "",
         f"valgrind callgrind, one process per target, {n} requests one after another on one "
         "keep-alive connection per scenario, the process's own idle work over the same time taken out. "
-        "User-space instructions (millions); the ratio is to the yardstick in the same scenario.",
+        "User-space instructions (millions); the ratio is to the yardstick in the same scenario. "
+        "The floors (benchmarks/floors.py) split a relay's cost: aiohttp's server alone, answering from "
+        "the recorded files, and the yardstick with arouter's HTTP/1.1 client in place of aiohttp's.",
         "",
         "| target | " + " | ".join(scenarios) + " |",
         "|---|" + "---:|" * len(scenarios),

@@ -13,6 +13,7 @@ the body asks for a stream (the benchmark's nginx serves recorded answers under 
 from __future__ import annotations
 
 import argparse
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import orjson
@@ -21,6 +22,8 @@ from aiohttp import web
 
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 UPSTREAM = web.AppKey("upstream", str)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Context = Callable[[web.Application], AsyncIterator[None]]
 
 
 async def relay(request: web.Request) -> web.StreamResponse:
@@ -43,29 +46,37 @@ async def healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def arguments(description: str | None) -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--upstream", required=True, help="base URL of the upstream, e.g. http://127.0.0.1:8080")
-    args = ap.parse_args()
+    return ap
+
+
+def serve(args: argparse.Namespace, handler: Handler, context: Context) -> None:
+    """Run ``handler`` on POST /v1/chat/completions (and /healthz), with ``context`` setting up its client."""
 
     async def make_app() -> web.Application:
         app = web.Application()
         app[UPSTREAM] = args.upstream.rstrip("/")
-
-        async def session_ctx(app: web.Application):  # type: ignore[no-untyped-def]
-            app[SESSION] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-            yield
-            await app[SESSION].close()
-
-        app.cleanup_ctx.append(session_ctx)
-        app.router.add_post("/v1/chat/completions", relay)
+        app.cleanup_ctx.append(context)
+        app.router.add_post("/v1/chat/completions", handler)
         app.router.add_get("/healthz", healthz)
         return app
 
     uvloop.install()
     web.run_app(make_app(), host=args.host, port=args.port, access_log=None, print=None)
+
+
+async def session_ctx(app: web.Application) -> AsyncIterator[None]:
+    app[SESSION] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+    yield
+    await app[SESSION].close()
+
+
+def main() -> None:
+    serve(arguments(__doc__).parse_args(), relay, session_ctx)
 
 
 if __name__ == "__main__":
