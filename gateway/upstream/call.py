@@ -7,8 +7,8 @@ outcome (status, connect failure, timeout) comes out as an ``UpstreamError`` sub
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 
 import orjson
 
@@ -43,8 +43,79 @@ def credential_headers(provider: ProviderSettings) -> dict[str, str]:
 StatusMapper = Callable[[int, Mapping[str, str], bytes], UpstreamError]
 
 
-@asynccontextmanager
-async def open_upstream(
+class UpstreamCall:
+    """One request with the provider's timeouts, as ``async with``: the response once its headers arrived.
+
+    With ``map_status``, a status of 300 or more is read (up to 64 kB) and raised as the error it
+    maps to; without it every status is given (the provider proxy passes them on). Connect
+    failures, timeouts and broken bodies come out as ``UpstreamError`` subclasses; the response is
+    released on the way out, however the block ends. (A class, not an ``asynccontextmanager``: no
+    async generator to make, register with the loop and finalise for every request.)
+    """
+
+    __slots__ = ("_body", "_headers", "_map_status", "_method", "_pool", "_provider", "_resp", "_url")
+
+    def __init__(
+        self,
+        pool: Pool,
+        provider: ProviderSettings,
+        method: str,
+        url: str,
+        body: bytes | None,
+        headers: Mapping[str, str],
+        map_status: StatusMapper | None,
+    ) -> None:
+        self._pool, self._provider, self._method, self._url = pool, provider, method, url
+        self._body, self._headers, self._map_status = body, headers, map_status
+        self._resp: UpstreamResponse | None = None
+
+    async def __aenter__(self) -> UpstreamResponse:
+        t = self._provider.timeouts
+        name = self._provider.name
+        try:
+            resp = await self._pool.request(self._method, self._url, self._body, self._headers,
+                                            connect_timeout=t.connect, head_timeout=t.first_token,
+                                            idle_timeout=t.idle, total_timeout=t.total)
+        except TimeoutError:
+            raise UpstreamTimeout(f"provider '{name}' did not answer within {t.first_token:g}s",
+                                  provider=name) from None
+        except ConnectError as exc:
+            raise UpstreamError(f"could not connect to provider '{name}': {exc}", provider=name) from None
+        except HttpError as exc:
+            raise UpstreamError(f"request to provider '{name}' failed: {exc}", provider=name) from None
+        except ValueError as exc:
+            raise UpstreamError(f"request to provider '{name}' could not be sent: {exc}", provider=name) from None
+        if self._map_status is not None and resp.status >= 300:
+            try:
+                try:
+                    raw = await resp.read(_ERROR_BODY_LIMIT)
+                except (HttpError, TimeoutError):
+                    raw = b""
+                raise self._map_status(resp.status, resp.headers, raw)
+            finally:
+                resp.release()
+        self._resp = resp
+        return resp
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        resp, self._resp = self._resp, None
+        if resp is not None:
+            resp.release()
+        if exc is None:
+            return
+        t = self._provider.timeouts
+        name = self._provider.name
+        if isinstance(exc, DeadlinePassed):
+            raise UpstreamTimeout(f"provider '{name}' took longer than {t.total:g}s in all", provider=name) from None
+        if isinstance(exc, TimeoutError):
+            raise UpstreamTimeout(f"provider '{name}' went silent for {t.idle:g}s", provider=name) from None
+        if isinstance(exc, ProtocolError):
+            raise UpstreamError(f"provider '{name}' sent a broken response body", provider=name) from None
+        if isinstance(exc, HttpError):
+            raise UpstreamError(f"provider '{name}' connection failed: {exc}", provider=name) from None
+
+
+def open_upstream(
     pool: Pool,
     provider: ProviderSettings,
     method: str,
@@ -52,44 +123,9 @@ async def open_upstream(
     body: bytes | None,
     headers: Mapping[str, str],
     map_status: StatusMapper | None,
-) -> AsyncIterator[UpstreamResponse]:
-    """Send one request with the provider's timeouts; yield the response once its headers arrived.
-
-    With ``map_status``, a status of 300 or more is read (up to 64 kB) and raised as the error it
-    maps to; without it every status is yielded (the provider proxy passes them on). Connect
-    failures, timeouts and broken bodies come out as ``UpstreamError`` subclasses.
-    """
-    t = provider.timeouts
-    name = provider.name
-    try:
-        resp = await pool.request(method, url, body, headers, connect_timeout=t.connect, head_timeout=t.first_token,
-                                  idle_timeout=t.idle, total_timeout=t.total)
-    except TimeoutError:
-        raise UpstreamTimeout(f"provider '{name}' did not answer within {t.first_token:g}s", provider=name) from None
-    except ConnectError as exc:
-        raise UpstreamError(f"could not connect to provider '{name}': {exc}", provider=name) from None
-    except HttpError as exc:
-        raise UpstreamError(f"request to provider '{name}' failed: {exc}", provider=name) from None
-    except ValueError as exc:
-        raise UpstreamError(f"request to provider '{name}' could not be sent: {exc}", provider=name) from None
-    try:
-        if map_status is not None and resp.status >= 300:
-            try:
-                raw = await resp.read(_ERROR_BODY_LIMIT)
-            except (HttpError, TimeoutError):
-                raw = b""
-            raise map_status(resp.status, resp.headers, raw)
-        yield resp
-    except DeadlinePassed:
-        raise UpstreamTimeout(f"provider '{name}' took longer than {t.total:g}s in all", provider=name) from None
-    except TimeoutError:
-        raise UpstreamTimeout(f"provider '{name}' went silent for {t.idle:g}s", provider=name) from None
-    except ProtocolError:
-        raise UpstreamError(f"provider '{name}' sent a broken response body", provider=name) from None
-    except HttpError as exc:
-        raise UpstreamError(f"provider '{name}' connection failed: {exc}", provider=name) from None
-    finally:
-        resp.release()
+) -> UpstreamCall:
+    """Send one request to ``provider`` (see ``UpstreamCall``); use as ``async with open_upstream(...) as up``."""
+    return UpstreamCall(pool, provider, method, url, body, headers, map_status)
 
 
 def open_call(
