@@ -115,17 +115,7 @@ class UpstreamCall:
             raise UpstreamError(f"provider '{name}' connection failed: {exc}", provider=name) from None
 
 
-def open_upstream(
-    pool: Pool,
-    provider: ProviderSettings,
-    method: str,
-    url: str,
-    body: bytes | None,
-    headers: Mapping[str, str],
-    map_status: StatusMapper | None,
-) -> UpstreamCall:
-    """Send one request to ``provider`` (see ``UpstreamCall``); use as ``async with open_upstream(...) as up``."""
-    return UpstreamCall(pool, provider, method, url, body, headers, map_status)
+open_upstream = UpstreamCall  # read as ``async with open_upstream(pool, provider, ...) as up``
 
 
 def open_call(
