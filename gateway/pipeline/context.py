@@ -30,12 +30,16 @@ class RandomIds:
         self._pos = 0
         self._clock = clock
 
-    def new(self, prefix: str) -> str:
+    def _random(self, n: int) -> bytes:
+        """``n`` random bytes from the buffer, refilled when it runs short."""
         pos = self._pos
-        if pos + 12 > len(self._buf):
+        if pos + n > len(self._buf):
             self._buf, pos = os.urandom(4092), 0
-        self._pos = pos + 12
-        return prefix + self._buf[pos : pos + 12].hex()
+        self._pos = pos + n
+        return self._buf[pos : pos + n]
+
+    def new(self, prefix: str) -> str:
+        return prefix + self._random(12).hex()
 
     def ordered(self, prefix: str) -> str:
         """An id that sorts by the time it was made: ``gen-1795315561-<24 hex>``, the Unix second (as
@@ -45,11 +49,7 @@ class RandomIds:
         now = self._clock()
         second = int(now)
         micros = min(999_999, int((now - second) * 1_000_000))
-        pos = self._pos
-        if pos + 10 > len(self._buf):
-            self._buf, pos = os.urandom(4092), 0
-        self._pos = pos + 10
-        return f"{prefix}{second}-{micros:05x}{self._buf[pos : pos + 10].hex()[:19]}"
+        return f"{prefix}{second}-{micros:05x}{self._random(10).hex()[:19]}"
 
 
 @dataclass(slots=True)
