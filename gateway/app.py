@@ -72,6 +72,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
     app[IDS] = RandomIds()
     if settings.server.access_log:
         app[ACCESS_LOG] = AccessLog(1)  # stdout
+        app.on_cleanup.append(_flush_access_log)
     app[TOKENIZER] = Tokenizer()
     app.cleanup_ctx.append(_metrics_ctx)
     app.cleanup_ctx.append(_store_ctx(store))
@@ -83,6 +84,10 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
     app.cleanup_ctx.append(_batches_ctx)
     add_routes(app)
     return app
+
+
+async def _flush_access_log(app: web.Application) -> None:
+    app[ACCESS_LOG].flush()
 
 
 async def app_factory() -> web.AppRunner:

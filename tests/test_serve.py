@@ -89,8 +89,14 @@ async def test_two_workers_share_keys_metrics_and_revocation(served: tuple[str, 
                 consecutive = consecutive + 1 if resp.status == 401 else 0
         assert consecutive == 10 and time.monotonic() - started < 1.0
 
-    lines = [orjson.loads(line) for line in log.read_bytes().splitlines() if line.startswith(b"{")]
-    access = [entry for entry in lines if entry.get("msg") == "request" and entry.get("path") == "/v1/chat/completions"]
+    def access_lines() -> list[dict[str, Any]]:
+        lines = [orjson.loads(line) for line in log.read_bytes().splitlines() if line.startswith(b"{")]
+        return [e for e in lines if e.get("msg") == "request" and e.get("path") == "/v1/chat/completions"]
+
+    # each worker writes its access lines every 50 ms
+    deadline = time.monotonic() + 10
+    while len(access := access_lines()) < sent + 1 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
     assert len(access) == sent + 1 and all(entry["request_id"] and entry["status"] == 200 for entry in access)
     assert b"sk-test-upstream-0123456789" not in log.read_bytes()
     assert all(s.headers["Authorization"] == "Bearer sk-test-upstream-0123456789" for s in fake.seen)

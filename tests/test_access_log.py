@@ -1,0 +1,96 @@
+"""The access log: lines buffered and written together, none lost when the app stops."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from gateway.logs import AccessLog
+
+
+class Sink:
+    """A file the log writes to, read from where the last read stopped."""
+
+    def __init__(self, path: Path) -> None:
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        self._path = path
+        self._seen = 0
+
+    def new_lines(self) -> list[dict[str, object]]:
+        data = self._path.read_bytes()
+        fresh, self._seen = data[self._seen :], len(data)
+        return [orjson.loads(line) for line in fresh.splitlines()]
+
+
+@pytest.fixture
+def sink(tmp_path: Path) -> Iterator[Sink]:
+    s = Sink(tmp_path / "access.log")
+    yield s
+    os.close(s.fd)
+
+
+async def test_lines_are_written_together_once_the_timer_fires(sink: Sink) -> None:
+    log = AccessLog(sink.fd)
+    flushed = asyncio.Event()
+    real_flush = log.flush
+
+    def flush() -> None:
+        real_flush()
+        flushed.set()
+
+    log.flush = flush  # type: ignore[method-assign]
+    log.write({"msg": "request", "n": 1})
+    log.write({"msg": "request", "n": 2})
+    assert sink.new_lines() == []  # buffered, not one write per line
+    await asyncio.wait_for(flushed.wait(), 5)
+    lines = sink.new_lines()
+    assert [line["n"] for line in lines] == [1, 2]
+    assert all(line["logger"] == "arouter.access" and line["level"] == "info" for line in lines)
+    assert all(str(line["ts"]).endswith("Z") for line in lines)
+
+
+async def test_a_full_buffer_is_written_at_once(sink: Sink) -> None:
+    log = AccessLog(sink.fd)
+    filler = "x" * 1024
+    written: list[dict[str, object]] = []
+    n = 0
+    while not written:  # no await: the timer cannot have fired
+        log.write({"msg": "request", "n": n, "pad": filler})
+        n += 1
+        written = sink.new_lines()
+        assert n <= 2 * AccessLog.FLUSH_BYTES // 1024, "64 KiB of lines were never written"
+    assert [line["n"] for line in written] == list(range(n))
+    assert n * 1200 > AccessLog.FLUSH_BYTES  # about 64 KiB of ~1.1 KiB lines, not written line by line
+    log.write({"msg": "request", "n": n})
+    assert sink.new_lines() == []
+    log.flush()
+    assert [line["n"] for line in sink.new_lines()] == [n]
+    log.flush()  # nothing buffered: nothing written
+    assert sink.new_lines() == []
+
+
+async def test_the_app_writes_what_is_buffered_when_it_stops(tmp_path: Path) -> None:
+    from aiohttp import web
+
+    from gateway.app import _flush_access_log
+    from gateway.state import ACCESS_LOG
+
+    out = tmp_path / "access.log"
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        app = web.Application()
+        app[ACCESS_LOG] = AccessLog(fd)
+        app.on_cleanup.append(_flush_access_log)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        app[ACCESS_LOG].write({"msg": "request", "n": 7})
+        assert out.read_bytes() == b""
+        await runner.cleanup()
+        assert [orjson.loads(line)["n"] for line in out.read_bytes().splitlines()] == [7]
+    finally:
+        os.close(fd)
