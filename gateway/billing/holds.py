@@ -12,6 +12,7 @@ from decimal import ROUND_CEILING, Decimal
 from functools import lru_cache
 from typing import Any
 
+from gateway.billing.pricing import unit_rates
 from gateway.settings import ModelSettings
 from gateway.store.base import ApiKey
 
@@ -53,6 +54,19 @@ def hold_for(model: ModelSettings | None, body_bytes: int, max_out: int) -> Deci
     prompt = max(p for p in (model.prompt, model.cache_read, model.cache_write) if p is not None)
     completion = max(c for c in (model.completion, model.reasoning) if c is not None)
     return (prompt * body_bytes + completion * max_out) / _MILLION + model.request
+
+
+def hold_units(model: ModelSettings | None, body_bytes: int, max_out: int) -> int:
+    """``to_units(hold_for(model, body_bytes, max_out))``: in integers when the model's prices are
+    whole units per token (the usual case), else through Decimal."""
+    if model is None:
+        return 0
+    rates = unit_rates(model)
+    if rates is None:
+        return to_units(hold_for(model, body_bytes, max_out))
+    return max(rates.prompt, rates.cache_read, rates.cache_write) * body_bytes + max(
+        rates.completion, rates.reasoning
+    ) * max_out + rates.request
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from gateway.billing.accounts import Accounts, Charge, HoldAsk, Missing, Reservation
-from gateway.billing.holds import from_units, hold_for, key_limit, max_output_tokens, to_units, window_ids
+from gateway.billing.holds import from_units, hold_units, key_limit, max_output_tokens, to_units, window_ids
 from gateway.codec import money
 from gateway.errors import PaymentRequired
 from gateway.settings import ModelSettings
@@ -50,7 +50,7 @@ class Billing:
         self, key: ApiKey, model: ModelSettings | None, body: dict[str, Any], body_bytes: int, request_id: str
     ) -> HoldAsk | None:
         """The hold a request needs: its largest cost, against the counters that track it (None: none do)."""
-        units = to_units(hold_for(model, body_bytes, max_output_tokens(body, model)))
+        units = hold_units(model, body_bytes, max_output_tokens(body, model))
         now = self.clock()
         limit = key_limit(key, now)
         prepaid = self.prepaid and units > 0
