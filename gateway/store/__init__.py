@@ -52,7 +52,9 @@ __all__ = [
     "rate_limits_from_json",
     "rate_limits_to_json",
     "require_utc",
+    "usage_description",
     "usage_transaction",
+    "usage_transaction_id",
     "usage_window_starts",
 ]
 
@@ -101,15 +103,25 @@ def usage_transaction(gen: Generation) -> Transaction | None:
     if cost == 0:
         return None
     return Transaction(
-        id=f"txn_{gen.id}",
+        id=usage_transaction_id(gen),
         tenant_id=gen.tenant_id,
         type="usage",
         amount=-cost,
-        description=f"{gen.model} - {gen.prompt_tokens or 0} input tokens, {gen.completion_tokens or 0} output tokens",
+        description=usage_description(gen),
         generation_id=gen.id,
         key_hash=gen.key_hash,
         created_at=require_utc(gen.created_at),
     )
+
+
+def usage_transaction_id(gen: Generation) -> str:
+    """The id of a generation's usage transaction (one per generation: inserting it twice is a no-op)."""
+    return f"txn_{gen.id}"
+
+
+def usage_description(gen: Generation) -> str:
+    """The ledger line's text for a generation's usage."""
+    return f"{gen.model} - {gen.prompt_tokens or 0} input tokens, {gen.completion_tokens or 0} output tokens"
 
 
 _RATE_LIMIT_FIELDS = tuple(f.name for f in fields(RateLimits))

@@ -6,7 +6,9 @@ this object's use of its single connection. Storage: timestamps are INTEGER micr
 epoch (UTC), costs, balances and transaction amounts INTEGER counts of 1e-10 USD (exact SUM), key
 limits TEXT (exact Decimal), key rate limits TEXT JSON (NULL = no overrides). A write transaction
 holds the database's write lock from its start, so ``insert_generations`` can read which ids exist
-and then insert exactly the new rows, their usage transactions and the balance changes.
+and then insert exactly the new rows, their usage transactions and the balance changes (it first tries
+the common case, every row new, in one statement per table, and takes that careful path only when a
+row turns out to be there already).
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from gateway.store import (
     apply_patch,
     check_credit,
     rate_limits_to_json,
+    usage_description,
     usage_transaction,
+    usage_transaction_id,
     usage_window_starts,
 )
 from gateway.store import sqlite_rows as conv
@@ -216,8 +220,17 @@ class SqliteStore:
         if not rows:
             return
         params = [conv.generation_params(row) for row in rows]
-        charges = [usage_transaction(row) for row in rows]
         async with self._write() as conn:
+            # The common case, every row new (ids are unique per request; a row is seen twice only when
+            # a journal is replayed or a flush retried): insert everything, and check that nothing was
+            # skipped. If something was, undo it and take the careful path below.
+            await conn.execute("SAVEPOINT all_new")
+            if await self._insert_all_new(conn, rows, params):
+                await conn.execute("RELEASE all_new")
+                return
+            await conn.execute("ROLLBACK TO all_new")
+            await conn.execute("RELEASE all_new")
+            charges = [usage_transaction(row) for row in rows]
             # The write lock is held from BEGIN IMMEDIATE: the ids read here stay exact until COMMIT.
             seen: set[str] = set()
             for chunk in conv.chunks(list(dict.fromkeys(row.id for row in rows))):
@@ -235,6 +248,32 @@ class SqliteStore:
             await conn.executemany(q.SQL_INSERT_GENERATION, new_params)
             if usage:
                 await self._charge(conn, usage)
+
+    @staticmethod
+    async def _insert_all_new(
+        conn: aiosqlite.Connection, rows: Sequence[Generation], params: list[tuple[Any, ...]]
+    ) -> bool:
+        """Insert the rows, their usage transactions and the balance changes; False (the caller rolls
+        back) when any row or usage transaction was already there, so skipped."""
+        async with conn.executemany(q.SQL_INSERT_GENERATION, params) as cursor:
+            if cursor.rowcount != len(params):
+                return False
+        usage: list[tuple[Any, ...]] = []
+        totals: dict[str, int] = {}
+        for row, param in zip(rows, params, strict=True):
+            units: int = param[conv.GEN_COST_INDEX]
+            if units == 0:
+                continue
+            usage.append((usage_transaction_id(row), row.tenant_id, "usage", -units, usage_description(row), row.id,
+                          row.key_hash, param[conv.GEN_CREATED_INDEX]))
+            totals[row.tenant_id] = totals.get(row.tenant_id, 0) - units
+        if not usage:
+            return True
+        async with conn.executemany(q.SQL_INSERT_TRANSACTION, usage) as cursor:
+            if cursor.rowcount != len(usage):
+                return False
+        await conn.executemany(q.SQL_ADD_BALANCE, [(amount, tenant) for tenant, amount in sorted(totals.items())])
+        return True
 
     @staticmethod
     async def _charge(conn: aiosqlite.Connection, usage: list[Transaction]) -> None:

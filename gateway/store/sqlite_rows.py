@@ -100,6 +100,10 @@ def key_from_row(row: sqlite3.Row) -> ApiKey:
     )
 
 
+GEN_COST_INDEX = 14  # in generation_params: the cost in units
+GEN_CREATED_INDEX = 20  # in generation_params: created_at in microseconds
+
+
 def generation_params(gen: Generation) -> tuple[Any, ...]:
     return (
         gen.id,
