@@ -56,6 +56,10 @@ _BUSY_TIMEOUT_MS = 5000
 _BUSY_RETRIES = 5  # extra attempts after busy_timeout expired (each waits up to _BUSY_TIMEOUT_MS again)
 
 
+class _NotAllNew(Exception):
+    """A batch of usage rows held one already stored: roll back and take the careful path."""
+
+
 class SqliteStore:
     """The Store on one SQLite file (open with ``await SqliteStore.open(path)``)."""
 
@@ -220,17 +224,18 @@ class SqliteStore:
         if not rows:
             return
         params = [conv.generation_params(row) for row in rows]
+        # The common case, every row new (ids are unique per request; a row is seen twice only when a
+        # journal is replayed or a flush retried): insert everything and check that nothing was
+        # skipped. If something was, that transaction is rolled back and the careful one below runs.
+        try:
+            async with self._write() as conn:
+                if not await self._insert_all_new(conn, rows, params):
+                    raise _NotAllNew
+            return
+        except _NotAllNew:
+            pass
+        charges = [usage_transaction(row) for row in rows]
         async with self._write() as conn:
-            # The common case, every row new (ids are unique per request; a row is seen twice only when
-            # a journal is replayed or a flush retried): insert everything, and check that nothing was
-            # skipped. If something was, undo it and take the careful path below.
-            await conn.execute("SAVEPOINT all_new")
-            if await self._insert_all_new(conn, rows, params):
-                await conn.execute("RELEASE all_new")
-                return
-            await conn.execute("ROLLBACK TO all_new")
-            await conn.execute("RELEASE all_new")
-            charges = [usage_transaction(row) for row in rows]
             # The write lock is held from BEGIN IMMEDIATE: the ids read here stay exact until COMMIT.
             seen: set[str] = set()
             for chunk in conv.chunks(list(dict.fromkeys(row.id for row in rows))):
@@ -255,9 +260,8 @@ class SqliteStore:
     ) -> bool:
         """Insert the rows, their usage transactions and the balance changes; False (the caller rolls
         back) when any row or usage transaction was already there, so skipped."""
-        async with conn.executemany(q.SQL_INSERT_GENERATION, params) as cursor:
-            if cursor.rowcount != len(params):
-                return False
+        if (await conn.executemany(q.SQL_INSERT_GENERATION, params)).rowcount != len(params):
+            return False
         usage: list[tuple[Any, ...]] = []
         totals: dict[str, int] = {}
         for row, param in zip(rows, params, strict=True):
@@ -269,9 +273,8 @@ class SqliteStore:
             totals[row.tenant_id] = totals.get(row.tenant_id, 0) - units
         if not usage:
             return True
-        async with conn.executemany(q.SQL_INSERT_TRANSACTION, usage) as cursor:
-            if cursor.rowcount != len(usage):
-                return False
+        if (await conn.executemany(q.SQL_INSERT_TRANSACTION, usage)).rowcount != len(usage):
+            return False
         await conn.executemany(q.SQL_ADD_BALANCE, [(amount, tenant) for tenant, amount in sorted(totals.items())])
         return True
 
