@@ -206,6 +206,6 @@ def test_journal_lines_read_back_exactly(cost: Decimal, tokens: int | None, titl
         app_title=title, app_referer=None, created_at=datetime(2026, 11, 22, 5, 42, 12, 206920, tzinfo=UTC),
     )
     line = to_line(row)
-    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert line.endswith(b"\n") and line.count(b"\n") == 1 and b"\0" not in line  # the journal's zero tail ends it
     back = from_line(line)
     assert back == row and str(back.cost) == str(cost)

@@ -84,9 +84,7 @@ class UsageRecorder:
 
     async def _flush(self) -> None:
         if self._journal is not None:
-            seg = self._journal.rotate()
-            if seg is not None:
-                self._segments.append(seg)
+            self._segments.extend(self._journal.rotate())
         # The rows buffered now (and journalled in the segments just rotated out); rows recorded while
         # this flush runs wait for the next one, so a busy gateway writes big batches, not a tail of
         # one-row inserts chasing the newest request.
