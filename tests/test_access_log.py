@@ -6,9 +6,13 @@ import asyncio
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import orjson
 import pytest
+from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 
 from gateway.logs import AccessLog
 
@@ -75,8 +79,6 @@ async def test_a_full_buffer_is_written_at_once(sink: Sink) -> None:
 
 
 async def test_the_app_writes_what_is_buffered_when_it_stops(tmp_path: Path) -> None:
-    from aiohttp import web
-
     from gateway.app import _flush_access_log
     from gateway.state import ACCESS_LOG
 
@@ -94,3 +96,54 @@ async def test_the_app_writes_what_is_buffered_when_it_stops(tmp_path: Path) -> 
         assert [orjson.loads(line)["n"] for line in out.read_bytes().splitlines()] == [7]
     finally:
         os.close(fd)
+
+
+class CutResponse(web.Response):
+    """A response whose client is gone by the time it is sent."""
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        raise ConnectionResetError("client gone")
+
+
+async def test_the_line_is_written_after_the_answer_and_when_sending_it_fails(
+    sink: Sink, aiohttp_client: Any
+) -> None:
+    from gateway.metrics import Metrics
+    from gateway.pipeline.context import RandomIds
+    from gateway.state import ACCESS_LOG, IDS, METRICS
+    from gateway.web.middlewares import gateway_middleware
+
+    app = web.Application(middlewares=[gateway_middleware])
+    app[ACCESS_LOG] = log = AccessLog(sink.fd)
+    app[METRICS] = Metrics()
+    app[IDS] = RandomIds()
+    answers: list[web.Response] = []
+    sent_before_line: list[bool] = []
+    write = log.write
+
+    def write_after(fields: dict[str, Any]) -> None:
+        sent_before_line.append(answers[-1].prepared)
+        write(fields)
+
+    log.write = write_after  # type: ignore[method-assign]
+
+    async def ok(request: web.Request) -> web.Response:
+        answers.append(web.Response(text="fine"))
+        return answers[-1]
+
+    async def cut(request: web.Request) -> web.Response:
+        answers.append(CutResponse(text="never"))
+        return answers[-1]
+
+    app.router.add_get("/ok", ok)
+    app.router.add_get("/cut", cut)
+    client = await aiohttp_client(app)
+    async with client.get("/ok") as resp:
+        assert resp.status == 200 and await resp.text() == "fine"
+    with pytest.raises(aiohttp.ClientError):
+        async with client.get("/cut") as resp:
+            await resp.read()
+    log.flush()
+    lines = sink.new_lines()
+    assert [(line["path"], line["status"]) for line in lines] == [("/ok", 200), ("/cut", 200)]
+    assert sent_before_line == [True, False]  # the answer went out before its line was built; the cut one never did

@@ -57,7 +57,8 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
     except asyncio.CancelledError:  # the client went away and the server cancelled the handler
         ctx.cancelled = True
         ctx.status = ctx.status or 499
-        finish(request, ctx)
+        record(request, ctx)
+        observe(request, ctx)
         raise
     except GatewayError as err:
         if isinstance(err, UpstreamError):
@@ -77,7 +78,14 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
             resp.headers["X-Generation-Id"] = ctx.generation_id
     if not ctx.status or not resp.prepared:
         ctx.status = resp.status
-    finish(request, ctx)
+    record(request, ctx)
+    try:
+        await resp.prepare(request)
+        await resp.write_eof()
+    except ConnectionError:
+        pass  # the client went away; aiohttp sees the same when it finishes the response
+    finally:
+        observe(request, ctx)
     return resp
 
 
@@ -104,8 +112,42 @@ def _http_error(request: web.Request, exc: web.HTTPException) -> GatewayError:
     return InvalidRequest(exc.reason)
 
 
-def finish(request: web.Request, ctx: RequestContext) -> None:
-    """Metrics, the access log line and (for routed requests) the usage row."""
+def record(request: web.Request, ctx: RequestContext) -> None:
+    """The usage row (journalled before the response completes): for routed requests."""
+    route = ctx.route
+    key = ctx.key
+    if route is None or key is None or ctx.generation_id is None:
+        return
+    elapsed = ctx.elapsed()
+    request.app[RECORDER].record(
+        Generation(
+            id=ctx.generation_id,
+            request_id=ctx.request_id,
+            tenant_id=key.tenant_id,
+            key_hash=key.hash,
+            endpoint=ctx.endpoint,
+            model=route.model_id,
+            provider=route.provider.name,
+            upstream_model=route.upstream_model,
+            status=ctx.status,
+            streamed=ctx.streamed,
+            cancelled=ctx.cancelled,
+            prompt_tokens=ctx.prompt_tokens,
+            completion_tokens=ctx.completion_tokens,
+            total_tokens=ctx.total_tokens,
+            cost=ctx.cost,
+            latency_ms=int(elapsed * 1000),
+            ttft_ms=int(ctx.ttft * 1000) if ctx.ttft is not None else None,
+            finish_reason=ctx.finish_reason,
+            app_title=ctx.app_title,
+            app_referer=ctx.app_referer,
+            created_at=datetime.now(UTC),
+        )
+    )
+
+
+def observe(request: web.Request, ctx: RequestContext) -> None:
+    """Metrics and the access line (after the response is on its way)."""
     app = request.app
     elapsed = ctx.elapsed()
     route = ctx.route
@@ -118,32 +160,6 @@ def finish(request: web.Request, ctx: RequestContext) -> None:
     if ctx.upstream_error is not None:
         metrics.upstream_errors.labels(provider, ctx.upstream_error).inc()
     key = ctx.key
-    if route is not None and key is not None and ctx.generation_id is not None:
-        app[RECORDER].record(
-            Generation(
-                id=ctx.generation_id,
-                request_id=ctx.request_id,
-                tenant_id=key.tenant_id,
-                key_hash=key.hash,
-                endpoint=ctx.endpoint,
-                model=route.model_id,
-                provider=provider,
-                upstream_model=route.upstream_model,
-                status=ctx.status,
-                streamed=ctx.streamed,
-                cancelled=ctx.cancelled,
-                prompt_tokens=ctx.prompt_tokens,
-                completion_tokens=ctx.completion_tokens,
-                total_tokens=ctx.total_tokens,
-                cost=ctx.cost,
-                latency_ms=int(elapsed * 1000),
-                ttft_ms=int(ctx.ttft * 1000) if ctx.ttft is not None else None,
-                finish_reason=ctx.finish_reason,
-                app_title=ctx.app_title,
-                app_referer=ctx.app_referer,
-                created_at=datetime.now(UTC),
-            )
-        )
     access = app.get(ACCESS_LOG)
     if access is not None:
         fields = {
