@@ -8,13 +8,16 @@ limits TEXT (exact Decimal), key rate limits TEXT JSON (NULL = no overrides). A 
 holds the database's write lock from its start, so ``insert_generations`` can read which ids exist
 and then insert exactly the new rows, their usage transactions and the balance changes (it first tries
 the common case, every row new, in one statement per table, and takes that careful path only when a
-row turns out to be there already).
+row turns out to be there already). The connection's thread runs at a lower priority than the
+event loop's (``WRITER_NICE``), so a batch insert gives way to requests on a busy core.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
+import sys
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -54,6 +57,23 @@ from gateway.store.migrations import migrate_sqlite
 
 _BUSY_TIMEOUT_MS = 5000
 _BUSY_RETRIES = 5  # extra attempts after busy_timeout expired (each waits up to _BUSY_TIMEOUT_MS again)
+# Added to the nice value of the connection's thread (Linux gives each thread its own): when the
+# batched usage inserts and the event loop both want the core, the loop gets about nine tenths of
+# it, so an insert no longer holds up the answers in flight. The inserts take about 4% of a core at
+# saturation; the tenth they are left is more than twice that.
+WRITER_NICE = 10
+
+
+def _lower_thread_priority() -> int:
+    """Raise the calling thread's nice value by ``WRITER_NICE`` (Linux only: elsewhere the call would
+    reach the whole process). Run in the connection's thread, as an SQL function."""
+    if sys.platform == "linux":
+        try:
+            now = os.getpriority(os.PRIO_PROCESS, 0)
+            os.setpriority(os.PRIO_PROCESS, 0, min(19, now + WRITER_NICE))
+        except OSError:
+            pass  # not allowed here: the thread keeps the loop's priority
+    return 1
 
 
 class _NotAllNew(Exception):
@@ -84,6 +104,10 @@ class SqliteStore:
                         raise
             await conn.execute("PRAGMA synchronous = NORMAL")
             await conn.execute("PRAGMA foreign_keys = ON")
+            # aiosqlite runs every call in the connection's thread: a function called from SQL is
+            # the public way to run code there
+            await conn.create_function("arouter_lower_thread_priority", 0, _lower_thread_priority)
+            await conn.execute("SELECT arouter_lower_thread_priority()")
         except BaseException:
             await conn.close()
             raise
