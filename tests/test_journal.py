@@ -38,10 +38,11 @@ def test_rows_spill_into_new_segments_and_all_come_back(tmp_path: Path) -> None:
     # a reader in the same directory cannot take what a live writer holds
     assert Journal(str(tmp_path)).take_orphans() == ([], [])
     writer.close()  # rows not stored yet stay, each file cut to the lines it holds
-    back, taken = Journal(str(tmp_path)).take_orphans()
+    reader = Journal(str(tmp_path))
+    back, taken = reader.take_orphans()
     assert sorted(back, key=lambda r: r.prompt_tokens or 0) == rows  # files are read in name order
     assert len(taken) == len(files(tmp_path))
-    Journal.release(taken)
+    reader.release(taken)
     assert files(tmp_path) == []
 
 
@@ -57,37 +58,67 @@ def test_a_row_larger_than_a_segment_gets_a_segment_of_its_own(tmp_path: Path) -
     writer.close()
     # rotated segments belong to the recorder (and stay locked) until it releases them
     assert Journal(str(tmp_path)).take_orphans() == ([], [])
-    Journal.release(segments)
+    writer.release(segments)  # a closed journal keeps nothing for reuse
     assert files(tmp_path) == []
 
 
-def test_rotate_hands_over_written_segments_and_release_deletes_them(tmp_path: Path) -> None:
+def test_released_segments_are_zeroed_and_written_again(tmp_path: Path) -> None:
     journal = Journal(str(tmp_path))
     journal.open()
     assert journal.rotate() == []  # nothing written: nothing to hand over, no new file
     journal.append(row(1))
-    segments = journal.rotate()
-    assert [s.rows for s in segments] == [1]
+    journal.append(row(2))
+    first = journal.rotate()
+    assert [s.rows for s in first] == [2]
     assert len(files(tmp_path)) == 2  # the handed-over segment and the new current one
-    Journal.release(segments)
+    journal.release(first)  # stored: zeroed and kept
+    recycled = first[0].path
+    assert recycled.read_bytes() == bytes(len(recycled.read_bytes()))
+    journal.append(row(3))
+    second = journal.rotate()  # the new current one is the recycled file
+    assert len(files(tmp_path)) == 2
+    journal.append(row(4))
+    assert Journal(str(tmp_path)).take_orphans() == ([], [])  # all still held
+    journal.close()  # row 4 is not stored: its file stays; the spare and the handed-over ones stay held
+    reader = Journal(str(tmp_path))
+    back, taken = reader.take_orphans()
+    assert back == [row(4)]  # the recycled file holds only what was written after it was zeroed
+    reader.release(taken)
+    journal.release(second)
+
+
+def test_only_a_few_segments_are_kept_for_reuse_and_never_an_outsized_one(tmp_path: Path) -> None:
+    journal = Journal(str(tmp_path), segment_bytes=4096)
+    journal.open()
+    journal.append(row(0, title="t" * 5000))  # a segment of its own, larger than the usual
+    for n in range(1, 100):
+        journal.append(row(n))
+    handed = journal.rotate()
+    assert len(handed) > Journal.SPARE_SEGMENTS + 1
+    journal.release(handed)
+    kept = files(tmp_path)
+    assert len(kept) == Journal.SPARE_SEGMENTS + 1  # the spares and the current one
+    assert all(p.stat().st_size == 4096 for p in kept)
     journal.close()
-    assert files(tmp_path) == []  # the current one was empty
+    assert files(tmp_path) == []
 
 
 def test_a_line_cut_off_before_the_zero_tail_is_skipped(tmp_path: Path) -> None:
     good = to_line(row(1)) + to_line(row(2))
     cut = to_line(row(3))[:40]
     (tmp_path / "1-dead-1.jsonl").write_bytes(good + cut + bytes(4096))
-    back, taken = Journal(str(tmp_path)).take_orphans()
+    reader = Journal(str(tmp_path))
+    back, taken = reader.take_orphans()
     assert back == [row(1), row(2)]
-    Journal.release(taken)
+    reader.release(taken)
 
 
 def test_a_file_of_the_older_unmapped_format_is_read(tmp_path: Path) -> None:
     (tmp_path / "1-dead-1.jsonl").write_bytes(to_line(row(1)) + to_line(row(2)))
-    back, taken = Journal(str(tmp_path)).take_orphans()
+    reader = Journal(str(tmp_path))
+    back, taken = reader.take_orphans()
     assert back == [row(1), row(2)]
-    Journal.release(taken)
+    reader.release(taken)
 
 
 WRITER = """
@@ -118,7 +149,8 @@ def test_rows_journalled_by_a_sigkilled_writer_are_recovered(tmp_path: Path) -> 
             if proc.poll() is None:
                 proc.kill()
     assert proc.returncode == -signal.SIGKILL
-    back, taken = Journal(str(tmp_path)).take_orphans()
+    reader = Journal(str(tmp_path))
+    back, taken = reader.take_orphans()
     assert sorted(back, key=lambda r: r.prompt_tokens or 0) == [row(n) for n in range(200)]
-    Journal.release(taken)
+    reader.release(taken)
     assert files(tmp_path) == []

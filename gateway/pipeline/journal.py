@@ -61,7 +61,17 @@ def from_line(line: bytes) -> Generation:
 
 
 class Journal:
-    """Append, rotate, release; and recover what dead workers left."""
+    """Append, rotate, release; and recover what dead workers left.
+
+    A released segment of the usual size is not deleted but zeroed and kept for reuse (up to
+    ``SPARE_SEGMENTS``), so a busy worker cycles through a few files it already has mapped instead
+    of creating, allocating, deleting and closing one per batch (closing a deleted file frees its
+    blocks there and then: a fifth of a millisecond on the event loop). A zeroed segment holds no
+    rows; one that a crash caught half zeroed holds rows already stored, and storing them again
+    charges nothing (inserts are idempotent on the generation id).
+    """
+
+    SPARE_SEGMENTS = 4
 
     def __init__(self, directory: str, segment_bytes: int = SEGMENT_BYTES) -> None:
         self._dir = Path(directory)
@@ -69,12 +79,15 @@ class Journal:
         self._seq = 0
         self._current: Segment | None = None
         self._full: list[Segment] = []  # filled segments not yet handed to the recorder
+        self._spare: list[Segment] = []  # released, zeroed, ready to be written again
 
     def open(self) -> None:
         self._dir.mkdir(parents=True, exist_ok=True)
         self._current = self._new_segment()
 
     def _new_segment(self, size: int = 0) -> Segment:
+        if size <= self._segment_bytes and self._spare:
+            return self._spare.pop()
         size = max(size, self._segment_bytes)
         self._seq += 1
         path = self._dir / f"{os.getpid()}-{os.urandom(4).hex()}-{self._seq}.jsonl"
@@ -113,12 +126,10 @@ class Journal:
         assert self._current is not None
         full = self._current
         self._current = self._new_segment(need)
-        full.unmap()
         if full.rows:
             self._full.append(full)
         else:
-            full.path.unlink(missing_ok=True)
-            os.close(full.fd)
+            _delete(full)
         return self._current
 
     def rotate(self) -> list[Segment]:
@@ -128,34 +139,39 @@ class Journal:
         if seg is None or seg.rows == 0:
             return full
         self._current = self._new_segment()
-        seg.unmap()
         full.append(seg)
         return full
 
-    @staticmethod
-    def release(segments: list[Segment]) -> None:
-        """Delete segments whose rows are now in the store."""
+    def release(self, segments: list[Segment]) -> None:
+        """Segments whose rows are now in the store: zeroed for reuse, or deleted."""
         for seg in segments:
-            seg.unmap()
-            try:
-                seg.path.unlink(missing_ok=True)
-            finally:
-                os.close(seg.fd)
+            buf = seg.map
+            reuse = self._current is not None and len(self._spare) < self.SPARE_SEGMENTS  # open, room left
+            if reuse and buf is not None and len(buf) == self._segment_bytes:
+                buf[: seg.used] = bytes(seg.used)
+                seg.used = seg.rows = 0
+                self._spare.append(seg)
+            else:
+                _delete(seg)
 
     def close(self) -> None:
         """Close the current segment; delete it when empty (rows not yet stored stay for recovery,
-        the file cut to the lines it holds)."""
+        the file cut to the lines it holds); delete the spare ones."""
         seg, self._current = self._current, None
         if seg is not None:
-            seg.unmap()
             if seg.rows == 0:
-                seg.path.unlink(missing_ok=True)
+                _delete(seg)
             else:
+                seg.unmap()
                 os.ftruncate(seg.fd, seg.used)
-            os.close(seg.fd)
+                os.close(seg.fd)
         for full in self._full:
+            full.unmap()
             os.close(full.fd)
         self._full = []
+        spare, self._spare = self._spare, []
+        for seg in spare:
+            _delete(seg)
 
     def take_orphans(self) -> tuple[list[Generation], list[Segment]]:
         """Rows from journal files no live worker holds, and those files (locked now by us)."""
@@ -193,3 +209,11 @@ def _lines(data: bytes) -> list[bytes]:
     zeros after it, fails to parse and is skipped)."""
     end = data.find(b"\0")
     return (data if end < 0 else data[:end]).splitlines()
+
+
+def _delete(seg: Segment) -> None:
+    seg.unmap()
+    try:
+        seg.path.unlink(missing_ok=True)
+    finally:
+        os.close(seg.fd)

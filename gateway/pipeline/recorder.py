@@ -97,8 +97,8 @@ class UsageRecorder:
                 self._rows[:0] = pending[start:]
                 self._trim()
                 raise
-        if self._segments:
-            Journal.release(self._segments)
+        if self._segments and self._journal is not None:
+            self._journal.release(self._segments)
             self._segments = []
 
     def _trim(self) -> None:
