@@ -41,7 +41,7 @@ def test_rows_spill_into_new_segments_and_all_come_back(tmp_path: Path) -> None:
     reader = Journal(str(tmp_path))
     back, taken = reader.take_orphans()
     assert sorted(back, key=lambda r: r.prompt_tokens or 0) == rows  # files are read in name order
-    assert len(taken) == len(files(tmp_path))
+    assert len(taken) == len(files(tmp_path)) and sum(s.rows for s in taken) == 100  # rows per file
     reader.release(taken)
     assert files(tmp_path) == []
 

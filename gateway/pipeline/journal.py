@@ -4,10 +4,10 @@ Each finished request is appended as one JSON line before its response completes
 file of fixed size, its blocks allocated when it is created and mapped into memory: appending a line
 is a copy into the page cache, with no system call, and it survives the process being killed (even
 with SIGKILL) exactly as a ``write`` would. The unused tail of a segment is zeros; JSON lines hold
-no zero bytes, so a reader stops there. The recorder's batch insert then makes the segment redundant
-and it is deleted. Every worker holds an exclusive ``flock`` on its own files; at start a worker
-takes over any journal file whose lock it can get (its writer is dead) and inserts those rows
-(inserts are idempotent on the generation id).
+no zero bytes, so a reader stops there. The recorder's batch insert then makes the segment redundant:
+it is zeroed and written again (see ``Journal``). Every worker holds an exclusive ``flock`` on its
+own files; at start a worker takes over any journal file whose lock it can get (its writer is dead)
+and inserts those rows (inserts are idempotent on the generation id).
 """
 
 from __future__ import annotations
@@ -195,12 +195,13 @@ class Journal:
             if not path.exists():  # released between our listing and our lock
                 os.close(fd)
                 continue
+            before = len(rows)
             for line in _lines(path.read_bytes()):
                 try:
                     rows.append(from_line(line))
                 except (ValueError, TypeError, KeyError):
                     log.warning("skipping an unreadable journal line in %s (cut off by a crash?)", path.name)
-            taken.append(Segment(path, fd, rows=len(rows)))
+            taken.append(Segment(path, fd, rows=len(rows) - before))
         return rows, taken
 
 
