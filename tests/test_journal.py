@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -9,6 +10,8 @@ import sys
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+
+import pytest
 
 from gateway.pipeline.journal import Journal, to_line
 from gateway.store.base import Generation
@@ -154,3 +157,56 @@ def test_rows_journalled_by_a_sigkilled_writer_are_recovered(tmp_path: Path) -> 
     assert sorted(back, key=lambda r: r.prompt_tokens or 0) == [row(n) for n in range(200)]
     reader.release(taken)
     assert files(tmp_path) == []
+
+
+def no_space(fd: int, offset: int, size: int) -> None:
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_leaves_rows_in_memory_and_the_journal_comes_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    journal = Journal(str(tmp_path))
+    with monkeypatch.context() as m:
+        m.setattr(os, "posix_fallocate", no_space)
+        journal.open()  # does not raise: the worker starts
+        journal.append(row(1))  # kept in memory only (by the recorder)
+        assert journal.rotate() == []  # tried again, still full
+        journal.append(row(2))
+    assert [r.message for r in caplog.records].count(
+        "journal unavailable, usage rows kept in memory only until stored: [Errno 28] No space left on device"
+    ) == 1  # said once, not per row
+    assert files(tmp_path) == []  # no half-made files left behind
+    assert journal.rotate() == []  # space again: a segment is made
+    journal.append(row(3))
+    handed = journal.rotate()
+    assert [s.rows for s in handed] == [1]
+    journal.release(handed)
+    journal.close()
+
+
+def test_a_full_disk_when_a_segment_fills_keeps_what_was_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = Journal(str(tmp_path), segment_bytes=4096)
+    journal.open()
+    n = 0
+    while len(files(tmp_path)) == 1:  # fill the first segment
+        journal.append(row(n))
+        n += 1
+    journal.rotate()  # hands over what was written so far, opens another
+    with monkeypatch.context() as m:
+        m.setattr(os, "posix_fallocate", no_space)
+        for k in range(n, n + 40):  # more than fit in one segment: the next one cannot be made
+            journal.append(row(k))
+    kept = journal.rotate()  # the filled segment, handed over with its rows
+    assert [s.rows > 0 for s in kept] == [True]
+    journal.close()
+    for seg in kept:  # as if the worker died before storing them
+        seg.unmap()
+        os.close(seg.fd)
+    reader = Journal(str(tmp_path))
+    back, taken = reader.take_orphans()
+    assert len(back) == kept[0].rows > 0
+    assert [r.id for r in back] == [f"gen-{k}" for k in range(n, n + len(back))]  # what fitted, in order
+    reader.release(taken)

@@ -80,10 +80,28 @@ class Journal:
         self._current: Segment | None = None
         self._full: list[Segment] = []  # filled segments not yet handed to the recorder
         self._spare: list[Segment] = []  # released, zeroed, ready to be written again
+        self._opened = False
+        self._failing = False  # a segment could not be made: rows stay in memory only, until one can
 
     def open(self) -> None:
         self._dir.mkdir(parents=True, exist_ok=True)
-        self._current = self._new_segment()
+        self._opened = True
+        self._current = self._try_new_segment()
+
+    def _try_new_segment(self, size: int = 0) -> Segment | None:
+        """A segment, or None (logged once) when none can be made (a full disk, say): the rows are
+        then only in memory until they are stored, and every rotation tries again."""
+        try:
+            seg = self._new_segment(size)
+        except OSError as exc:
+            if not self._failing:
+                log.error("journal unavailable, usage rows kept in memory only until stored: %s", exc)
+            self._failing = True
+            return None
+        if self._failing:
+            log.warning("journal available again")
+        self._failing = False
+        return seg
 
     def _new_segment(self, size: int = 0) -> Segment:
         if size <= self._segment_bytes and self._spare:
@@ -107,25 +125,23 @@ class Journal:
         if seg is None:
             return
         line = to_line(row)
-        try:
-            buf = seg.map
-            end = seg.used + len(line)
-            if buf is None or end > len(buf):
-                seg = self._next(len(line))
-                buf = seg.map
-                end = len(line)
-            assert buf is not None
-            buf[seg.used : end] = line
-            seg.used = end
-            seg.rows += 1
-        except (OSError, ValueError) as exc:
-            log.error("journal write failed: %s", exc)
+        buf = seg.map
+        end = seg.used + len(line)
+        if buf is None or end > len(buf):
+            next_seg = self._next(len(line))
+            if next_seg is None:
+                return
+            seg, buf, end = next_seg, next_seg.map, len(line)
+        assert buf is not None
+        buf[seg.used : end] = line
+        seg.used = end
+        seg.rows += 1
 
-    def _next(self, need: int) -> Segment:
+    def _next(self, need: int) -> Segment | None:
         """The current segment is full: keep it for the next rotation, start another."""
         assert self._current is not None
         full = self._current
-        self._current = self._new_segment(need)
+        self._current = self._try_new_segment(need)
         if full.rows:
             self._full.append(full)
         else:
@@ -136,9 +152,13 @@ class Journal:
         """Start a new segment; return the ones holding rows (to release once those are stored)."""
         seg = self._current
         full, self._full = self._full, []
-        if seg is None or seg.rows == 0:
+        if seg is None:
+            if self._opened:
+                self._current = self._try_new_segment()
             return full
-        self._current = self._new_segment()
+        if seg.rows == 0:
+            return full
+        self._current = self._try_new_segment()
         full.append(seg)
         return full
 
@@ -146,7 +166,7 @@ class Journal:
         """Segments whose rows are now in the store: zeroed for reuse, or deleted."""
         for seg in segments:
             buf = seg.map
-            reuse = self._current is not None and len(self._spare) < self.SPARE_SEGMENTS  # open, room left
+            reuse = self._opened and len(self._spare) < self.SPARE_SEGMENTS
             if reuse and buf is not None and len(buf) == self._segment_bytes:
                 buf[: seg.used] = bytes(seg.used)
                 seg.used = seg.rows = 0
@@ -157,6 +177,7 @@ class Journal:
     def close(self) -> None:
         """Close the current segment; delete it when empty (rows not yet stored stay for recovery,
         the file cut to the lines it holds); delete the spare ones."""
+        self._opened = False
         seg, self._current = self._current, None
         if seg is not None:
             if seg.rows == 0:
