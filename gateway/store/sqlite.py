@@ -31,9 +31,7 @@ from gateway.store import (
     apply_patch,
     check_credit,
     rate_limits_to_json,
-    usage_description,
     usage_transaction,
-    usage_transaction_id,
     usage_window_starts,
 )
 from gateway.store import sqlite_rows as conv
@@ -289,12 +287,10 @@ class SqliteStore:
         usage: list[tuple[Any, ...]] = []
         totals: dict[str, int] = {}
         for row, param in zip(rows, params, strict=True):
-            units: int = param[conv.GEN_COST_INDEX]
-            if units == 0:
-                continue
-            usage.append((usage_transaction_id(row), row.tenant_id, "usage", -units, usage_description(row), row.id,
-                          row.key_hash, param[conv.GEN_CREATED_INDEX]))
-            totals[row.tenant_id] = totals.get(row.tenant_id, 0) - units
+            txn = conv.usage_params(row, param)
+            if txn is not None:
+                usage.append(txn)
+                totals[row.tenant_id] = totals.get(row.tenant_id, 0) + txn[conv.USAGE_AMOUNT]
         if not usage:
             return True
         if (await conn.executemany(q.SQL_INSERT_TRANSACTION, usage)).rowcount != len(usage):

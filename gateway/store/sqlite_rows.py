@@ -14,6 +14,8 @@ from gateway.store import (
     rate_limits_from_json,
     rate_limits_to_json,
     require_utc,
+    usage_description,
+    usage_transaction_id,
 )
 from gateway.store.base import (
     ApiKey,
@@ -100,8 +102,8 @@ def key_from_row(row: sqlite3.Row) -> ApiKey:
     )
 
 
-GEN_COST_INDEX = 14  # in generation_params: the cost in units
-GEN_CREATED_INDEX = 20  # in generation_params: created_at in microseconds
+_GEN_COST = 14  # in generation_params: the cost in units
+_GEN_CREATED = 20  # in generation_params: created_at in microseconds
 
 
 def generation_params(gen: Generation) -> tuple[Any, ...]:
@@ -167,6 +169,19 @@ def transaction_params(txn: Transaction) -> tuple[Any, ...]:
         txn.key_hash,
         to_us(txn.created_at),
     )
+
+
+def usage_params(gen: Generation, gen_params: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """``transaction_params(usage_transaction(gen))`` built straight from the generation's own params
+    (no Transaction, no second conversion of its cost and time); None when it cost nothing."""
+    units: int = gen_params[_GEN_COST]
+    if units == 0:
+        return None
+    return (usage_transaction_id(gen), gen.tenant_id, "usage", -units, usage_description(gen), gen.id, gen.key_hash,
+            gen_params[_GEN_CREATED])
+
+
+USAGE_AMOUNT = 3  # in usage_params and transaction_params: the amount in units
 
 
 def transaction_from_row(row: sqlite3.Row) -> Transaction:
