@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -106,6 +108,43 @@ def test_tap_output_does_not_depend_on_how_events_are_grouped(breaks: list[bool]
     else:
         priced = usage_only[0].replace(b'"usage":{', b'"usage":{"cost":0.000123,', 1)
         assert out == b"".join(priced if e in usage_only else e for e in events)
+
+
+def spaced_stream() -> list[bytes]:
+    """A two-choice stream as a serializer with spaces after colons writes it (Python's json.dumps)."""
+    def chunk(choices: list[dict[str, object]], usage: dict[str, int] | None = None) -> bytes:
+        doc = {"id": "c1", "object": "chat.completion.chunk", "choices": choices, "usage": usage}
+        return b"data: " + json.dumps(doc).encode() + b"\n\n"
+
+    def delta(index: int, text: str, finish: str | None = None) -> dict[str, object]:
+        return {"index": index, "delta": {"content": text}, "finish_reason": finish}
+
+    return [chunk([delta(0, "a"), delta(1, "b")]), chunk([delta(0, "c", "length")]), chunk([delta(1, "", "stop")]),
+            chunk([], {"prompt_tokens": 4, "completion_tokens": 3, "total_tokens": 7}), b"data: [DONE]\n\n"]
+
+
+@pytest.mark.parametrize("strip", [False, True])
+def test_tap_reads_spaced_json_and_every_marked_event_in_a_block(strip: bool) -> None:
+    events = spaced_stream()
+    assert b'"usage": {' in events[3] and b'"finish_reason": "' in events[1]
+
+    def run(blocks: list[bytes]) -> tuple[bytes, object]:
+        tap = StreamTap(strip_usage=strip, price=lambda usage: Decimal("0.5"))
+        out = b"".join(tap.inspect(block, b"\n\n") for block in blocks)
+        return out, (tap.done, tap.usage.prompt_tokens, tap.usage.total_tokens, tap.usage.finish_reason)
+
+    whole = run([b"".join(events)])
+    assert whole == run(events)
+    out, seen = whole
+    assert seen == (True, 4, 7, "stop")  # the last finish reason read wins
+    usage_event = events[3].replace(b'"usage": {', b'"usage": {"cost":0.5,', 1)
+    assert out == b"".join(events[:3] + ([] if strip else [usage_event]) + events[4:])
+
+
+def test_tap_sees_done_wherever_it_is_in_the_block() -> None:
+    tap = StreamTap(strip_usage=False)
+    block = b"data: [DONE]\n\n: a comment after it\n\n"
+    assert tap.inspect(block, b"\n\n") is block and tap.done
 
 
 def test_tap_ignores_null_usage_chunks() -> None:

@@ -16,8 +16,9 @@ from gateway.billing.pricing import request_cost
 from gateway.settings import ModelSettings
 from gateway.sse import event_data
 
-_USAGE = (b'"usage":{', b'"usage": {')  # a usage object, not the "usage":null every chunk carries
-_FINISH = (b'"finish_reason":"', b'"finish_reason": "')  # a finish reason, not null
+# A finish reason (not null) and a usage object (not the "usage":null every chunk carries), compact and
+# as serializers that put a space after the colon write them
+_MARKERS = (b'"finish_reason":"', b'"finish_reason": "', b'"usage":{', b'"usage": {')
 
 
 class Usage:
@@ -113,12 +114,11 @@ def usage_from_body(raw: bytes) -> Usage | None:
     return usage
 
 
-def _marked_events(block: bytes, sep: bytes) -> list[tuple[int, int]]:
-    """(start, end) of each event in ``block`` (complete events joined by ``sep``) that carries a finish
-    reason or a usage object, in order; found by searching, so the other events cost nothing."""
+def _marked_events(block: bytes, sep: bytes, first: tuple[int, ...]) -> list[tuple[int, int]]:
+    """(start, end) of each event in ``block`` (complete events joined by ``sep``) that carries one of
+    ``_MARKERS``, in order, given where each is first (-1: nowhere); the other events cost nothing."""
     spans: set[tuple[int, int]] = set()
-    for marker in (*_FINISH, *_USAGE):
-        at = block.find(marker)
+    for marker, at in zip(_MARKERS, first, strict=True):
         while at >= 0:
             start = block.rfind(sep, 0, at)
             start = 0 if start < 0 else start + len(sep)
@@ -142,18 +142,20 @@ class StreamTap:
         self.strip_usage = strip_usage  # drop the usage-only chunk the client did not ask for
 
     def inspect(self, block: bytes, sep: bytes) -> bytes:
-        """Look at a block of complete events; return what to forward (the same object when unchanged)."""
+        """Look at a block of complete events; return what to forward (the same object when unchanged).
+
+        Each search reads the whole block, so each is made once: an event is found from the marker
+        positions already known, and ``[DONE]`` (a stream's last event) from the end."""
         self.fragments += block.count(b'"content":"') + block.count(b'"arguments":"')
         # find(), not `in`: bytes.__contains__ first tries its operand as an int and builds an error
-        has_usage = block.find(_USAGE[0]) >= 0 or block.find(_USAGE[1]) >= 0
-        has_finish = block.find(_FINISH[0]) >= 0 or block.find(_FINISH[1]) >= 0
-        if block.find(b"[DONE]") >= 0:
+        if block.rfind(b"[DONE]") >= 0:
             self.done = True
-        if not has_usage and not has_finish:
+        at = (block.find(_MARKERS[0]), block.find(_MARKERS[1]), block.find(_MARKERS[2]), block.find(_MARKERS[3]))
+        if max(at) < 0:
             return block
         out: list[bytes] = []
         pos = 0  # block[pos:] is not copied to out yet
-        for start, end in _marked_events(block, sep):
+        for start, end in _marked_events(block, sep, at):
             action = self._read(block[start:end])
             if action == "drop":
                 out.append(block[pos:start])
