@@ -137,6 +137,13 @@ def test_tap_reads_spaced_json_and_every_marked_event_in_a_block(strip: bool) ->
     assert whole == run(events)
     out, seen = whole
     assert seen == (True, 4, 7, "stop")  # the last finish reason read wins
+    compact = StreamTap(strip_usage=strip)
+    compact.inspect(b"".join(b"data: " + json.dumps(json.loads(e[6:]), separators=(",", ":")).encode() + b"\n\n"
+                             for e in events[:4]), b"\n\n")
+    spaced = StreamTap(strip_usage=strip)
+    for event in events:
+        spaced.inspect(event, b"\n\n")
+    assert spaced.fragments == compact.fragments == 4  # a, b, c and the closing empty content: a cut-short estimate
     usage_event = events[3].replace(b'"usage": {', b'"usage": {"cost":0.5,', 1)
     assert out == b"".join(events[:3] + ([] if strip else [usage_event]) + events[4:])
 

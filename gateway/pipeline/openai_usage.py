@@ -146,7 +146,10 @@ class StreamTap:
 
         Each search reads the whole block, so each is made once: an event is found from the marker
         positions already known, and ``[DONE]`` (a stream's last event) from the end."""
-        self.fragments += block.count(b'"content":"') + block.count(b'"arguments":"')
+        fragments = block.count(b'"content":"') + block.count(b'"arguments":"')
+        if not fragments:  # none written compactly: perhaps a serializer that puts a space after the colon
+            fragments = block.count(b'"content": "') + block.count(b'"arguments": "')
+        self.fragments += fragments
         # find(), not `in`: bytes.__contains__ first tries its operand as an int and builds an error
         if block.rfind(b"[DONE]") >= 0:
             self.done = True
