@@ -196,6 +196,62 @@ async def test_enter_loads_missing_counters_from_the_ledger(make_counters: Facto
     assert entry.hold is not None and entry.decision.remaining == 0
 
 
+class GatedLedger(Ledger):
+    """A ledger whose reads wait until the test opens their gate, so that loads overlap."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.balance_gate = asyncio.Event()
+        self.usage_gate = asyncio.Event()
+
+    async def balance(self, tenant: str) -> Decimal:
+        await self.balance_gate.wait()
+        return await super().balance(tenant)
+
+    async def key_usage(self, key: str, now: datetime) -> KeyUsage:
+        await self.usage_gate.wait()
+        return await super().key_usage(key, now)
+
+
+async def test_a_burst_of_first_requests_reads_the_ledger_once(make_counters: Factory) -> None:
+    """A worker's first requests of a key, arriving together, find its counters missing together and
+    share one load of each (a restart under load must not send the ledger one read per request)."""
+    counters = make_counters()
+    ledger = GatedLedger()
+    billing = Billing(counters.accounts, ledger, prepaid=True, clock=lambda: AT)  # type: ignore[arg-type]
+    loads: list[str] = []
+    load = billing.load
+
+    async def counted(key: ApiKey, missing: Missing, ask: HoldAsk) -> None:
+        loads.append(missing.what)
+        await load(key, missing, ask)
+
+    billing.load = counted  # type: ignore[method-assign]
+    admission = Admission(counters, billing)
+    key = api_key(Decimal("100"))
+    limits = Limits(requests_per_minute=1000)
+    burst = 20
+    entries = [asyncio.ensure_future(admission.enter(key, take(f"r{i}", limits), MODEL, {"max_tokens": 10}, 100))
+               for i in range(burst)]
+
+    async def until(n: int) -> None:
+        async with asyncio.timeout(10):
+            while len(loads) < n:
+                await asyncio.sleep(0.001)
+
+    await until(burst)  # every request found the tenant's balance missing and waits for it
+    assert loads == ["tenant"] * burst
+    entries[0].cancel()  # the request that started the load goes away: the others still get it
+    ledger.balance_gate.set()
+    await until(2 * burst - 1)  # then every other one found the key's windows missing
+    assert loads[burst:] == ["key"] * (burst - 1)
+    ledger.usage_gate.set()
+    done = await asyncio.gather(*entries[1:])
+    assert ledger.reads == ["balance", "key_usage"]
+    assert all(e.decision.allowed and e.hold is not None and e.refusal is None for e in done)
+    assert entries[0].cancelled()
+
+
 def _admit_many(path: str, n: int, out: Any) -> None:
     async def run() -> int:
         counters = SqliteCounters(path)

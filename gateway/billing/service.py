@@ -7,6 +7,7 @@ nor a key's remaining limit can go below zero, however many requests run at once
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -45,6 +46,7 @@ class Billing:
         self._store = store
         self.prepaid = prepaid
         self.clock = clock  # which day, week and month a spend counts in
+        self._loading: dict[tuple[str, str, str], asyncio.Task[None]] = {}  # counters being loaded now
 
     def ask(
         self, key: ApiKey, model: ModelSettings | None, body: dict[str, Any], body_bytes: int, request_id: str
@@ -120,7 +122,27 @@ class Billing:
         await self.accounts.credit(tenant, to_units(amount))
 
     async def load(self, key: ApiKey, missing: Missing, ask: HoldAsk) -> None:
-        """Create the counters a reservation found missing, from the ledger as of when it was asked."""
+        """Create the counters a reservation found missing, from the ledger as of when it was asked.
+
+        Requests that find the same counters missing at once (a worker's first requests of a key,
+        arriving together after a start) share one load: one read of the ledger, not one each. The
+        load runs as a task of its own, so a request that goes away does not cancel it for the others.
+        """
+        which = (missing.what, key.tenant_id, key.hash)
+        task = self._loading.get(which)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._load(key, missing, ask))
+            self._loading[which] = task
+            task.add_done_callback(lambda done: self._loaded(which, done))
+        await asyncio.shield(task)
+
+    def _loaded(self, which: tuple[str, str, str], task: asyncio.Task[None]) -> None:
+        if self._loading.get(which) is task:
+            del self._loading[which]
+        if not task.cancelled():
+            task.exception()  # seen here too: the requests that shared it may all have gone
+
+    async def _load(self, key: ApiKey, missing: Missing, ask: HoldAsk) -> None:
         now = ask.at
         if missing.what == "tenant":
             balance = await self._store.balance(key.tenant_id)
