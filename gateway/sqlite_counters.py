@@ -5,9 +5,12 @@ Each operation is one transaction: a read-decide-write runs in ``BEGIN IMMEDIATE
 write that needs no decision is one statement (``write``), which SQLite makes a transaction of its
 own. SQLite's write lock admits one process at a time, so either is atomic across workers. Nothing
 here needs to survive a crash (synchronous=OFF; the ledger lives in the database). A transaction
-takes tens of µs, less than a hop to a thread and back, so it runs on the event loop with a short
-lock wait (50 ms); only when another worker holds the lock longer does it retry on a helper thread
-with a patient connection, so a long wait never blocks the event loop.
+takes tens of µs, less than a hop to a thread and back, so it runs on the event loop, and never
+sleeps there in SQLite's own lock wait (which sleeps 1, 2, 5, 10 ms... between tries: with two workers
+counting every request, a 50 ms wait on the loop stalled each worker's loop for 15-25 ms about fifteen
+times a second). When another worker holds the lock, the step is tried again on the next turns of the
+loop, then after pauses of a few ms in which the loop serves other requests, and after about 50 ms on
+a helper thread whose patient connection waits there.
 
 A statement costs its work in SQLite plus, when Python runs it, a few µs of binding and wrapping;
 a commit writes and checksums every page it changed. So the file's schema does what it can in SQL:
@@ -34,7 +37,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
-_QUICK_WAIT = 0.05  # seconds a transaction on the event loop may wait for the lock
+_SETUP_WAIT = 1.0  # seconds opening the file on the event loop may wait (once per worker)
+# Pauses between tries on the event loop while another worker holds the lock (its transactions take
+# tens of µs): the next turns of the loop, then 1, 2, 4... ms, about 50 ms in all; then the helper thread.
+_RETRY_PAUSES = (0.0, 0.0, 0.0, 0.001, 0.002, 0.004, 0.008, 0.016, 0.016)
 _PATIENT_WAIT = 10.0  # seconds the helper thread waits
 
 # The version of the tables, views and triggers of gateway.ratelimit.sqlite_limiter,
@@ -152,10 +158,11 @@ class CounterFile:
         db.execute("BEGIN IMMEDIATE")
         try:
             result = fn(db)
+            db.execute("COMMIT")  # a failed commit rolls back too: the step may then be run again elsewhere
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
-        db.execute("COMMIT")
         return result
 
     def _patiently(self, step: Callable[[sqlite3.Connection], T]) -> T:
@@ -165,12 +172,16 @@ class CounterFile:
 
     async def _call(self, step: Callable[[sqlite3.Connection], T]) -> T:
         if self._quick is None:
-            self._quick = self._connect(_QUICK_WAIT)
-        try:
-            return step(self._quick)
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc):
-                raise
+            quick = self._connect(_SETUP_WAIT)
+            quick.execute("PRAGMA busy_timeout = 0")  # from now on a busy file fails at once, to be tried again below
+            self._quick = quick
+        for pause in _RETRY_PAUSES:
+            try:
+                return step(self._quick)
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+            await asyncio.sleep(pause)  # the loop serves other requests meanwhile
         return await asyncio.get_running_loop().run_in_executor(self._pool, self._patiently, step)
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:

@@ -24,7 +24,7 @@ from gateway.billing.holds import KeyLimit
 from gateway.billing.sqlite_accounts import SqliteAccounts
 from gateway.ratelimit.gcra import Decision, Limits, corrected_tat, decide, untaken
 from gateway.ratelimit.limiter import BUCKET_PERIODS, Acquire, Release
-from gateway.sqlite_counters import LAYOUT, PAGE_SIZE
+from gateway.sqlite_counters import LAYOUT, PAGE_SIZE, CounterFile
 
 T0 = 1_800_000_000.0
 AT = datetime(2027, 1, 15, 12, tzinfo=UTC)
@@ -245,6 +245,58 @@ async def test_a_charge_to_more_windows_than_a_settlement_statement_takes(tmp_pa
         r = await counters.accounts.reserve("t", "k", 0, KeyLimit(100, w), True, "probe")
         assert r.available == 985 and r.key_used == 15
     await counters.close()
+
+
+TABLE = "CREATE TABLE IF NOT EXISTS n (k TEXT PRIMARY KEY, v INTEGER NOT NULL);\n"
+BUMP = "INSERT INTO n (k, v) VALUES ('x', 1) ON CONFLICT (k) DO UPDATE SET v = v + 1"
+
+
+async def test_a_lock_held_briefly_elsewhere_is_waited_for_on_the_loop_without_blocking_it(tmp_path: Path) -> None:
+    """Another worker's transaction: the step is tried again on later turns of the event loop (which
+    serves other tasks meanwhile), not handed to the helper thread nor slept on in SQLite."""
+    path = str(tmp_path / "counters.db")
+    file = CounterFile(path, TABLE)
+    await file.write(BUMP, ())
+    turns = 0
+
+    async def ticker() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    ticking = asyncio.ensure_future(ticker())
+    with closing(sqlite3.connect(path, isolation_level=None)) as other:
+        other.execute("BEGIN IMMEDIATE")  # another worker holds the write lock
+        bump = asyncio.ensure_future(file.write(BUMP, ()))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert not bump.done() and turns >= 2  # the step waits; the loop goes on
+        other.execute("COMMIT")
+        await bump
+    ticking.cancel()
+    assert file._patient is None  # done on the event loop: the helper thread never opened the file
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("SELECT v FROM n WHERE k = 'x'").fetchone() == (2,)
+    await file.close()
+
+
+async def test_a_lock_held_long_elsewhere_is_waited_for_on_the_helper_thread(tmp_path: Path) -> None:
+    path = str(tmp_path / "counters.db")
+    file = CounterFile(path, TABLE)
+    await file.write(BUMP, ())
+    with closing(sqlite3.connect(path, isolation_level=None)) as other:
+        other.execute("BEGIN IMMEDIATE")
+        bump = asyncio.ensure_future(file.run(lambda db: db.execute(BUMP).rowcount))
+        async with asyncio.timeout(10):
+            while file._patient is None:  # the tries on the loop ran out: the helper thread waits for the lock
+                await asyncio.sleep(0.005)
+        assert not bump.done()
+        other.execute("COMMIT")
+        assert await bump == 1
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("SELECT v FROM n WHERE k = 'x'").fetchone() == (2,)  # applied once
+    await file.close()
 
 
 class Reference:
