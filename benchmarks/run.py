@@ -237,7 +237,7 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
     installed = install_competitors(names)
     meta: dict[str, Any] = {
         "git": git_rev(),
-        "host": f"{platform.node()} {platform.release()} {cpu_model()}, {os.cpu_count()} cores",
+        "host": f"{platform.node()} {platform.release()} {cpu_model()}, {os.cpu_count()} cores{cpu_idle()}",
         "python": platform.python_version(),
         "nginx": tool_version([tools["nginx"], "-v"]).removeprefix("nginx version: "),
         "wrk": tool_version([tools["wrk"], "-v"]).split(" Copyright")[0],
@@ -417,6 +417,21 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.machine()
+
+
+def cpu_idle() -> str:
+    """How an idle core waits, when the kernel says: on a KVM guest with the haltpoll driver, a core
+    that halts (``guest_halt_poll_ns`` 0) leaves the VM and takes tens of microseconds to wake, paid
+    by every request at one connection (see benchmarks/README.md)."""
+    try:
+        driver = Path("/sys/devices/system/cpu/cpuidle/current_driver").read_text().strip()
+    except OSError:
+        return ""
+    try:
+        poll = Path("/sys/module/haltpoll/parameters/guest_halt_poll_ns").read_text().strip()
+    except OSError:
+        return f", cpuidle {driver}"
+    return f", cpuidle {driver} (guest_halt_poll_ns {poll})"
 
 
 # ---------------------------------------------------------------------------------------------- main
