@@ -39,7 +39,6 @@ from gateway.state import (
     IDS,
     INTERNAL_TOKEN,
     KEYCACHE,
-    LIMITER,
     METRICS,
     POOL,
     RECORDER,
@@ -197,7 +196,6 @@ async def _limiter_ctx(app: web.Application) -> AsyncIterator[None]:
     else:
         counters = SqliteCounters(limiter_path(settings))
     billing = Billing(counters.accounts, app[STORE], prepaid=settings.prepaid)
-    app[LIMITER] = counters.limiter
     app[BILLING] = billing
     admission = Admission(counters, billing, lease_size=settings.limits.lease_size,
                           lease_seconds=settings.limits.lease_seconds)

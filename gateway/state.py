@@ -14,7 +14,6 @@ from gateway.metrics import Metrics
 from gateway.pipeline.context import RandomIds, RequestContext
 from gateway.pipeline.recorder import UsageRecorder
 from gateway.ratelimit.gcra import Limits
-from gateway.ratelimit.limiter import Limiter
 from gateway.routing.catalog import Catalog
 from gateway.routing.upstreams import Upstreams
 from gateway.settings import Settings
@@ -31,9 +30,8 @@ UPSTREAMS = web.AppKey("upstreams", Upstreams)
 POOL = web.AppKey("upstream_pool", Pool)  # keep-alive connections to the upstreams
 METRICS = web.AppKey("metrics", Metrics)
 RECORDER = web.AppKey("recorder", UsageRecorder)
-LIMITER = web.AppKey("limiter", Limiter)
 BILLING = web.AppKey("billing", Billing)
-ADMISSION = web.AppKey("admission", Admission)  # limits and money of a routed request, together
+ADMISSION = web.AppKey("admission", Admission)  # a request's limits and money, taken and given back
 TOKENIZER = web.AppKey("tokenizer", Tokenizer)  # offline counts (count_tokens for non-Anthropic models)
 IDS = web.AppKey("ids", RandomIds)  # request and generation ids
 CTX = web.RequestKey("ctx", RequestContext)

@@ -243,8 +243,8 @@ async def test_a_burst_of_first_requests_reads_the_ledger_once(make_counters: Fa
     assert loads == ["tenant"] * burst
     entries[0].cancel()  # the request that started the load goes away: the others still get it
     ledger.balance_gate.set()
-    await until(2 * burst - 1)  # then every other one found the key's windows missing
-    assert loads[burst:] == ["key"] * (burst - 1)
+    await until(2 * burst)  # then every one found the key's windows missing: the request that went away
+    assert loads[burst:] == ["key"] * burst  # too, its operation run to its end (and what it took given back)
     ledger.usage_gate.set()
     done = await asyncio.gather(*entries[1:])
     assert ledger.reads == ["balance", "key_usage"]
@@ -422,3 +422,105 @@ async def test_a_lease_that_cannot_be_given_back_is_logged_and_expires(
         await admission.close()  # does not raise: nobody waits for a lease's return
     assert admission.outstanding == 0
     assert any("giving back a lease failed" in r.getMessage() for r in caplog.records)
+
+
+# -------------------------------------------------------------- requests that go away during an operation
+
+
+class InFlight:
+    """Holds the replies of one counter operation: the operation is applied on the backend, then its
+    reply waits until the test lets it through (what a client that disconnects meanwhile meets)."""
+
+    def __init__(self, owner: Any, name: str) -> None:
+        self.applied = asyncio.Event()
+        self.reply = asyncio.Event()
+        inner = getattr(owner, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            result = await inner(*args, **kwargs)
+            self.applied.set()
+            await self.reply.wait()
+            return result
+
+        setattr(owner, name, call)
+
+    async def cancel_meanwhile(self, request: asyncio.Future[Any]) -> None:
+        """Cancel ``request`` once the operation it waits for is applied, then let the reply through."""
+        async with asyncio.timeout(10):
+            await self.applied.wait()
+        request.cancel()
+        self.reply.set()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+
+
+async def available(counters: Counters) -> int:
+    return (await counters.accounts.reserve("t", "k", 0, None, True, "probe")).available
+
+
+async def test_a_request_that_goes_away_while_its_hold_is_taken_gives_it_back(make_counters: Factory) -> None:
+    counters = make_counters()
+    billing = Billing(counters.accounts, Credit(), prepaid=True, clock=lambda: AT)  # type: ignore[arg-type]
+    admission = Admission(counters, billing)
+    key = api_key(None)
+    limits = Limits(requests_per_minute=100, concurrency=1)
+    body = {"max_tokens": 100}
+    entry = await admission.enter(key, take("r0", limits), MODEL, body, 100)  # loads the counters
+    await admission.leave(key, limits, 0, True, entry.hold, Decimal("0.0001"), "r0")
+    before = await available(counters)
+    flight = InFlight(counters, "admit")
+    await flight.cancel_meanwhile(asyncio.ensure_future(admission.enter(key, take("r1", limits), MODEL, body, 100)))
+    await admission.close()
+    assert await available(counters) == before  # its hold dropped, nothing charged
+    d = await counters.limiter.acquire("k", limits, 0, "after")
+    assert d.allowed  # and its concurrency slot given back
+
+
+async def test_a_request_that_goes_away_while_a_lease_is_taken_leaves_it_to_be_given_back(
+    make_counters: Factory,
+) -> None:
+    counters = make_counters()
+    ops, admission = leasing(counters, 60)
+    key = api_key(None)
+    limits = Limits(requests_per_minute=100_000)
+    body = {"max_tokens": 100}
+    entry = await admission.enter(key, take("r0", limits), MODEL, body, 100)  # exactly: the money is not known
+    await admission.leave(key, limits, 0, True, entry.hold, Decimal("0.0001"), "r0")
+    before = await available(counters)
+    flight = InFlight(counters, "admit")
+    await flight.cancel_meanwhile(asyncio.ensure_future(admission.enter(key, take("r1", limits), MODEL, body, 100)))
+    entry = await admission.enter(key, take("r2", limits), MODEL, body, 100)  # served from that lease
+    await admission.leave(key, limits, 0, True, entry.hold, Decimal("0.0001"), "r2")
+    assert ops == ["admit", "admit", "settle", "admit"]  # r0 (its counters missing, then loaded), the lease
+    await admission.close()
+    assert admission.outstanding == 0
+    assert await available(counters) == before - 1_000_000  # r2's cost only: the lease's hold is back
+
+
+async def test_a_request_that_goes_away_while_its_limits_alone_are_taken_gives_its_slot_back(
+    make_counters: Factory,
+) -> None:
+    counters = make_counters()
+    billing = Billing(counters.accounts, Credit(), prepaid=True, clock=lambda: AT)  # type: ignore[arg-type]
+    admission = Admission(counters, billing)
+    limits = Limits(requests_per_minute=100, concurrency=1)
+    flight = InFlight(counters.limiter, "acquire")
+    await flight.cancel_meanwhile(asyncio.ensure_future(admission.acquire(take("r1", limits))))
+    await admission.close()
+    d = await counters.limiter.acquire("k", limits, 0, "after")
+    assert d.allowed and d.remaining == 98  # the slot is free; the request itself counted
+
+
+async def test_a_request_that_goes_away_while_its_money_alone_is_held_gives_it_back(make_counters: Factory) -> None:
+    counters = make_counters()
+    billing = Billing(counters.accounts, Credit(), prepaid=True, clock=lambda: AT)  # type: ignore[arg-type]
+    admission = Admission(counters, billing)
+    key = api_key(None)
+    hold = await admission.reserve(key, MODEL, {"max_tokens": 100}, 100, "r0")  # loads the counters
+    assert hold is not None
+    await billing.settle(key, hold, Decimal(0), "r0")
+    before = await available(counters)
+    flight = InFlight(counters.accounts, "reserve")
+    await flight.cancel_meanwhile(asyncio.ensure_future(admission.reserve(key, MODEL, {"max_tokens": 100}, 100, "r1")))
+    await admission.close()
+    assert await available(counters) == before

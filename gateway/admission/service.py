@@ -8,22 +8,29 @@ request that needs only one of the two makes that one's operation; one that need
 A key far from its limits is served from its worker's lease instead (``gateway.admission.lease``):
 one operation takes the share of the next requests, which then pass in memory, and one gives back
 what they did not use with their costs charged.
+
+An operation that takes something runs to its end even when the request waiting for it goes away
+meanwhile (its client disconnected and the server cancelled it): what it took is then given back at
+once, instead of pinning the tenant's money (a hold, a lease's share) or the key's concurrency slot
+until they expire.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from gateway.admission.counters import Counters
 from gateway.admission.lease import GUARD, Headroom, Lease, Terms, terms
 from gateway.billing.accounts import Charge, HoldAsk, Missing, Reservation
 from gateway.billing.holds import to_units
 from gateway.billing.service import Billing, Hold
-from gateway.errors import PaymentRequired
+from gateway.errors import GatewayError, PaymentRequired
 from gateway.pipeline.context import new_id
 from gateway.ratelimit.gcra import Decision, Limits
 from gateway.ratelimit.limiter import Acquire, Release
@@ -31,6 +38,9 @@ from gateway.settings import ModelSettings
 from gateway.store.base import ApiKey
 
 log = logging.getLogger("arouter.admission")
+
+T = TypeVar("T")
+Undo = Callable[[T], Coroutine[Any, Any, None] | None]  # what gives back what an operation took, if anything
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,11 +65,12 @@ class Admission:
         self._lease_size = lease_size
         self._lease_seconds = lease_seconds
         self._leases: dict[str, Lease] = {}  # key hash -> the lease serving its new requests
-        self._taking: dict[str, asyncio.Future[None]] = {}  # key hash -> a lease being taken
+        self._taking: dict[str, asyncio.Task[Lease | Decision | None]] = {}  # key hash -> a lease being taken
         self._headroom: dict[str, Headroom] = {}  # key hash -> what its last operation left
         self._exact_until: dict[str, float] = {}  # key hash -> loop time: found near a limit, count exactly
         self._served: dict[str, tuple[Lease, int]] = {}  # request id -> its lease and its hold
         self._giving: set[asyncio.Task[None]] = set()
+        self._undoing: set[asyncio.Future[Any]] = set()  # operations of requests that went away, and their undoing
         self._timers: dict[str, asyncio.TimerHandle] = {}  # lease id -> its expiry
         self.outstanding = 0  # leases taken and not yet given back
 
@@ -75,10 +86,10 @@ class Admission:
             if entry is not None:
                 return entry
         if ask is None:
-            decision = await self._counters.limiter.acquire(take.key, take.limits, take.tokens, take.request_id)
+            decision = await self.acquire(take)
             self._note_limits(key.hash, decision)
             return Entry(decision)
-        decision, reservation = await self._admit(key, take, ask)
+        decision, reservation = await self._kept(self._admit(key, take, ask), partial(self._unadmit, key, take, ask))
         if reservation is None:
             self._note_limits(key.hash, decision)
             return Entry(decision)
@@ -89,6 +100,19 @@ class Admission:
             return Entry(decision, refusal=refusal)
         self._note(key.hash, decision, ask, reservation)
         return Entry(decision, Hold(key.tenant_id, key.hash, take.request_id, ask.units))
+
+    async def acquire(self, take: Acquire) -> Decision:
+        """Take a request's limits alone (one that holds no money)."""
+        limiter = self._counters.limiter
+        return await self._kept(limiter.acquire(take.key, take.limits, take.tokens, take.request_id),
+                                partial(self._unacquire, take))
+
+    async def reserve(
+        self, key: ApiKey, model: ModelSettings | None, body: dict[str, Any], body_bytes: int, request_id: str
+    ) -> Hold | None:
+        """Hold a request's largest cost alone (one with no limits to take): ``Billing.reserve``."""
+        return await self._kept(self._billing.reserve(key, model, body, body_bytes, request_id),
+                                partial(self._unreserve, key, request_id))
 
     async def leave(
         self, key: ApiKey, limits: Limits | None, token_delta: int, billed: bool, hold: Hold | None, cost: Decimal,
@@ -110,7 +134,10 @@ class Admission:
         await self._release(give, charge)
 
     async def close(self) -> None:
-        """Give back every lease (at shutdown, once no request is in flight)."""
+        """Give back every lease (at shutdown, once no request is in flight), after the operations of
+        requests that went away have finished and given back what they took."""
+        while self._undoing:
+            await asyncio.gather(*self._undoing, return_exceptions=True)
         for lease in list(self._leases.values()):
             self._close(lease)
         if self._giving:
@@ -133,7 +160,7 @@ class Admission:
             waiting = self._taking.get(key.hash)
             if waiting is None:
                 break
-            await asyncio.shield(waiting)  # another request of the key is taking one: share it
+            await asyncio.wait((waiting,))  # another request of the key is taking one: share it
             if key.hash not in self._leases:
                 return None  # that one was refused: the key is near a limit
         until = self._exact_until.get(key.hash)
@@ -144,20 +171,24 @@ class Admission:
         wanted = terms(take.limits, take.tokens, units, tracked, self._headroom.get(key.hash), self._lease_size)
         if wanted is None:
             return None
-        taking = asyncio.get_running_loop().create_future()
-        self._taking[key.hash] = taking
-        try:
-            taken = await self._take(key, take, ask, wanted)
-        finally:
-            del self._taking[key.hash]
-            taking.set_result(None)
+        taking = self._taking[key.hash] = asyncio.get_running_loop().create_task(self._take(key, take, ask, wanted))
+        taken = await self._kept(taking, None)  # a lease taken for a request gone serves the next ones
         if taken is None or isinstance(taken, Decision):
             return None if taken is None else Entry(taken)
         return self._serve(taken, take, units)
 
     async def _take(self, key: ApiKey, take: Acquire, ask: HoldAsk | None, wanted: Terms) -> Lease | Decision | None:
-        """One counter operation taking a lease; None when refused (the request is then counted exactly),
-        the limiter's decision when it failed open."""
+        """One counter operation taking a lease (a task of its own: the requests of the key that arrive
+        meanwhile wait for it); None when refused (the request is then counted exactly), the limiter's
+        decision when it failed open."""
+        try:
+            return await self._take_lease(key, take, ask, wanted)
+        finally:
+            del self._taking[key.hash]
+
+    async def _take_lease(
+        self, key: ApiKey, take: Acquire, ask: HoldAsk | None, wanted: Terms
+    ) -> Lease | Decision | None:
         lease_id = new_id("lease_")
         grab = Acquire(take.key, take.limits, wanted.tokens, lease_id, wanted.requests)
         if ask is None:
@@ -232,6 +263,64 @@ class Admission:
     def _given(self, task: asyncio.Task[None]) -> None:
         self._giving.discard(task)
         self.outstanding -= 1
+
+    # ---------------------------------------------------------------------- requests that go away
+
+    async def _kept(self, op: Awaitable[T], undo: Undo[T] | None) -> T:
+        """Await a counter operation that takes something; if the request goes away meanwhile, the
+        operation still runs to its end (it may already be applied on the backend: only its reply
+        is awaited) and ``undo`` gives back what it took."""
+        task = asyncio.ensure_future(op)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            self._undoing.add(task)
+            task.add_done_callback(partial(self._abandoned, undo))
+            raise
+
+    def _abandoned(self, undo: Undo[Any] | None, task: asyncio.Future[Any]) -> None:
+        self._undoing.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            if not isinstance(exc, GatewayError):  # a refusal took nothing; anything else, say here
+                log.warning("a counter operation failed after its request went away: %r", exc)
+            return
+        back = undo(task.result()) if undo is not None else None
+        if back is not None:
+            undoing = asyncio.get_running_loop().create_task(self._undo(back))
+            self._undoing.add(undoing)
+            undoing.add_done_callback(self._undoing.discard)
+
+    async def _undo(self, back: Coroutine[Any, Any, None]) -> None:
+        try:
+            await back
+        except Exception:  # nobody waits for this: say so here
+            log.exception("giving back what a request that went away took failed; it expires by itself")
+
+    def _unacquire(self, take: Acquire, decision: Decision) -> Coroutine[Any, Any, None] | None:
+        if not decision.allowed or not take.limits.settles(0):
+            return None  # refused (nothing taken), or nothing to give back: the request itself counts
+        return self._release(Release(take.key, take.limits, 0, take.request_id), None)
+
+    def _unadmit(
+        self, key: ApiKey, take: Acquire, ask: HoldAsk, outcome: tuple[Decision, Reservation | None]
+    ) -> Coroutine[Any, Any, None] | None:
+        decision, reservation = outcome
+        if not decision.allowed or (reservation is not None and not reservation.ok):
+            return None  # refused: nothing was taken
+        give = Release(take.key, take.limits, 0, take.request_id) if take.limits.settles(0) else None
+        charge = None
+        if reservation is not None:
+            hold = Hold(key.tenant_id, key.hash, take.request_id, ask.units)
+            charge = self._billing.charge(key, hold, Decimal(0), take.request_id)
+        if give is None and charge is None:
+            return None
+        return self._release(give, charge)
+
+    def _unreserve(self, key: ApiKey, request_id: str, hold: Hold | None) -> Coroutine[Any, Any, None] | None:
+        return None if hold is None else self._billing.settle(key, hold, Decimal(0), request_id)
 
     # ------------------------------------------------------------------------------ counter operations
 

@@ -22,7 +22,7 @@ from gateway.ratelimit.limiter import Acquire
 from gateway.routing.catalog import DEFAULT_PROVIDER, Route
 from gateway.routing.plan import plan_routes
 from gateway.settings import LimitSettings
-from gateway.state import ADMISSION, BILLING, CATALOG, CTX, IDS, KEYCACHE, LIMITER, LIMITS_DUE, SETTINGS, UPSTREAMS
+from gateway.state import ADMISSION, CATALOG, CTX, IDS, KEYCACHE, LIMITS_DUE, SETTINGS, UPSTREAMS
 from gateway.store.base import RateLimits
 
 # Endpoints whose handlers call route_request after admitting: their limits are taken there, with the
@@ -57,7 +57,7 @@ async def admit_bytes(request: web.Request, endpoint: str) -> bytes:
         request[LIMITS_DUE] = limits
         return raw
     tokens = estimate_tokens(raw)
-    check_limits(ctx, await app[LIMITER].acquire(key.hash, limits, tokens, ctx.request_id))
+    check_limits(ctx, await app[ADMISSION].acquire(Acquire(key.hash, limits, tokens, ctx.request_id)))
     ctx.limits, ctx.token_estimate = limits, tokens
     return raw
 
@@ -127,7 +127,7 @@ async def route_request(
     ctx.app_title = title[:200] if title else None  # recorded, never forwarded upstream
     ctx.app_referer = referer[:500] if referer else None
     if entry is None:
-        ctx.hold = await app[BILLING].reserve(key, priciest, body, ctx.body_bytes, ctx.request_id)
+        ctx.hold = await app[ADMISSION].reserve(key, priciest, body, ctx.body_bytes, ctx.request_id)
     else:
         if entry.refusal is not None:
             raise entry.refusal  # nothing was taken: neither money nor limits

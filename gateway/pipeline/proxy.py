@@ -31,7 +31,7 @@ from gateway.pipeline.usage_sniff import UsageSniffer
 from gateway.routing.catalog import Route
 from gateway.settings import ProviderSettings
 from gateway.sse import EventCutter
-from gateway.state import BILLING, CATALOG, CTX, IDS, POOL, SETTINGS, UPSTREAMS
+from gateway.state import ADMISSION, CATALOG, CTX, IDS, POOL, SETTINGS, UPSTREAMS
 from gateway.upstream.call import credential_headers, open_upstream
 
 # Request headers that belong to this hop or to the gateway, never forwarded.
@@ -65,7 +65,7 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
     ctx.app_referer = referer[:500] if referer else None
     if route.model is not None:
         body = _json_object(raw)
-        ctx.hold = await app[BILLING].reserve(ctx.key, route.model, body, len(raw), ctx.request_id)
+        ctx.hold = await app[ADMISSION].reserve(ctx.key, route.model, body, len(raw), ctx.request_id)
         ctx.billed = True
     target = app[UPSTREAMS].pick(provider).provider
     url = _url(target, request)
