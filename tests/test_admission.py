@@ -428,18 +428,23 @@ async def test_a_lease_that_cannot_be_given_back_is_logged_and_expires(
 
 
 class InFlight:
-    """Holds the replies of one counter operation: the operation is applied on the backend, then its
-    reply waits until the test lets it through (what a client that disconnects meanwhile meets)."""
+    """Holds one counter operation in flight until the test lets it go on: applied on the backend with
+    its reply on the way, or (``applied=False``) not sent yet (waiting for a connection, or for
+    another worker's lock). What a request meets when its client disconnects meanwhile."""
 
-    def __init__(self, owner: Any, name: str) -> None:
-        self.applied = asyncio.Event()
+    def __init__(self, owner: Any, name: str, *, applied: bool = True) -> None:
+        self.applied = asyncio.Event()  # the operation reached the point where it is held
         self.reply = asyncio.Event()
         inner = getattr(owner, name)
 
         async def call(*args: Any, **kwargs: Any) -> Any:
+            if not applied:
+                self.applied.set()
+                await self.reply.wait()
             result = await inner(*args, **kwargs)
-            self.applied.set()
-            await self.reply.wait()
+            if applied:
+                self.applied.set()
+                await self.reply.wait()
             return result
 
         setattr(owner, name, call)
@@ -524,3 +529,27 @@ async def test_a_request_that_goes_away_while_its_money_alone_is_held_gives_it_b
     await flight.cancel_meanwhile(asyncio.ensure_future(admission.reserve(key, MODEL, {"max_tokens": 100}, 100, "r1")))
     await admission.close()
     assert await available(counters) == before
+
+
+async def test_a_request_that_goes_away_while_it_is_settled_is_settled_all_the_same(make_counters: Factory) -> None:
+    counters = make_counters()
+    billing = Billing(counters.accounts, Credit(), prepaid=True, clock=lambda: AT)  # type: ignore[arg-type]
+    admission = Admission(counters, billing)
+    key = api_key(None)
+    limits = Limits(requests_per_minute=100, concurrency=1)
+    before = None
+    for rid in ("r0", "r1"):
+        entry = await admission.enter(key, take(rid, limits), MODEL, {"max_tokens": 100}, 100)
+        assert entry.hold is not None
+        if before is None:
+            before = await available(counters) + entry.hold.units  # what r0's counters loaded
+            await admission.leave(key, limits, 0, True, entry.hold, Decimal("0.0001"), rid)
+            continue
+        flight = InFlight(counters, "release", applied=False)
+        await flight.cancel_meanwhile(
+            asyncio.ensure_future(admission.leave(key, limits, 0, True, entry.hold, Decimal("0.0002"), rid))
+        )
+    await admission.close()
+    assert await available(counters) == before - 3_000_000  # both costs charged, no hold left
+    d = await counters.limiter.acquire("k", limits, 0, "after")
+    assert d.allowed  # r1's slot given back

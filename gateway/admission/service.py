@@ -9,10 +9,10 @@ A key far from its limits is served from its worker's lease instead (``gateway.a
 one operation takes the share of the next requests, which then pass in memory, and one gives back
 what they did not use with their costs charged.
 
-An operation that takes something runs to its end even when the request waiting for it goes away
-meanwhile (its client disconnected and the server cancelled it): what it took is then given back at
-once, instead of pinning the tenant's money (a hold, a lease's share) or the key's concurrency slot
-until they expire.
+Every counter operation runs to its end even when the request waiting for it goes away meanwhile
+(its client disconnected and the server cancelled it): what an operation on the way in took is then
+given back at once, instead of pinning the tenant's money (a hold, a lease's share) or the key's
+concurrency slot until they expire, and the one on the way out still charges the cost.
 """
 
 from __future__ import annotations
@@ -131,7 +131,8 @@ class Admission:
         if limits is not None and limits.settles(token_delta):
             give = Release(key.hash, limits, token_delta, request_id)
         charge = self._billing.charge(key, hold, cost, request_id) if billed else None
-        await self._release(give, charge)
+        if give is not None or charge is not None:
+            await self._kept(self._release(give, charge), None)  # settled even if the client goes away now
 
     async def close(self) -> None:
         """Give back every lease (at shutdown, once no request is in flight), after the operations of
