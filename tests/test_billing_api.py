@@ -15,6 +15,7 @@ from gateway.app import create_app
 from gateway.auth.apikey import hash_key
 from gateway.billing.holds import hold_for, to_units
 from gateway.state import ADMISSION, BILLING, CATALOG, RECORDER, STORE
+from gateway.web.billing import credit_tenant
 from tests.conftest import MGMT_KEY, Gateway, make_settings
 
 MGMT = {"Authorization": f"Bearer {MGMT_KEY}"}
@@ -152,3 +153,37 @@ async def test_a_key_far_from_its_limits_is_leased_and_counted_exactly(
     assert probe.available == to_units(Decimal(1000) - 30 * Decimal("0.0000188"))  # no hold left, each charged once
     await client.app[RECORDER].flush()
     assert await client.app[STORE].balance("default") == Decimal(1000) - 30 * Decimal("0.0000188")
+
+
+async def test_a_credit_reaches_the_balance_counter_when_its_client_goes_away(prepaid: Any) -> None:
+    """The ledger line and the hot balance counter are written together or the credit is not paid for:
+    a client that disconnects after the ledger line is committed still gets the counter credited."""
+    app = prepaid.server.app
+    store, billing = app[STORE], app[BILLING]
+    committed, go_on, credited = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    amounts: list[Decimal] = []
+    add, credit = store.add_credit, billing.credit
+
+    async def held(txn: Any) -> Any:
+        result = await add(txn)
+        committed.set()
+        await go_on.wait()
+        return result
+
+    async def counted(tenant: str, amount: Decimal) -> None:
+        await credit(tenant, amount)
+        amounts.append(amount)
+        credited.set()
+
+    store.add_credit = held  # type: ignore[method-assign]
+    billing.credit = counted  # type: ignore[method-assign]
+    request = asyncio.ensure_future(credit_tenant(app, "default", Decimal(5), "test"))
+    async with asyncio.timeout(10):
+        await committed.wait()
+    request.cancel()
+    go_on.set()
+    with pytest.raises(asyncio.CancelledError):
+        await request
+    async with asyncio.timeout(10):
+        await credited.wait()
+    assert amounts == [Decimal(5)]

@@ -8,6 +8,7 @@ nor a key's remaining limit can go below zero, however many requests run at once
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,7 +20,9 @@ from gateway.billing.holds import from_units, hold_units, key_limit, max_output_
 from gateway.codec import money
 from gateway.errors import PaymentRequired
 from gateway.settings import ModelSettings
-from gateway.store.base import ApiKey, Store
+from gateway.store.base import ApiKey, Store, Transaction
+
+log = logging.getLogger("arouter.billing")
 
 
 def _utcnow() -> datetime:
@@ -47,6 +50,7 @@ class Billing:
         self.prepaid = prepaid
         self.clock = clock  # which day, week and month a spend counts in
         self._loading: dict[tuple[str, str, str], asyncio.Task[None]] = {}  # counters being loaded now
+        self._crediting: set[asyncio.Task[None]] = set()  # credits being written
 
     def ask(
         self, key: ApiKey, model: ModelSettings | None, body: dict[str, Any], body_bytes: int, request_id: str
@@ -121,6 +125,23 @@ class Billing:
     async def credit(self, tenant: str, amount: Decimal) -> None:
         await self.accounts.credit(tenant, to_units(amount))
 
+    async def add_credit(self, txn: Transaction) -> None:
+        """Write a credit to the ledger, then to the hot balance counter: both, even if the request
+        that asked goes away meanwhile (they run in a task of its own), or a tenant could pay for
+        credit its requests cannot spend until the counter is next loaded."""
+        task = asyncio.get_running_loop().create_task(self._add_credit(txn))
+        self._crediting.add(task)
+        task.add_done_callback(self._crediting.discard)
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(_report_credit)
+            raise
+
+    async def _add_credit(self, txn: Transaction) -> None:
+        await self._store.add_credit(txn)
+        await self.credit(txn.tenant_id, txn.amount)
+
     async def load(self, key: ApiKey, missing: Missing, ask: HoldAsk) -> None:
         """Create the counters a reservation found missing, from the ledger as of when it was asked.
 
@@ -154,3 +175,9 @@ class Billing:
         windows = {daily: to_units(usage.daily), weekly: to_units(usage.weekly), monthly: to_units(usage.monthly),
                    "total": to_units(usage.total)}
         await self.accounts.load(key.tenant_id, None, key.hash, windows)
+
+
+def _report_credit(task: asyncio.Task[None]) -> None:
+    """A credit whose request went away: nobody else hears how it ended."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("writing a credit failed after its request went away", exc_info=task.exception())

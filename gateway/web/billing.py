@@ -65,13 +65,12 @@ async def add_credits(request: web.Request) -> web.Response:
 
 
 async def credit_tenant(app: web.Application, tenant: str, amount: Decimal, description: str) -> Transaction:
-    """Write the credit to the ledger, then to the hot balance counter."""
+    """Write the credit to the ledger, then to the hot balance counter (both, even if the client goes away)."""
     txn = Transaction(
         id=new_id("txn_"), tenant_id=tenant, type="credit", amount=amount, description=description,
         generation_id=None, key_hash=None, created_at=datetime.now(UTC),
     )
-    await app[STORE].add_credit(txn)
-    await app[BILLING].credit(tenant, amount)
+    await app[BILLING].add_credit(txn)
     return txn
 
 
