@@ -156,9 +156,10 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     assert url is not None
     # A blocking pool: past max_connections a call waits (up to its timeout) for a free connection
     # instead of failing at once. Calls of concurrent requests share round trips (redis_scripts), so a
-    # worker rarely needs more than a few.
+    # worker rarely needs more than a few. No socket timeout: every call is bounded by a timeout of its
+    # own around the whole exchange, and a socket timeout costs a task per read and write.
     pool = BlockingConnectionPool.from_url(
-        url, max_connections=REDIS_CONNECTIONS, timeout=2, socket_connect_timeout=2, socket_timeout=2
+        url, max_connections=REDIS_CONNECTIONS, timeout=2, socket_connect_timeout=2, socket_timeout=None
     )
     client = Redis.from_pool(pool)
     app[REDIS] = client

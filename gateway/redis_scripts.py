@@ -6,6 +6,15 @@ transaction: each script is atomic by itself), each caller getting its own reply
 load a worker makes one round trip for the counter operations of many requests, and a lone request
 waits for nothing: there is no timer.
 
+The round trips go over one connection of the client's pool, kept for them (there is only ever one
+in flight): the calls are packed straight into the wire format (hiredis) and their replies read with
+redis-py's parser, without the per-command work of the client's ``execute_command`` and pipelines
+(encoding each argument in Python, taking a pooled connection, a timeout per socket operation), which
+was most of what a request counted exactly cost on Redis. A round trip cut off midway (timeout,
+cancelled, connection lost) closes the connection; the next connects afresh, as does one that finds
+the server closed it while idle (a Redis restart costs no call). A failed call is never sent again
+blindly: the server may have run it.
+
 A script the server does not know (its script cache was flushed, or the server is new) is loaded
 and its calls sent again, as redis-py's own ``Script`` does. A call whose caller stopped waiting
 before it left (its timeout passed) is dropped, except one made with ``send``: what a request used
@@ -21,7 +30,9 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+from hiredis import pack_command
 from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import NoScriptError, ResponseError
 
 Arg = str | int | float
@@ -60,6 +71,7 @@ class RedisScripts:
         self._timeout = timeout  # of one round trip; callers may give up sooner
         self._queue: list[_Call] = []
         self._sender: asyncio.Task[None] | None = None
+        self._conn: AbstractConnection | None = None  # taken from the client's pool at the first call
 
     async def call(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         """The script's reply; a caller that stops waiting before the call left drops it."""
@@ -70,9 +82,12 @@ class RedisScripts:
         return await asyncio.shield(self._enqueue(script, keys, args, keep=True))
 
     async def close(self) -> None:
-        """Wait for the calls already made."""
+        """Wait for the calls already made; give the connection back to the pool."""
         if self._sender is not None:
             await asyncio.shield(self._sender)
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await self._redis.connection_pool.release(conn)
 
     def _enqueue(self, script: Script, keys: Sequence[str], args: Sequence[Arg], *, keep: bool) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
@@ -127,16 +142,31 @@ class RedisScripts:
 
     async def _execute(self, batch: list[_Call]) -> list[Any]:
         """One round trip: the replies in order, a script's error in its place."""
-        if len(batch) == 1:
-            c = batch[0]
-            try:
-                return [await self._redis.evalsha(c.script.sha, c.nkeys, *c.keys_and_args)]
-            except ResponseError as exc:
-                return [exc]
-        pipe = self._redis.pipeline(transaction=False)
-        for c in batch:
-            pipe.evalsha(c.script.sha, c.nkeys, *c.keys_and_args)  # type: ignore[unused-awaitable]
-        return list(await pipe.execute(raise_on_error=False))
+        conn = self._conn
+        if conn is None:
+            conn = self._conn = await self._redis.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+        elif _closed_by_server(conn):
+            await conn.disconnect()  # the server went away since the last round trip: connect afresh
+        # (hiredis's stub types the argument as a 1-tuple)
+        commands = [pack_command(("EVALSHA", c.script.sha, c.nkeys, *c.keys_and_args)) for c in batch]  # type: ignore[arg-type]
+        try:
+            await conn.send_packed_command(commands, check_health=False)
+            replies: list[Any] = []
+            for _ in batch:
+                try:
+                    replies.append(await conn.read_response())
+                except ResponseError as exc:  # a complete reply: the script's error
+                    replies.append(exc)
+            return replies
+        except BaseException:
+            await conn.disconnect(nowait=True)  # cut off midway: what is still on the wire is nobody's
+            raise
+
+
+def _closed_by_server(conn: AbstractConnection) -> bool:
+    """The server closed this idle connection (its end of the stream reached)."""
+    reader: asyncio.StreamReader | None = getattr(conn, "_reader", None)
+    return conn.is_connected and reader is not None and reader.at_eof()
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:

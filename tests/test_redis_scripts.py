@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
@@ -23,8 +24,9 @@ FAILS = Script("return redis.error_reply('refused by the script')")
 
 
 class SpyRedis(Redis):
-    """The real client, recording every round trip the scripts make (a lone EVALSHA or a pipeline of n)
-    and, when asked, holding the next one in flight until ``release`` is set."""
+    """The real client, recording every round trip of script calls its connections carry (a lone
+    EVALSHA or n of them written together) and, when asked, holding the next one before it is written
+    until ``release`` is set."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -33,6 +35,22 @@ class SpyRedis(Redis):
         self.in_flight = asyncio.Event()
         self.release = asyncio.Event()
 
+    @classmethod
+    def spying(cls, url: str) -> SpyRedis:
+        spies: list[SpyRedis] = []
+
+        class SpyConnection(Connection):
+            async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+                parts = [command] if isinstance(command, bytes | str) else list(command)
+                n = sum(1 for p in parts if b"EVALSHA" in bytes(p[:24]))
+                if n:
+                    await spies[0]._trip("evalsha" if n == 1 else "pipeline", n)
+                await super().send_packed_command(parts, check_health)
+
+        spy = cls.from_url(url, connection_class=SpyConnection)
+        spies.append(spy)
+        return spy
+
     async def _trip(self, kind: str, n: int) -> None:
         self.trips.append((kind, n))
         if self.hold_next:
@@ -40,25 +58,10 @@ class SpyRedis(Redis):
             self.in_flight.set()
             await self.release.wait()
 
-    async def evalsha(self, *args: Any) -> Any:  # type: ignore[override]
-        await self._trip("evalsha", 1)
-        return await super().evalsha(*args)
-
-    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
-        pipe = super().pipeline(transaction, shard_hint)
-        execute = pipe.execute
-
-        async def counted(raise_on_error: bool = True) -> Any:
-            await self._trip("pipeline", len(pipe.command_stack))
-            return await execute(raise_on_error=raise_on_error)
-
-        pipe.execute = counted  # type: ignore[method-assign]
-        return pipe
-
 
 @pytest.fixture
 async def spy() -> AsyncIterator[SpyRedis]:
-    client = SpyRedis.from_url(REDIS_URL)
+    client = SpyRedis.spying(REDIS_URL)
     for script in (ECHO, INCR, FAILS):  # known to the server, so the trips are the calls' own
         await client.script_load(script.source)
     yield client
@@ -160,3 +163,30 @@ async def test_every_caller_hears_that_redis_is_down() -> None:
         assert all(isinstance(r, RedisConnectionError) for r in results)
     finally:
         await dead.aclose()
+
+
+async def test_a_connection_the_server_closed_while_idle_costs_no_call(spy: SpyRedis) -> None:
+    scripts = RedisScripts(spy)
+    assert await scripts.call(ECHO, [], ["before"]) == b"before"
+    conn = scripts._conn
+    assert conn is not None
+    host, port = conn._writer.get_extra_info("sockname")[:2]  # type: ignore[union-attr]
+    assert await spy.client_kill(f"{host}:{port}")  # as a Redis restart would
+    async with asyncio.timeout(10):
+        while not conn._reader.at_eof():  # type: ignore[union-attr]
+            await asyncio.sleep(0.001)  # until this side has seen the close
+    assert await scripts.call(ECHO, [], ["after"]) == b"after"
+    await scripts.close()
+
+
+async def test_a_round_trip_cut_off_midway_leaves_no_reply_behind(spy: SpyRedis) -> None:
+    """A call that times out while its script runs must not leave its reply for the next call to read."""
+    slow = Script("local t = redis.call('TIME') local s = t[1] * 1e6 + t[2] "
+                  "repeat t = redis.call('TIME') until t[1] * 1e6 + t[2] - s > 300000 return 'slow'")
+    await spy.script_load(slow.source)
+    scripts = RedisScripts(spy, timeout=0.1)
+    with pytest.raises(TimeoutError):
+        await scripts.call(slow, [], [])
+    scripts._timeout = 5.0  # the next round trip waits for the slow script to end
+    assert await scripts.call(ECHO, [], ["mine"]) == b"mine"
+    await scripts.close()
