@@ -3,6 +3,7 @@ request takes nothing; every inference endpoint is limited."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,10 +12,13 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from gateway.admission.on_redis import RedisCounters
+from gateway.admission.on_sqlite import SqliteCounters
 from gateway.app import create_app
 from gateway.pipeline.inbound import ROUTED_ENDPOINTS
 from gateway.redis_scripts import RedisScripts
 from gateway.sqlite_counters import CounterFile
+from gateway.state import ADMISSION, METRICS
 from tests.conftest import MGMT_KEY, REDIS_URL, make_settings
 from tests.fakes.multi_upstream import start_gateway
 from tests.fakes.openai_upstream import FakeOpenAI
@@ -148,3 +152,43 @@ async def test_every_endpoint_is_limited(aiohttp_server: Any, aiohttp_client: An
     assert resp.status == 200, await resp.text()
     resp = await gw.client.post(path, json=body, headers=headers)
     assert resp.status == 429 and int(resp.headers["Retry-After"]) >= 1
+
+
+async def test_a_client_that_goes_away_while_its_request_is_admitted_leaves_no_slot_behind(
+    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path, redis_url: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client disconnects while its request's limits and hold are being taken (the operation applied,
+    its reply not yet back): the server cancels the request, and what the operation took is given back,
+    so the key's one concurrency slot is free for the next request."""
+    client = await start(aiohttp_server, aiohttp_client, tmp_path, redis_url,
+                         limits={"requests_per_minute": 100, "concurrency": 1}, billing={"prepaid": True})
+    auth = await new_key(client)
+    assert (await client.post("/api/v1/credits", json={"amount": "1"}, headers=MGMT)).status == 201
+    assert (await client.post("/v1/chat/completions", json=CHAT, headers=auth)).status == 200  # counters loaded
+    applied, reply = asyncio.Event(), asyncio.Event()
+    for counters in (RedisCounters, SqliteCounters):
+        admit = counters.admit
+
+        async def held(self: Any, *args: Any, _admit: Any = admit) -> Any:
+            result = await _admit(self, *args)
+            applied.set()
+            await reply.wait()
+            return result
+
+        monkeypatch.setattr(counters, "admit", held)
+    request = asyncio.ensure_future(client.post("/v1/chat/completions", json=CHAT, headers=auth))
+    async with asyncio.timeout(10):
+        await applied.wait()
+    request.cancel()  # the client goes away: its connection closes
+    with pytest.raises(asyncio.CancelledError):
+        await request
+    metrics = client.server.app[METRICS]
+    async with asyncio.timeout(10):
+        while not any(labels[3] == "499" for labels in metrics._per_request):
+            await asyncio.sleep(0.001)  # until the server has seen it and cancelled the request
+    reply.set()
+    async with asyncio.timeout(10):
+        await client.server.app[ADMISSION].close()  # waits for what the request took to be given back
+    monkeypatch.undo()
+    resp = await client.post("/v1/chat/completions", json=CHAT, headers=auth)
+    assert resp.status == 200, await resp.text()  # the slot is free (it would be held for minutes)
