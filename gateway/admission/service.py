@@ -36,6 +36,7 @@ from gateway.ratelimit.gcra import Decision, Limits
 from gateway.ratelimit.limiter import Acquire, Release
 from gateway.settings import ModelSettings
 from gateway.store.base import ApiKey
+from gateway.to_the_end import to_the_end
 
 log = logging.getLogger("arouter.admission")
 
@@ -271,16 +272,9 @@ class Admission:
         """Await a counter operation that takes something; if the request goes away meanwhile, the
         operation still runs to its end (it may already be applied on the backend: only its reply
         is awaited) and ``undo`` gives back what it took."""
-        task = asyncio.ensure_future(op)
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            self._undoing.add(task)
-            task.add_done_callback(partial(self._abandoned, undo))
-            raise
+        return await to_the_end(op, partial(self._abandoned, undo), self._undoing)
 
     def _abandoned(self, undo: Undo[Any] | None, task: asyncio.Future[Any]) -> None:
-        self._undoing.discard(task)
         if task.cancelled():
             return
         exc = task.exception()

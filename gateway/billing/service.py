@@ -21,6 +21,7 @@ from gateway.codec import money
 from gateway.errors import PaymentRequired
 from gateway.settings import ModelSettings
 from gateway.store.base import ApiKey, Store, Transaction
+from gateway.to_the_end import to_the_end
 
 log = logging.getLogger("arouter.billing")
 
@@ -50,7 +51,7 @@ class Billing:
         self.prepaid = prepaid
         self.clock = clock  # which day, week and month a spend counts in
         self._loading: dict[tuple[str, str, str], asyncio.Task[None]] = {}  # counters being loaded now
-        self._crediting: set[asyncio.Task[None]] = set()  # credits being written
+        self._crediting: set[asyncio.Future[Any]] = set()  # credits still being written for requests gone
 
     def ask(
         self, key: ApiKey, model: ModelSettings | None, body: dict[str, Any], body_bytes: int, request_id: str
@@ -129,14 +130,7 @@ class Billing:
         """Write a credit to the ledger, then to the hot balance counter: both, even if the request
         that asked goes away meanwhile (they run in a task of its own), or a tenant could pay for
         credit its requests cannot spend until the counter is next loaded."""
-        task = asyncio.get_running_loop().create_task(self._add_credit(txn))
-        self._crediting.add(task)
-        task.add_done_callback(self._crediting.discard)
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            task.add_done_callback(_report_credit)
-            raise
+        await to_the_end(self._add_credit(txn), _report_credit, self._crediting)
 
     async def _add_credit(self, txn: Transaction) -> None:
         await self._store.add_credit(txn)
@@ -177,7 +171,7 @@ class Billing:
         await self.accounts.load(key.tenant_id, None, key.hash, windows)
 
 
-def _report_credit(task: asyncio.Task[None]) -> None:
+def _report_credit(task: asyncio.Future[None]) -> None:
     """A credit whose request went away: nobody else hears how it ended."""
     if not task.cancelled() and task.exception() is not None:
         log.error("writing a credit failed after its request went away", exc_info=task.exception())
