@@ -162,7 +162,7 @@ async def _add_credit(settings: Settings, amount_text: str, tenant: str, descrip
             generation_id=None, key_hash=None, created_at=datetime.now(UTC),
         )
         balance = await store.add_credit(txn)
-        await accounts.credit(tenant, to_units(amount))
+        await accounts.credit(tenant, to_units(txn.amount), txn.id)
         print(f"added {amount} USD to tenant {tenant}; balance {balance.normalize():f} USD ({txn.id})")
         return 0
     finally:

@@ -138,7 +138,7 @@ async def test_exact_under_concurrency_across_workers(make_counters: Factory) ->
     d = await a.limiter.acquire("k", limits, 0, "after")
     assert d.allowed and d.remaining == 39  # only the 10 served took a request (and this one)
 
-    await a.accounts.credit("t", 10**6)
+    await a.accounts.credit("t", 10**6, "txn_1")
     results = await asyncio.gather(*((a if i % 2 else b).admit(take(f"s{i}", limits), ask(f"s{i}", 1))
                                      for i in range(200)))
     assert sum(1 for d, r in results if d.allowed and r is not None and r.ok) == 39
@@ -154,9 +154,9 @@ class Ledger:
     def __init__(self) -> None:
         self.reads: list[str] = []
 
-    async def balance(self, tenant: str) -> Decimal:
+    async def balance_and_credits(self, tenant: str, since: datetime) -> tuple[Decimal, tuple[str, ...]]:
         self.reads.append("balance")
-        return Decimal("1.5")
+        return Decimal("1.5"), ()
 
     async def key_usage(self, key: str, now: datetime) -> KeyUsage:
         self.reads.append("key_usage")
@@ -204,9 +204,9 @@ class GatedLedger(Ledger):
         self.balance_gate = asyncio.Event()
         self.usage_gate = asyncio.Event()
 
-    async def balance(self, tenant: str) -> Decimal:
+    async def balance_and_credits(self, tenant: str, since: datetime) -> tuple[Decimal, tuple[str, ...]]:
         await self.balance_gate.wait()
-        return await super().balance(tenant)
+        return await super().balance_and_credits(tenant, since)
 
     async def key_usage(self, key: str, now: datetime) -> KeyUsage:
         await self.usage_gate.wait()
@@ -286,9 +286,9 @@ async def test_sqlite_admission_is_exact_across_processes(tmp_path: Path) -> Non
 
 
 class Credit(Ledger):
-    async def balance(self, tenant: str) -> Decimal:
+    async def balance_and_credits(self, tenant: str, since: datetime) -> tuple[Decimal, tuple[str, ...]]:
         self.reads.append("balance")
-        return Decimal(100)
+        return Decimal(100), ()
 
 
 def counted(counters: Counters) -> list[str]:

@@ -129,6 +129,55 @@ async def test_changing_a_limit_counts_what_was_already_spent(gateway: Gateway) 
     assert resp.status == 402 and (await resp.json())["error"]["metadata"]["used_usd"] == 0.0000376
 
 
+async def test_changing_a_limit_counts_spend_not_yet_in_the_ledger(gateway: Gateway) -> None:
+    """A key's spend counters stay when its limit changes from one amount to another: spend the ledger
+    does not have yet (its rows still buffered in the worker) still counts against the new limit."""
+    store = gateway.app[STORE]
+    written = asyncio.Event()
+    insert = store.insert_generations
+
+    async def held(rows: Any) -> None:
+        await written.wait()
+        await insert(rows)
+
+    store.insert_generations = held  # type: ignore[method-assign]
+    try:
+        key, data = await gateway.new_key(limit=1, limit_reset="monthly")
+        auth = {"Authorization": f"Bearer {key}"}
+        for _ in range(2):
+            assert (await gateway.client.post("/v1/chat/completions", data=body("openai/gpt-4.1-mini", 10),
+                                              headers=auth)).status == 200
+        resp = await gateway.client.patch(f"/api/v1/keys/{data['hash']}", json={"limit": "0.00004"},
+                                          headers=gateway.mgmt)
+        assert resp.status == 200
+        resp = await gateway.client.post("/v1/chat/completions", data=body("openai/gpt-4.1-mini", 10), headers=auth)
+        assert resp.status == 402 and (await resp.json())["error"]["metadata"]["used_usd"] == 0.0000376
+    finally:
+        written.set()
+    await gateway.app[RECORDER].flush()
+    usage = await store.key_usage(data["hash"], datetime.now(UTC))
+    assert usage.monthly == Decimal("0.0000376")
+
+
+async def test_a_limit_set_on_a_key_without_one_counts_its_spend_from_the_ledger(gateway: Gateway) -> None:
+    key, data = await gateway.new_key()
+    auth = {"Authorization": f"Bearer {key}"}
+    for _ in range(2):
+        assert (await gateway.client.post("/v1/chat/completions", data=body("openai/gpt-4.1-mini", 10),
+                                          headers=auth)).status == 200
+    await gateway.app[RECORDER].flush()
+    for limit in ("0.00004", None, "0.00004"):  # set, removed, and set again
+        resp = await gateway.client.patch(f"/api/v1/keys/{data['hash']}", json={"limit": limit},
+                                          headers=gateway.mgmt)
+        assert resp.status == 200
+        if limit is None:  # spent while the key has no limit: counted when one is set again
+            assert (await gateway.client.post("/v1/chat/completions", data=body("openai/gpt-4.1-mini", 10),
+                                              headers=auth)).status == 200
+            await gateway.app[RECORDER].flush()
+    resp = await gateway.client.post("/v1/chat/completions", data=body("openai/gpt-4.1-mini", 10), headers=auth)
+    assert resp.status == 402 and (await resp.json())["error"]["metadata"]["used_usd"] == 0.0000564
+
+
 async def test_a_key_far_from_its_limits_is_leased_and_counted_exactly(
     gateway: Gateway, db_url: str, aiohttp_client: Any
 ) -> None:
@@ -161,8 +210,8 @@ async def test_a_credit_reaches_the_balance_counter_when_its_client_goes_away(pr
     app = prepaid.server.app
     store, billing = app[STORE], app[BILLING]
     committed, go_on, credited = asyncio.Event(), asyncio.Event(), asyncio.Event()
-    amounts: list[Decimal] = []
-    add, credit = store.add_credit, billing.credit
+    amounts: list[int] = []
+    add, credit = store.add_credit, billing.accounts.credit
 
     async def held(txn: Any) -> Any:
         result = await add(txn)
@@ -170,13 +219,13 @@ async def test_a_credit_reaches_the_balance_counter_when_its_client_goes_away(pr
         await go_on.wait()
         return result
 
-    async def counted(tenant: str, amount: Decimal) -> None:
-        await credit(tenant, amount)
+    async def counted(tenant: str, amount: int, credit_id: str) -> None:
+        await credit(tenant, amount, credit_id)
         amounts.append(amount)
         credited.set()
 
     store.add_credit = held  # type: ignore[method-assign]
-    billing.credit = counted  # type: ignore[method-assign]
+    billing.accounts.credit = counted  # type: ignore[method-assign]
     request = asyncio.ensure_future(credit_tenant(app, "default", Decimal(5), "test"))
     async with asyncio.timeout(10):
         await committed.wait()
@@ -186,4 +235,4 @@ async def test_a_credit_reaches_the_balance_counter_when_its_client_goes_away(pr
         await request
     async with asyncio.timeout(10):
         await credited.wait()
-    assert amounts == [Decimal(5)]
+    assert amounts == [to_units(Decimal(5))]

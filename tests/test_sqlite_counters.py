@@ -307,6 +307,7 @@ class Reference:
         self.tats: dict[tuple[str, str], float] = {}
         self.slots: dict[tuple[str, str], float] = {}
         self.balances: dict[str, int] = {}
+        self.pending: dict[str, dict[str, int]] = {}  # credits waiting for a tenant's balance to be loaded
         self.windows: dict[tuple[str, str], int] = {}
         self.holds: dict[str, tuple[str, str, int, float]] = {}
 
@@ -497,16 +498,19 @@ class CountersMachine(RuleBasedStateMachine):
           windows=st.one_of(st.none(), st.dictionaries(st.sampled_from(WINDOWS), st.integers(0, 1000))))
     def load(self, tenant: str, key: str, balance: int | None, windows: dict[str, int] | None) -> None:
         self.run(self.workers[0].accounts.load(tenant, balance, key, windows))
-        if balance is not None:
-            self.ref.balances.setdefault(tenant, balance)
+        if balance is not None and tenant not in self.ref.balances:  # the read counted no pending credit
+            self.ref.balances[tenant] = balance + sum(self.ref.pending.pop(tenant, {}).values())
         for w, used in (windows or {}).items():
             self.ref.windows.setdefault((key, w), used)
 
     @rule(tenant=TENANTS, amount=st.integers(0, 1000))
     def credit(self, tenant: str, amount: int) -> None:
-        self.run(self.workers[1].accounts.credit(tenant, amount))
+        credit_id = self.rid()
+        self.run(self.workers[1].accounts.credit(tenant, amount, credit_id))
         if tenant in self.ref.balances:
             self.ref.balances[tenant] += amount
+        else:
+            self.ref.pending.setdefault(tenant, {})[credit_id] = amount
 
     @rule(key=KEYS)
     def forget_key(self, key: str) -> None:

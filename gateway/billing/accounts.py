@@ -13,17 +13,26 @@ Amounts are integers of 1e-10 USD. A counter that does not exist yet is loaded f
 once (``Missing`` tells the caller which). Holds expire on their own, so a worker killed mid-request
 cannot pin money forever.
 
+A credit is written to the ledger, then to the balance counter, by id: a counter takes each credit
+once, and a balance loaded while credits are being added takes each exactly once whichever comes
+first (the load is told which credits its read of the ledger counted: the tenant's of the last
+``RECENT_CREDITS``; a credit that arrived while the balance was not loaded waits for the load).
+
 A request that is also rate limited holds its money together with its limits, in one operation of
 the shared counters (``gateway.admission``); ``HoldAsk`` and ``Charge`` describe the money's part.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from gateway.billing.holds import KeyLimit
+
+RECENT_CREDITS = timedelta(hours=1)  # a credit reaches the counters within this of its ledger line
+CREDIT_IDS_KEPT = 2 * 3600  # seconds the counters remember a credit's id (more than RECENT_CREDITS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,16 +85,20 @@ class Accounts(Protocol):
         """Check and hold; raises Missing when the tenant's or key's counters must be loaded first."""
         ...
 
-    async def load(self, tenant: str, balance: int | None, key: str, windows: dict[str, int] | None) -> None:
-        """Create counters that do not exist yet (an existing counter is left as it is)."""
+    async def load(
+        self, tenant: str, balance: int | None, key: str, windows: dict[str, int] | None, credits: Sequence[str] = ()
+    ) -> None:
+        """Create counters that do not exist yet (an existing counter is left as it is). ``balance``
+        is from a read of the ledger that counted the credits ``credits`` (the tenant's recent ones)."""
         ...
 
     async def settle(self, tenant: str, key: str, request_id: str, cost: int, windows: tuple[str, ...]) -> None:
         """Drop the request's hold and charge ``cost`` to the balance and to each of the key's windows."""
         ...
 
-    async def credit(self, tenant: str, amount: int) -> None:
-        """Add to a loaded tenant balance (an unloaded one will be read from the ledger anyway)."""
+    async def credit(self, tenant: str, amount: int, credit_id: str) -> None:
+        """Add a credit already in the ledger to the tenant's balance, once per ``credit_id``; kept
+        for the load in progress when the balance is not loaded."""
         ...
 
     async def forget_key(self, tenant: str, key: str) -> None:

@@ -17,9 +17,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from gateway.billing.accounts import Charge, HoldAsk, Missing, Reservation
+from gateway.billing.accounts import CREDIT_IDS_KEPT, Charge, HoldAsk, Missing, Reservation
 from gateway.billing.holds import KeyLimit
-from gateway.redis_scripts import Arg, RedisScripts, Script, lua
+from gateway.redis_scripts import Arg, RedisScripts, lua
 
 _KEY_TTL = 40 * 86400  # window counters outlive the longest window (a month)
 
@@ -37,15 +37,18 @@ class RedisAccounts:
         self._hold = hold_seconds
         self._reserve = lua(("gateway.billing", "money.lua"), ("gateway.billing", "reserve.lua"))
         self._settle = lua(("gateway.billing", "money.lua"), ("gateway.billing", "settle.lua"))
-        self._credit = Script(
-            "if redis.call('HEXISTS', KEYS[1], 'balance') == 1 then "
-            "return redis.call('HINCRBY', KEYS[1], 'balance', ARGV[1]) end return 0"
-        )
+        self._credit = lua(("gateway.billing", "credit.lua"))
+        self._balance = lua(("gateway.billing", "balance.lua"))
 
     def keys(self, tenant: str, key: str) -> list[str]:
         """The five money keys of a tenant and one of its keys (see money.lua)."""
         base = f"{self._prefix}{{{tenant}}}"
         return [f"{base}:t", f"{base}:th", f"{base}:k:{key}", f"{base}:kh:{key}", f"{base}:exp"]
+
+    def credit_keys(self, tenant: str) -> list[str]:
+        """The balance, the credit ids seen and the pending credits of a tenant (see credit.lua)."""
+        base = f"{self._prefix}{{{tenant}}}"
+        return [f"{base}:t", f"{base}:cs", f"{base}:cp"]
 
     def reserve_args(self, ask: HoldAsk) -> list[Arg]:
         limit = ask.limit
@@ -75,13 +78,17 @@ class RedisAccounts:
             reply = await self._scripts.call(self._reserve, self.keys(tenant, key), self.reserve_args(ask))
         return self.reservation(reply)
 
-    async def load(self, tenant: str, balance: int | None, key: str, windows: dict[str, int] | None) -> None:
+    async def load(
+        self, tenant: str, balance: int | None, key: str, windows: dict[str, int] | None, credits: Sequence[str] = ()
+    ) -> None:
         keys = self.keys(tenant, key)
         async with asyncio.timeout(self.timeout):
+            if balance is not None:
+                await self._scripts.call(self._balance, self.credit_keys(tenant), [balance, CREDIT_IDS_KEPT, *credits])
+            if not windows:
+                return
             async with self._redis.pipeline(transaction=True) as pipe:
-                if balance is not None:
-                    pipe.hsetnx(keys[0], "balance", balance)  # type: ignore[unused-awaitable]
-                for window, used in (windows or {}).items():
+                for window, used in windows.items():
                     pipe.hsetnx(keys[2], window, used)  # type: ignore[unused-awaitable]
                 pipe.expire(keys[2], _KEY_TTL)  # type: ignore[unused-awaitable]
                 await pipe.execute()
@@ -91,9 +98,9 @@ class RedisAccounts:
         async with asyncio.timeout(self.timeout):
             await self._scripts.send(self._settle, self.keys(tenant, key), self.settle_args(charge))
 
-    async def credit(self, tenant: str, amount: int) -> None:
+    async def credit(self, tenant: str, amount: int, credit_id: str) -> None:
         async with asyncio.timeout(self.timeout):
-            await self._scripts.send(self._credit, self.keys(tenant, "")[:1], [amount])
+            await self._scripts.send(self._credit, self.credit_keys(tenant), [credit_id, amount, CREDIT_IDS_KEPT])
 
     async def forget_key(self, tenant: str, key: str) -> None:
         async with asyncio.timeout(self.timeout):

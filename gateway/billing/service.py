@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from gateway.billing.accounts import Accounts, Charge, HoldAsk, Missing, Reservation
+from gateway.billing.accounts import RECENT_CREDITS, Accounts, Charge, HoldAsk, Missing, Reservation
 from gateway.billing.holds import from_units, hold_units, key_limit, max_output_tokens, to_units, window_ids
 from gateway.codec import money
 from gateway.errors import PaymentRequired
@@ -123,9 +123,6 @@ class Billing:
         if charge is not None:
             await self.accounts.settle(charge.tenant, charge.key, charge.request_id, charge.cost, charge.windows)
 
-    async def credit(self, tenant: str, amount: Decimal) -> None:
-        await self.accounts.credit(tenant, to_units(amount))
-
     async def add_credit(self, txn: Transaction) -> None:
         """Write a credit to the ledger, then to the hot balance counter: both, even if the request
         that asked goes away meanwhile (they run in a task of its own), or a tenant could pay for
@@ -134,7 +131,7 @@ class Billing:
 
     async def _add_credit(self, txn: Transaction) -> None:
         await self._store.add_credit(txn)
-        await self.credit(txn.tenant_id, txn.amount)
+        await self.accounts.credit(txn.tenant_id, to_units(txn.amount), txn.id)
 
     async def load(self, key: ApiKey, missing: Missing, ask: HoldAsk) -> None:
         """Create the counters a reservation found missing, from the ledger as of when it was asked.
@@ -160,9 +157,9 @@ class Billing:
     async def _load(self, key: ApiKey, missing: Missing, ask: HoldAsk) -> None:
         now = ask.at
         if missing.what == "tenant":
-            balance = await self._store.balance(key.tenant_id)
+            balance, credits = await self._store.balance_and_credits(key.tenant_id, now - RECENT_CREDITS)
             await self.accounts.load(key.tenant_id, to_units(balance) if balance > 0 else -to_units(-balance),
-                                     key.hash, None)
+                                     key.hash, None, credits)
             return
         usage = await self._store.key_usage(key.hash, now)
         daily, weekly, monthly = window_ids(now)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.billing.accounts import Charge, HoldAsk, Missing, Reservation
+from gateway.billing.accounts import CREDIT_IDS_KEPT, Charge, HoldAsk, Missing, Reservation
 from gateway.billing.holds import KeyLimit
 from gateway.sqlite_counters import CounterFile, Procedure
 
@@ -27,6 +27,9 @@ from gateway.sqlite_counters import CounterFile, Procedure
 # force. money_windows: the key's spend per window; its row whose window is the empty blob (which no
 # window id, a text, equals) is the sum of the key's holds in force. The sums count every hold,
 # prepaid or not, and outlive forgotten balances and windows, as the holds do.
+# money_credits: the credits a tenant's balance counter has seen (amount NULL: applied, or counted by
+# the read that loaded it), and those waiting for a balance being loaded (amount: the credit), until
+# ``expires`` (see gateway.billing.accounts).
 # money_sweep: no hold expires before ``at`` (NULL: no hold). Made earlier by a hold expiring earlier,
 # left as it is when a hold goes, set to the earliest expiry by a sweep.
 SCHEMA = """
@@ -36,6 +39,8 @@ CREATE TABLE IF NOT EXISTS money_windows (key TEXT NOT NULL, window TEXT NOT NUL
                                           PRIMARY KEY (key, window)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS money_holds (request_id TEXT PRIMARY KEY, tenant TEXT NOT NULL, key TEXT NOT NULL,
                                         amount INTEGER NOT NULL, expires REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS money_credits (tenant TEXT NOT NULL, id TEXT NOT NULL, amount INTEGER,
+                                          expires REAL NOT NULL, PRIMARY KEY (tenant, id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS money_sweep (id INTEGER PRIMARY KEY CHECK (id = 0), at REAL);
 INSERT OR IGNORE INTO money_sweep (id, at) VALUES (0, NULL);
 CREATE TRIGGER IF NOT EXISTS money_hold_made AFTER INSERT ON money_holds BEGIN
@@ -87,6 +92,10 @@ def read_columns(tenant: str, key: str, window: str) -> tuple[str, str]:
         f"LEFT JOIN money_windows h ON h.key = {key} AND h.window = x''",
     )
 
+
+_BALANCE = "SELECT balance FROM money_tenants WHERE tenant = ?"
+_PENDING = "SELECT id, amount FROM money_credits WHERE tenant = ? AND amount IS NOT NULL"
+_SEEN = "INSERT OR IGNORE INTO money_credits (tenant, id, amount, expires) VALUES (?, ?, NULL, ?)"
 
 _COLUMNS, _JOINS = read_columns("?1", "?2", "?3")
 _READ = f"SELECT {_COLUMNS} FROM (SELECT 1) {_JOINS}"
@@ -178,14 +187,12 @@ class SqliteAccounts:
 
         return await self._file.run(op)
 
-    async def load(self, tenant: str, balance: int | None, key: str, windows: dict[str, int] | None) -> None:
+    async def load(
+        self, tenant: str, balance: int | None, key: str, windows: dict[str, int] | None, credits: Sequence[str] = ()
+    ) -> None:
         def op(db: sqlite3.Connection) -> None:
             if balance is not None:
-                db.execute(
-                    "INSERT INTO money_tenants (tenant, balance, held) VALUES (?, ?, 0) "
-                    "ON CONFLICT (tenant) DO UPDATE SET balance = excluded.balance WHERE balance IS NULL",
-                    (tenant, balance),
-                )
+                self._load_balance(db, tenant, balance, credits)
             db.executemany("INSERT OR IGNORE INTO money_windows (key, window, used) VALUES (?, ?, ?)",
                            [(key, window, used) for window, used in (windows or {}).items()])
 
@@ -203,8 +210,35 @@ class SqliteAccounts:
 
         await self._file.run(op)
 
-    async def credit(self, tenant: str, amount: int) -> None:
-        await self._file.write("UPDATE money_tenants SET balance = balance + ? WHERE tenant = ?", (amount, tenant))
+    def _load_balance(self, db: sqlite3.Connection, tenant: str, balance: int, credits: Sequence[str]) -> None:
+        """Set a balance not loaded: the ledger's, plus the credits pending that the read did not count."""
+        row = db.execute(_BALANCE, (tenant,)).fetchone()
+        if row is not None and row[0] is not None:
+            return
+        pending = db.execute(_PENDING, (tenant,)).fetchall()
+        counted = set(credits)
+        balance += sum(amount for credit_id, amount in pending if credit_id not in counted)
+        db.execute("INSERT INTO money_tenants (tenant, balance, held) VALUES (?, ?, 0) "
+                   "ON CONFLICT (tenant) DO UPDATE SET balance = excluded.balance", (tenant, balance))
+        expires = self.clock() + CREDIT_IDS_KEPT
+        db.execute("UPDATE money_credits SET amount = NULL, expires = ? WHERE tenant = ? AND amount IS NOT NULL",
+                   (expires, tenant))
+        db.executemany(_SEEN, [(tenant, credit_id, expires) for credit_id in credits])
+
+    async def credit(self, tenant: str, amount: int, credit_id: str) -> None:
+        def op(db: sqlite3.Connection) -> None:
+            now = self.clock()
+            db.execute("DELETE FROM money_credits WHERE expires < ?", (now,))
+            row = db.execute(_BALANCE, (tenant,)).fetchone()
+            if row is not None and row[0] is not None:
+                if db.execute(_SEEN, (tenant, credit_id, now + CREDIT_IDS_KEPT)).rowcount == 1:
+                    db.execute("UPDATE money_tenants SET balance = balance + ? WHERE tenant = ?", (amount, tenant))
+                return
+            db.execute("INSERT INTO money_credits (tenant, id, amount, expires) VALUES (?, ?, ?, ?) "
+                       "ON CONFLICT (tenant, id) DO UPDATE SET amount = excluded.amount, expires = excluded.expires",
+                       (tenant, credit_id, amount, now + CREDIT_IDS_KEPT))
+
+        await self._file.run(op)
 
     async def forget_key(self, tenant: str, key: str) -> None:
         # The sum of the key's holds stays: the holds do.

@@ -202,6 +202,10 @@ class Store(Protocol):
         """The tenant's balance: credits minus recorded usage (0 for a tenant with no transactions)."""
         ...
 
+    async def balance_and_credits(self, tenant_id: str, since: datetime) -> tuple[Decimal, tuple[str, ...]]:
+        """The balance, and the ids of the credits created at or after ``since`` that it counts: one read."""
+        ...
+
     async def list_transactions(self, tenant_id: str, *, offset: int, limit: int) -> list[Transaction]:
         """The tenant's transactions, newest first (created_at, then id, descending)."""
         ...

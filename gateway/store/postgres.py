@@ -346,6 +346,13 @@ class PostgresStore:
         balance = await self._pool.fetchval(q.SQL_GET_BALANCE, tenant_id)
         return quantize_cost(Decimal(0) if balance is None else cast(Decimal, balance))
 
+    async def balance_and_credits(self, tenant_id: str, since: datetime) -> tuple[Decimal, tuple[str, ...]]:
+        """The balance, and the ids of the credits created at or after ``since`` that it counts: one read."""
+        rec = await self._pool.fetchrow(q.SQL_BALANCE_AND_CREDITS, tenant_id, since)
+        if rec is None:
+            return Decimal(0), ()
+        return quantize_cost(cast(Decimal, rec[0])), tuple(rec[1])
+
     async def list_transactions(self, tenant_id: str, *, offset: int, limit: int) -> list[Transaction]:
         """The tenant's transactions, newest first (created_at, then id, descending)."""
         recs = await self._pool.fetch(q.SQL_LIST_TRANSACTIONS, tenant_id, limit, offset)

@@ -66,6 +66,10 @@ RETURNING id
 """
 SQL_ADD_BALANCE = "UPDATE tenants SET balance = balance + $2 WHERE id = $1 RETURNING balance"
 SQL_GET_BALANCE = "SELECT balance FROM tenants WHERE id = $1"
+SQL_BALANCE_AND_CREDITS = """
+SELECT balance, ARRAY(SELECT id FROM transactions WHERE tenant_id = $1 AND type = 'credit' AND created_at >= $2)
+FROM tenants WHERE id = $1
+"""  # one statement: one snapshot
 SQL_LIST_TRANSACTIONS = """
 SELECT id, tenant_id, type, amount, description, generation_id, key_hash, created_at
 FROM transactions WHERE tenant_id = $1

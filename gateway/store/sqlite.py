@@ -26,6 +26,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 import aiosqlite
+import orjson
 
 from gateway.store import (
     apply_patch,
@@ -341,6 +342,13 @@ class SqliteStore:
         """The tenant's balance (0 for an unknown tenant)."""
         rows = await self._fetch(q.SQL_GET_BALANCE, (tenant_id,))
         return conv.from_units(rows[0][0] if rows else 0)
+
+    async def balance_and_credits(self, tenant_id: str, since: datetime) -> tuple[Decimal, tuple[str, ...]]:
+        """The balance, and the ids of the credits created at or after ``since`` that it counts: one read."""
+        rows = await self._fetch(q.SQL_BALANCE_AND_CREDITS, (tenant_id, conv.to_us(since)))
+        if not rows:
+            return Decimal(0), ()
+        return conv.from_units(rows[0][0]), tuple(orjson.loads(rows[0][1]))
 
     async def list_transactions(self, tenant_id: str, *, offset: int, limit: int) -> list[Transaction]:
         """The tenant's transactions, newest first (created_at, then id, descending)."""

@@ -45,6 +45,10 @@ SQL_LIST_TRANSACTIONS = (
 )
 SQL_ADD_BALANCE = "UPDATE tenants SET balance = balance + ? WHERE id = ?"
 SQL_GET_BALANCE = "SELECT balance FROM tenants WHERE id = ?"
+SQL_BALANCE_AND_CREDITS = (  # one statement: one snapshot
+    "SELECT balance, (SELECT json_group_array(id) FROM transactions "
+    "WHERE tenant_id = ?1 AND type = 'credit' AND created_at >= ?2) FROM tenants WHERE id = ?1"
+)
 SQL_GET_GENERATION = f"SELECT {GEN_COLUMNS} FROM generations WHERE id = ? AND tenant_id = ?"
 SQL_KEY_USAGE = (
     "SELECT COALESCE(SUM(cost), 0), "

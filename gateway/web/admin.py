@@ -114,11 +114,16 @@ async def update_key(request: web.Request) -> web.Response:
         fields["expires_at"] = _expires_at(body["expires_at"])
     store = request.app[STORE]
     now = datetime.now(UTC)
+    before = await store.get_key(request.match_info["hash"]) if "limit" in fields else None
     key = await store.update_key(mgmt.tenant_id, request.match_info["hash"], KeyPatch(**fields), now)
     if key is None or key.kind != "live":
         raise NotFound("no such key")
     request.app[KEYCACHE].evict((key.hash,))
-    if "limit" in fields or "limit_reset" in fields:
+    if before is not None and before.limit is None and key.limit is not None:
+        # A key without a limit may not have had its spend counted (the counters count it when the
+        # key has a limit, or when balances are prepaid): what they hold for it is read again from
+        # the ledger. A key that had a limit keeps its counters, which also count spend the ledger
+        # does not have yet; a new reset period only picks another of the windows they keep.
         await request.app[BILLING].accounts.forget_key(key.tenant_id, key.hash)
     return json_response({"data": key_object(key, await store.key_usage(key.hash, now), request.app[SETTINGS])})
 

@@ -75,7 +75,7 @@ async def test_settle_charges_windows_and_credit_tops_up(make_accounts: Factory)
     acct = make_accounts()
     await acct.load("t", 0, "k", {"d:1": 0, "total": 0})
     assert not (await acct.reserve("t", "k", 1, None, True, "r")).ok
-    await acct.credit("t", 50)
+    await acct.credit("t", 50, "txn_1")
     assert (await acct.reserve("t", "k", 50, KeyLimit(100, "d:1"), True, "r")).ok
     await acct.settle("t", "k", "r", 30, ("d:1", "total"))
     r = await acct.reserve("t", "k", 0, KeyLimit(100, "d:1"), True, "probe")
@@ -83,6 +83,58 @@ async def test_settle_charges_windows_and_credit_tops_up(make_accounts: Factory)
     await acct.settle("t", "k", "probe", 0, ())
     r = await acct.reserve("t", "k", 0, KeyLimit(100, "total"), False, "probe2")
     assert r.key_used == 30
+
+
+async def available(acct: Accounts, rid: str) -> int:
+    """The tenant's balance minus its holds, read by a reservation of nothing."""
+    return (await acct.reserve("t", "k", 0, None, True, rid)).available
+
+
+async def test_a_credit_reaches_a_loaded_balance_once(make_accounts: Factory) -> None:
+    a, b = make_accounts(), make_accounts()
+    await a.load("t", 100, "k", None)
+    await a.credit("t", 50, "txn_1")
+    await b.credit("t", 50, "txn_1")  # the same credit again, from another worker
+    await b.credit("t", 7, "txn_2")
+    assert await available(a, "r1") == 157
+
+
+@pytest.mark.parametrize("counted", [False, True])
+async def test_a_credit_made_while_the_balance_loads_counts_once(make_accounts: Factory, counted: bool) -> None:
+    """The load read the ledger; a credit reached the ledger and then the counters, which had no
+    balance yet; then the load set the balance. Whether or not its read counted that credit
+    (``counted``), the balance has it once."""
+    loader, crediting = make_accounts(), make_accounts()
+    await crediting.credit("t", 50, "txn_1")
+    with pytest.raises(Missing):
+        await loader.reserve("t", "k", 0, None, True, "r0")  # the credit alone loads nothing
+    await loader.load("t", 150 if counted else 100, "k", None, ("txn_1",) if counted else ())
+    assert await available(loader, "r1") == 150
+    await crediting.credit("t", 50, "txn_1")  # and its counter step once more: nothing
+    assert await available(crediting, "r2") == 150
+
+
+async def test_a_credit_the_load_counted_that_reaches_the_counters_after_it_counts_once(
+    make_accounts: Factory,
+) -> None:
+    loader, crediting = make_accounts(), make_accounts()
+    await loader.load("t", 150, "k", None, ("txn_1",))  # the read saw the credit's ledger line
+    await crediting.credit("t", 50, "txn_1")  # then its counter step ran
+    assert await available(loader, "r1") == 150
+    await crediting.credit("t", 5, "txn_2")  # a credit the read did not see
+    assert await available(loader, "r2") == 155
+
+
+async def test_credits_pending_at_a_forgotten_balance_reach_the_next_load(make_accounts: Factory) -> None:
+    acct = make_accounts()
+    await acct.load("t", 100, "k", None, ("txn_0",))
+    await acct.forget_balances()
+    await acct.credit("t", 20, "txn_1")
+    await acct.credit("t", 30, "txn_2")
+    await acct.load("t", 120, "k", None, ("txn_0", "txn_1"))  # the read counted txn_1, not txn_2
+    assert await available(acct, "r1") == 150
+    await acct.load("t", 999, "k", None, ())  # loaded already: kept
+    assert await available(acct, "r2") == 150
 
 
 async def test_holds_expire(make_accounts: Factory) -> None:

@@ -341,6 +341,21 @@ async def test_key_rate_limit_round_trip(store: Store) -> None:
     assert await store.list_keys("t1", kind="live", offset=0, limit=10, include_disabled=True) == keys
 
 
+async def test_balance_and_the_recent_credits_it_counts(store: Store) -> None:
+    await with_tenants(store, "t1", "t2")
+    assert await store.balance_and_credits("t1", T0) == (Decimal(0), ())
+    assert await store.balance_and_credits("ghost", T0) == (Decimal(0), ())
+    await store.add_credit(credit("txn_old", "1", created_at=T0 - timedelta(seconds=1)))
+    await store.add_credit(credit("txn_c1", "2", created_at=T0))
+    await store.add_credit(credit("txn_c2", "3", created_at=T0 + timedelta(minutes=5)))
+    await store.add_credit(credit("txn_t2", "7", tenant_id="t2", created_at=T0))
+    await store.insert_generations([make_gen("gen-1", cost=Decimal("0.5"))])  # a usage line: not a credit
+    balance, ids = await store.balance_and_credits("t1", T0)
+    assert balance == Decimal("5.5") and sorted(ids) == ["txn_c1", "txn_c2"]
+    assert await store.balance_and_credits("t1", T0 + timedelta(hours=1)) == (Decimal("5.5"), ())
+    assert await store.balance_and_credits("t2", T0 - timedelta(days=1)) == (Decimal(7), ("txn_t2",))
+
+
 @pytest.mark.parametrize(
     "bad",
     [
