@@ -29,10 +29,11 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import hashlib
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -63,20 +64,25 @@ class Procedure:
     name: str
     columns: tuple[str, ...]
     body: str  # statements, each ending with ";"
+    sql_name: str = field(init=False)  # the view's name in the file (below)
+    call: str = field(init=False)  # the statement running it, with one parameter per column
+
+    def __post_init__(self) -> None:
+        # ``name`` and a digest of the statements: a file made by a version whose procedure did
+        # something else gets this one beside it, not its old trigger.
+        sql_name = f"{self.name}_{hashlib.sha1(self.body.encode()).hexdigest()[:10]}"
+        object.__setattr__(self, "sql_name", sql_name)
+        object.__setattr__(self, "call", f"INSERT INTO {sql_name} VALUES ({', '.join('?' for _ in self.columns)})")
 
     @property
     def schema(self) -> str:
         """The view and its trigger, if missing."""
         nulls = ", ".join("NULL" for _ in self.columns)
+        name = self.sql_name
         return (
-            f"CREATE VIEW IF NOT EXISTS {self.name} ({', '.join(self.columns)}) AS SELECT {nulls} WHERE 0;\n"
-            f"CREATE TRIGGER IF NOT EXISTS {self.name} INSTEAD OF INSERT ON {self.name} BEGIN\n{self.body}\nEND;\n"
+            f"CREATE VIEW IF NOT EXISTS {name} ({', '.join(self.columns)}) AS SELECT {nulls} WHERE 0;\n"
+            f"CREATE TRIGGER IF NOT EXISTS {name} INSTEAD OF INSERT ON {name} BEGIN\n{self.body}\nEND;\n"
         )
-
-    @property
-    def call(self) -> str:
-        """The statement running it, with one parameter per column."""
-        return f"INSERT INTO {self.name} VALUES ({', '.join('?' for _ in self.columns)})"
 
     def joined(self, other: Procedure, name: str) -> Procedure:
         """A procedure running this one's statements, then ``other``'s."""

@@ -24,7 +24,7 @@ from gateway.billing.holds import KeyLimit
 from gateway.billing.sqlite_accounts import SqliteAccounts
 from gateway.ratelimit.gcra import Decision, Limits, corrected_tat, decide, untaken
 from gateway.ratelimit.limiter import BUCKET_PERIODS, Acquire, Release
-from gateway.sqlite_counters import LAYOUT, PAGE_SIZE, CounterFile
+from gateway.sqlite_counters import LAYOUT, PAGE_SIZE, CounterFile, Procedure
 
 T0 = 1_800_000_000.0
 AT = datetime(2027, 1, 15, 12, tzinfo=UTC)
@@ -248,6 +248,21 @@ async def test_a_charge_to_more_windows_than_a_settlement_statement_takes(tmp_pa
 
 
 TABLE = "CREATE TABLE IF NOT EXISTS n (k TEXT PRIMARY KEY, v INTEGER NOT NULL);\n"
+
+
+async def test_a_procedure_changed_since_the_file_was_made_runs_as_it_is_now(tmp_path: Path) -> None:
+    """A file made by a version whose procedure did something else: the procedure runs as it is now
+    (its old trigger is not run in its place, nor as well), and the file's counters stay."""
+    path = str(tmp_path / "counters.db")
+    before = Procedure("p", ("x",), "INSERT INTO n (k, v) VALUES ('a', NEW.x);")
+    now = Procedure("p", ("x",), "INSERT INTO n (k, v) VALUES ('b', NEW.x * 10);")
+    older = CounterFile(path, TABLE + before.schema)
+    await older.write(before.call, (1,))
+    await older.close()
+    newer = CounterFile(path, TABLE + now.schema)
+    await newer.write(now.call, (2,))
+    assert await newer.run(lambda db: db.execute("SELECT k, v FROM n ORDER BY k").fetchall()) == [("a", 1), ("b", 20)]
+    await newer.close()
 BUMP = "INSERT INTO n (k, v) VALUES ('x', 1) ON CONFLICT (k) DO UPDATE SET v = v + 1"
 
 
@@ -360,9 +375,10 @@ class Reference:
         if c.cost:
             if c.tenant in self.balances:
                 self.balances[c.tenant] -= c.cost
+            loaded = (c.key, "total") in self.windows  # then a window not there yet starts with this cost
             for w in c.windows:
-                if (c.key, w) in self.windows:
-                    self.windows[(c.key, w)] += c.cost
+                if loaded or (c.key, w) in self.windows:
+                    self.windows[(c.key, w)] = self.windows.get((c.key, w), 0) + c.cost
 
     def admit(self, take: Acquire, a: HoldAsk, now: float, hold: float) -> tuple[Decision, Reservation | None]:
         decision, new_tats, tats = self.limits_check(take, now)

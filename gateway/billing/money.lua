@@ -57,7 +57,9 @@ local function money_hold(k, j, now, a, i)
   redis.call('ZADD', k[j + 4], now + tonumber(a[i + 5]), rid)
 end
 
--- Drop a request's hold and charge its cost to the balance and to each of the key's windows that exist.
+-- Drop a request's hold and charge its cost to the balance and to each of the key's windows that exist;
+-- when the key's counters are loaded (its total exists), a window that does not exist yet (a new day,
+-- week or month) starts with this cost: every cost since it began was charged here.
 -- a: request_id, cost, then the windows up to the end of a (from index i).
 local function money_settle(k, j, a, i)
   local rid = a[i]
@@ -69,8 +71,9 @@ local function money_settle(k, j, a, i)
     if redis.call('HEXISTS', k[j], 'balance') == 1 then
       redis.call('HINCRBY', k[j], 'balance', -cost)
     end
+    local loaded = redis.call('HEXISTS', k[j + 2], 'total') == 1
     for w = i + 2, #a do
-      if redis.call('HEXISTS', k[j + 2], a[w]) == 1 then
+      if loaded or redis.call('HEXISTS', k[j + 2], a[w]) == 1 then
         redis.call('HINCRBY', k[j + 2], a[w], cost)
       end
     end

@@ -63,20 +63,25 @@ HOLD = Procedure("money_hold", ("hold_request_id", "hold_tenant", "hold_key", "h
 INSERT OR REPLACE INTO money_holds (request_id, tenant, key, amount, expires)
     VALUES (NEW.hold_request_id, NEW.hold_tenant, NEW.hold_key, NEW.hold_amount, NEW.hold_expires);""")
 WINDOWS = 4  # windows SETTLE charges (a charge has the day's, week's, month's and the total)
-# A settlement: the hold dropped, the cost charged to the balance and to each window that exists.
+# A settlement: the hold dropped, the cost charged to the balance and to each window that exists; when
+# the key's counters are loaded (its total exists), a window that does not exist yet (a new day, week
+# or month) starts with this cost: every cost since it began was charged here.
+_CHARGE = (
+    "INSERT INTO money_windows (key, window, used) SELECT {key}, {window}, {cost} "
+    "WHERE {cost} != 0 AND {window} IS NOT NULL AND EXISTS "
+    "(SELECT 1 FROM money_windows WHERE key = {key} AND window IN ({window}, 'total')) "
+    "ON CONFLICT (key, window) DO UPDATE SET used = used + excluded.used;"
+)
 SETTLE = Procedure(
     "money_settle",
     ("settled_request_id", "charged_tenant", "charged_key", "cost", *(f"window_{i}" for i in range(1, WINDOWS + 1))),
     "DELETE FROM money_holds WHERE request_id = NEW.settled_request_id;\n"
     "UPDATE money_tenants SET balance = balance - NEW.cost WHERE NEW.cost != 0 AND tenant = NEW.charged_tenant;\n"
-    + "\n".join(
-        f"UPDATE money_windows SET used = used + NEW.cost "
-        f"WHERE NEW.cost != 0 AND key = NEW.charged_key AND window = NEW.window_{i};"
-        for i in range(1, WINDOWS + 1)
-    ),
+    + "\n".join(_CHARGE.format(key="NEW.charged_key", window=f"NEW.window_{i}", cost="NEW.cost")
+                 for i in range(1, WINDOWS + 1)),
 )
 _NONE = (None,) * WINDOWS
-_CHARGE_WINDOW = "UPDATE money_windows SET used = used + ? WHERE key = ? AND window = ?"
+_CHARGE_WINDOW = _CHARGE.format(key="?2", window="?3", cost="?1")
 
 READ_WIDTH = 5  # columns of read_columns
 

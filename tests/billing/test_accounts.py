@@ -137,6 +137,27 @@ async def test_credits_pending_at_a_forgotten_balance_reach_the_next_load(make_a
     assert await available(acct, "r2") == 150
 
 
+async def test_a_new_window_of_a_loaded_key_starts_with_the_costs_settled_in_it(make_accounts: Factory) -> None:
+    """A new day (week, month) of a key whose counters are loaded needs no read of the ledger: every
+    cost of the day was settled into its window, which the first one creates."""
+    acct = make_accounts()
+    await acct.load("t", 100, "k", {"d:1": 5, "total": 5})
+    await acct.settle("t", "k", "r0", 3, ("d:2", "total"))
+    r = await acct.reserve("t", "k", 7, KeyLimit(10, "d:2"), True, "r1")
+    assert r.ok and r.key_used == 3
+    r = await acct.reserve("t", "k", 1, KeyLimit(8, "total"), True, "r2")
+    assert not r.ok and r.reason == "key_limit" and r.key_used == 15  # 8 spent and 7 held
+    await acct.load("t", None, "k", {"d:2": 0})  # a load of the day finds it there: kept
+    assert (await acct.reserve("t", "k", 0, KeyLimit(10, "d:2"), True, "r3")).key_used == 10
+    # A key without a total (not loaded as a whole) or not loaded at all gets no new window.
+    await acct.load("t", None, "partial", {"d:1": 5})
+    for key in ("partial", "unloaded"):
+        await acct.settle("t", key, f"{key}-r0", 3, ("d:1", "d:2", "total"))
+        with pytest.raises(Missing):
+            await acct.reserve("t", key, 1, KeyLimit(10, "d:2"), True, f"{key}-r1")
+    assert (await acct.reserve("t", "partial", 0, KeyLimit(10, "d:1"), True, "p2")).key_used == 8
+
+
 async def test_holds_expire(make_accounts: Factory) -> None:
     acct = make_accounts(hold_seconds=0.05)
     await acct.load("t", 100, "k", None)
