@@ -31,8 +31,8 @@ from typing import Protocol
 
 from gateway.billing.holds import KeyLimit
 
-RECENT_CREDITS = timedelta(hours=1)  # a credit reaches the counters within this of its ledger line
-CREDIT_IDS_KEPT = 2 * 3600  # seconds the counters remember a credit's id (more than RECENT_CREDITS)
+RECENT_CREDITS = timedelta(minutes=10)  # a credit reaches the counters well within this of its ledger line
+CREDIT_IDS_KEPT = 30 * 60  # seconds the counters remember a credit's id (more than RECENT_CREDITS)
 
 
 @dataclass(frozen=True, slots=True)
