@@ -205,6 +205,7 @@ async def _limiter_ctx(app: web.Application) -> AsyncIterator[None]:
         await counters.accounts.forget_balances()  # not kept current while prepaid is off: reload if it comes back
     yield
     await admission.close()
+    await billing.close()
     await counters.close()
 
 

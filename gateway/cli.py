@@ -162,8 +162,16 @@ async def _add_credit(settings: Settings, amount_text: str, tenant: str, descrip
             generation_id=None, key_hash=None, created_at=datetime.now(UTC),
         )
         balance = await store.add_credit(txn)
-        await accounts.credit(tenant, to_units(txn.amount), txn.id)
         print(f"added {amount} USD to tenant {tenant}; balance {balance.normalize():f} USD ({txn.id})")
+        try:
+            await accounts.credit(tenant, to_units(txn.amount), txn.id)
+        except Exception as exc:
+            try:  # read again from the ledger (with the credit) when next needed
+                await accounts.forget_balance(tenant)
+            except Exception:
+                print(f"arouter: the credit is in the ledger, but the balance counter did not answer ({exc!r}): "
+                      "the tenant may not be able to spend it until that counter is next loaded from the "
+                      "ledger. Do not add it again.", file=sys.stderr)
         return 0
     finally:
         await accounts.close()

@@ -173,11 +173,16 @@ MODEL = ModelSettings(id="openai/m", provider="openai", upstream_id="m", name="m
                       completion=Decimal(1))
 
 
-async def test_enter_loads_missing_counters_from_the_ledger(make_counters: Factory) -> None:
-    counters = make_counters()
+def on_ledger(counters: Counters) -> tuple[Ledger, Billing, Admission]:
+    """Admission on ``counters``, loading them from a ledger that records its reads."""
     ledger = Ledger()
     billing = Billing(counters.accounts, ledger, prepaid=True, clock=lambda: AT)  # type: ignore[arg-type]
-    admission = Admission(counters, billing)
+    return ledger, billing, Admission(counters, billing)
+
+
+async def test_enter_loads_missing_counters_from_the_ledger(make_counters: Factory) -> None:
+    counters = make_counters()
+    ledger, _, admission = on_ledger(counters)
     key = api_key(Decimal("0.27"))
     limits = Limits(requests_per_minute=2)
     body = {"max_tokens": 10_000}  # holds (100 bytes + 10,000 tokens) at 1 USD per million: 0.0101 USD
@@ -194,6 +199,29 @@ async def test_enter_loads_missing_counters_from_the_ledger(make_counters: Facto
     await admission.leave(key, limits, 0, True, None, Decimal("0.001"), "r1")  # r1 cost 0.001 of its hold
     entry = await admission.enter(key, take("r3", limits), MODEL, body, 100)
     assert entry.hold is not None and entry.decision.remaining == 0
+
+
+async def test_a_settle_that_fails_has_the_counters_read_again_from_the_ledger(make_counters: Factory) -> None:
+    """A settle the counters do not answer may not have charged the cost, which the ledger will have:
+    the tenant's balance and the key's windows are dropped, and the next request reads them again."""
+    counters = make_counters()
+    ledger, billing, admission = on_ledger(counters)
+    key = api_key(Decimal("0.27"))
+    limits = Limits(requests_per_minute=2)
+    entry = await admission.enter(key, take("r1", limits), MODEL, {"max_tokens": 10}, 100)
+    assert ledger.reads == ["balance", "key_usage"]
+    settle = counters.accounts.settle
+
+    async def unanswered(*args: Any) -> None:
+        raise ConnectionError("the counters did not answer")
+
+    counters.accounts.settle = unanswered  # type: ignore[method-assign]
+    with pytest.raises(ConnectionError):
+        await admission.leave(key, limits, 0, True, entry.hold, Decimal("0.001"), "r1")
+    counters.accounts.settle = settle  # type: ignore[method-assign]
+    await billing.resynced()
+    await admission.enter(key, take("r2", limits), MODEL, {"max_tokens": 10}, 100)
+    assert ledger.reads == ["balance", "key_usage"] * 2
 
 
 class GatedLedger(Ledger):

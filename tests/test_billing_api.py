@@ -204,6 +204,28 @@ async def test_a_key_far_from_its_limits_is_leased_and_counted_exactly(
     assert await client.app[STORE].balance("default") == Decimal(1000) - 30 * Decimal("0.0000188")
 
 
+async def test_a_credit_the_counters_do_not_answer_for_is_added_and_spendable(prepaid: Any) -> None:
+    """The counters fail while a credit is added: the client gets its 201 (the ledger has the credit; a
+    500 would invite a retry that pays twice), and the credit is spendable once they answer again."""
+    auth = await new_key(prepaid)
+    assert (await prepaid.post("/v1/chat/completions", data=body("openai/gpt-4.1-mini"), headers=auth)).status == 402
+    accounts = prepaid.app[BILLING].accounts
+    credit = accounts.credit
+
+    async def unanswered(tenant: str, amount: int, credit_id: str) -> None:
+        raise ConnectionError("the counters did not answer")
+
+    accounts.credit = unanswered
+    try:
+        resp = await prepaid.post("/api/v1/credits", json={"amount": "0.5"}, headers=MGMT)
+        assert resp.status == 201, await resp.text()
+    finally:
+        accounts.credit = credit
+    await prepaid.app[BILLING].resynced()
+    resp = await prepaid.post("/v1/chat/completions", data=body("openai/gpt-4.1-mini"), headers=auth)
+    assert resp.status == 200
+
+
 async def test_a_credit_reaches_the_balance_counter_when_its_client_goes_away(prepaid: Any) -> None:
     """The ledger line and the hot balance counter are written together or the credit is not paid for:
     a client that disconnects after the ledger line is committed still gets the counter credited."""

@@ -329,14 +329,19 @@ class Admission:
         raise PaymentRequired("billing counters are unavailable; try again")
 
     async def _release(self, give: Release | None, charge: Charge | None) -> None:
-        if give is not None and charge is not None:
-            await self._counters.release(give, charge)
-        elif give is not None:
-            await self._counters.limiter.settle(give.key, give.limits, give.token_delta, give.request_id,
-                                                give.request_delta)
-        elif charge is not None:
-            await self._counters.accounts.settle(charge.tenant, charge.key, charge.request_id, charge.cost,
-                                                 charge.windows)
+        try:
+            if give is not None and charge is not None:
+                await self._counters.release(give, charge)
+            elif give is not None:
+                await self._counters.limiter.settle(give.key, give.limits, give.token_delta, give.request_id,
+                                                    give.request_delta)
+            elif charge is not None:
+                await self._counters.accounts.settle(charge.tenant, charge.key, charge.request_id, charge.cost,
+                                                     charge.windows)
+        except Exception:
+            if charge is not None and charge.cost:  # the counters may lack a cost the ledger will have
+                self._billing.missed(charge.tenant, charge.key)
+            raise
 
     def _note_limits(self, key: str, decision: Decision) -> None:
         """Remember the requests the key's headline bucket has left (its money as it was)."""

@@ -105,6 +105,10 @@ class Accounts(Protocol):
         """Drop a key's window counters (its limit changed); they reload from the ledger when needed."""
         ...
 
+    async def forget_balance(self, tenant: str) -> None:
+        """Drop a tenant's balance counter; it reloads from the ledger when needed."""
+        ...
+
     async def forget_balances(self) -> None:
         """Drop every balance counter (prepaid is off, so they are not kept current)."""
         ...

@@ -106,6 +106,10 @@ class RedisAccounts:
         async with asyncio.timeout(self.timeout):
             await self._redis.delete(self.keys(tenant, key)[2])
 
+    async def forget_balance(self, tenant: str) -> None:
+        async with asyncio.timeout(self.timeout):
+            await self._redis.delete(self.keys(tenant, "")[0])
+
     async def forget_balances(self) -> None:
         async with asyncio.timeout(self.timeout * 10):
             async for name in self._redis.scan_iter(match=f"{self._prefix}*:t", count=1000):

@@ -8,6 +8,7 @@ nor a key's remaining limit can go below zero, however many requests run at once
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,7 +45,8 @@ class Billing:
     """Reserve and settle against the shared money counters, loading them from the ledger when absent."""
 
     def __init__(
-        self, accounts: Accounts, store: Store, *, prepaid: bool, clock: Callable[[], datetime] = _utcnow
+        self, accounts: Accounts, store: Store, *, prepaid: bool, clock: Callable[[], datetime] = _utcnow,
+        retry_seconds: tuple[float, float] = (0.5, 10.0),
     ) -> None:
         self.accounts = accounts
         self._store = store
@@ -52,6 +54,12 @@ class Billing:
         self.clock = clock  # which day, week and month a spend counts in
         self._loading: dict[tuple[str, str, str], asyncio.Task[None]] = {}  # counters being loaded now
         self._crediting: set[asyncio.Future[Any]] = set()  # credits still being written for requests gone
+        # tenant -> what of it missed a counter operation (its balance "", its keys) and when (a serial
+        # number), until those counters are dropped after that
+        self._missed: dict[str, dict[str, int]] = {}
+        self._serial = 0
+        self._retry = retry_seconds  # the first and the longest wait between attempts to drop them
+        self.resyncing: asyncio.Task[None] | None = None  # dropping them, until the counters answer
 
     def ask(
         self, key: ApiKey, model: ModelSettings | None, body: dict[str, Any], body_bytes: int, request_id: str
@@ -131,7 +139,66 @@ class Billing:
 
     async def _add_credit(self, txn: Transaction) -> None:
         await self._store.add_credit(txn)
-        await self.accounts.credit(txn.tenant_id, to_units(txn.amount), txn.id)
+        try:
+            await self.accounts.credit(txn.tenant_id, to_units(txn.amount), txn.id)
+        except Exception as exc:  # the credit is in the ledger: paid for, so not an error for the client
+            log.warning("a credit is in the ledger but the balance counter did not answer (%r); the counter "
+                        "is read again from the ledger once it answers", exc,
+                        extra={"fields": {"tenant": txn.tenant_id, "transaction": txn.id}})
+            self.missed(txn.tenant_id, None)
+
+    def missed(self, tenant: str, key: str | None) -> None:
+        """A counter operation of ``tenant`` (and of its ``key``) failed, applied or not: a credit, or
+        a settle whose cost the counters may lack. Its counters are dropped once the counters answer
+        again (after this call), so that they are read again from the ledger, which has it all."""
+        self._serial += 1
+        marks = self._missed.setdefault(tenant, {})
+        marks[""] = self._serial  # the balance
+        if key is not None:
+            marks[key] = self._serial
+        if self.resyncing is None:
+            self.resyncing = asyncio.get_running_loop().create_task(self._resync())
+
+    async def _resync(self) -> None:
+        wait = self._retry[0]
+        try:
+            while self._missed:
+                tenant, marks = next(iter(self._missed.items()))
+                dropping = dict(marks)
+                try:
+                    await self.accounts.forget_balance(tenant)
+                    for key in dropping:
+                        if key:
+                            await self.accounts.forget_key(tenant, key)
+                except Exception as exc:
+                    log.warning("dropping counters that missed an operation failed (%r); trying again in %g s",
+                                exc, wait, extra={"fields": {"tenant": tenant}})
+                    await asyncio.sleep(wait)
+                    wait = min(wait * 2, self._retry[1])
+                    continue
+                wait = self._retry[0]
+                for which, serial in dropping.items():
+                    if marks.get(which) == serial:  # not missed again meanwhile: dropped after it
+                        del marks[which]
+                if not marks:
+                    del self._missed[tenant]
+        finally:
+            self.resyncing = None
+
+    async def resynced(self) -> None:
+        """Wait until the counters that missed operations so far are dropped."""
+        while self.resyncing is not None:
+            await asyncio.shield(self.resyncing)
+
+    async def close(self) -> None:
+        """Stop dropping counters; name those left (off the ledger until they are next loaded)."""
+        if self.resyncing is not None:
+            self.resyncing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.resyncing
+        if self._missed:
+            log.error("counters that missed operations could not be dropped before shutdown; they may be off "
+                      "the ledger until next loaded", extra={"fields": {"tenants": sorted(self._missed)}})
 
     async def load(self, key: ApiKey, missing: Missing, ask: HoldAsk) -> None:
         """Create the counters a reservation found missing, from the ledger as of when it was asked.

@@ -249,6 +249,9 @@ class SqliteAccounts:
         # The sum of the key's holds stays: the holds do.
         await self._file.write("DELETE FROM money_windows WHERE key = ? AND window != x''", (key,))
 
+    async def forget_balance(self, tenant: str) -> None:
+        await self._file.write("UPDATE money_tenants SET balance = NULL WHERE tenant = ?", (tenant,))
+
     async def forget_balances(self) -> None:
         await self._file.write("UPDATE money_tenants SET balance = NULL WHERE balance IS NOT NULL", ())
 

@@ -1,6 +1,7 @@
 """A credit added while a tenant's balance counter is being loaded from the ledger counts once:
 the ledger and the counters of both backends, with the moments that used to lose or double it held
-open."""
+open. A credit whose counter step fails is still paid for: the counters are read again from the
+ledger once they answer."""
 
 from __future__ import annotations
 
@@ -123,3 +124,99 @@ async def test_a_credit_the_load_read_is_not_counted_twice(accounts: Accounts, s
     held.gate.set()
     await paying
     assert await available(accounts) == to_units(Decimal(3)) - hold.units
+
+
+class Failing:
+    """The counters, with ``fail`` naming the operations that raise (each once per entry) and ``calls``
+    recording every operation asked for."""
+
+    def __init__(self, accounts: Accounts, *fail: str) -> None:
+        self.accounts = accounts
+        self.fail = list(fail)
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        inner = getattr(self.accounts, name)
+        if name not in ("credit", "forget_balance", "forget_key"):
+            return inner
+
+        async def op(*args: Any) -> Any:
+            self.calls.append((name, args))
+            if name in self.fail:
+                self.fail.remove(name)
+                raise ConnectionError(f"{name}: the counters did not answer")
+            return await inner(*args)
+
+        return op
+
+
+async def test_a_credit_whose_counter_step_fails_is_paid_for(accounts: Accounts, store: Store) -> None:
+    """The ledger has the credit, so the client is told it was added (not a 500 it might retry, adding
+    it twice); the balance counter is dropped once the counters answer, and read again with it."""
+    failing = Failing(accounts, "credit", "forget_balance", "forget_balance")
+    billing = Billing(failing, store, prepaid=True, retry_seconds=(0.001, 0.002))  # type: ignore[arg-type]
+    assert (await billing.reserve(api_key(), MODEL, {"max_tokens": 10}, 10, "r1")) is not None  # loads 1 USD
+    await billing.add_credit(credit("txn_paid", "2"))
+    assert await store.balance("t") == Decimal(3)
+    await billing.resynced()  # two failed attempts, then the balance is dropped
+    assert [name for name, _ in failing.calls] == ["credit", "forget_balance", "forget_balance", "forget_balance"]
+    hold = await billing.reserve(api_key(), MODEL, {"max_tokens": 10}, 10, "r2")  # reads the ledger again
+    assert hold is not None
+    assert await available(accounts) == to_units(Decimal(3)) - 2 * hold.units  # r1's hold is still in force
+
+
+async def test_counters_that_miss_another_operation_meanwhile_are_dropped_after_it(
+    accounts: Accounts, store: Store
+) -> None:
+    """A settle of the same key fails again just after its counters were dropped: they are dropped
+    again (the second failure may have left them without its cost), then no more."""
+    failing = Failing(accounts)
+    billing = Billing(failing, store, prepaid=True)  # type: ignore[arg-type]
+    forget_key = accounts.forget_key
+    again = True
+
+    async def forget_then_miss_again(tenant: str, key: str) -> None:
+        nonlocal again
+        await forget_key(tenant, key)
+        if again:
+            again = False
+            billing.missed("t", "k1")
+
+    failing.accounts = HeldOps(accounts, forget_key=forget_then_miss_again)  # type: ignore[assignment]
+    billing.missed("t", "k1")
+    await billing.resynced()
+    assert failing.calls == [("forget_balance", ("t",)), ("forget_key", ("t", "k1"))] * 2
+
+
+class HeldOps:
+    """The counters with some operations replaced."""
+
+    def __init__(self, accounts: Accounts, **ops: Any) -> None:
+        self.accounts = accounts
+        self.ops = ops
+
+    def __getattr__(self, name: str) -> Any:
+        return self.ops.get(name) or getattr(self.accounts, name)
+
+
+async def test_a_worker_stopping_names_the_tenants_whose_counters_it_could_not_drop(
+    accounts: Accounts, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    tries = 0
+    tried_again = asyncio.Event()
+
+    async def unanswered(tenant: str) -> None:
+        nonlocal tries
+        tries += 1
+        if tries == 3:
+            tried_again.set()
+        raise ConnectionError("the counters did not answer")
+
+    held = HeldOps(accounts, forget_balance=unanswered)
+    billing = Billing(held, store, prepaid=True, retry_seconds=(0.001, 0.001))  # type: ignore[arg-type]
+    billing.missed("t", None)
+    await tried_again.wait()
+    await billing.close()
+    assert billing.resyncing is None
+    (record,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert record.fields == {"tenants": ["t"]}  # type: ignore[attr-defined]
