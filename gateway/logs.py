@@ -15,7 +15,7 @@ ACCESS = "arouter.access"
 
 
 class JsonFormatter(logging.Formatter):
-    """Format records as one JSON object per line; access records carry their fields in ``fields``."""
+    """Format records as one JSON object per line: the message, and the record's ``fields`` if any."""
 
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
@@ -23,11 +23,10 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
         }
+        doc["msg"] = record.getMessage()
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             doc.update(fields)
-        else:
-            doc["msg"] = record.getMessage()
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(doc, default=str).decode()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
-from gateway.logs import AccessLog
+from gateway.logs import AccessLog, JsonFormatter
 
 
 class Sink:
@@ -147,3 +148,10 @@ async def test_the_line_is_written_after_the_answer_and_when_sending_it_fails(
     lines = sink.new_lines()
     assert [(line["path"], line["status"]) for line in lines] == [("/ok", 200), ("/cut", 200)]
     assert sent_before_line == [True, False]  # the answer went out before its line was built; the cut one never did
+
+
+def test_a_log_record_with_fields_keeps_its_message() -> None:
+    record = logging.LogRecord("arouter.billing", logging.WARNING, __file__, 1, "dropping %s failed", ("x",), None)
+    record.fields = {"tenant": "t"}
+    doc = orjson.loads(JsonFormatter().format(record))
+    assert doc["msg"] == "dropping x failed" and doc["tenant"] == "t" and doc["level"] == "warning"
