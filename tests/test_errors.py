@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import io
+import sqlite3
 
+import asyncpg  # type: ignore[import-untyped]
 import orjson
 import pytest
+import redis.exceptions
 
+from gateway.auth.apikey import hash_key
+from gateway.state import KEYCACHE, STORE
 from tests.conftest import MGMT_KEY, Gateway
 
 MSG = [{"role": "user", "content": "hi"}]
@@ -177,3 +182,34 @@ async def test_a_small_limit_refuses_a_body_without_length_that_arrived_whole(
         head = await reader.readuntil(b"\r\n")
         writer.close()
         assert head.split()[1] == str(status).encode(), (size, head)
+
+
+@pytest.mark.parametrize("failure", [
+    ConnectionRefusedError(111, "Connection refused"),
+    sqlite3.OperationalError("database is locked"),
+    asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed in the middle of operation"),
+    redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:6379"),
+])
+async def test_a_database_or_redis_that_does_not_answer_gives_503(gateway: Gateway, failure: Exception) -> None:
+    """A backing service down is not the gateway's bug: 503 with Retry-After, in the caller's shape."""
+    store = gateway.app[STORE]
+    key, _ = await gateway.new_key()
+
+    async def down(*args: object, **kwargs: object) -> object:
+        raise failure
+
+    balance, get_key = store.balance, store.get_key
+    store.balance = down  # type: ignore[method-assign]
+    store.get_key = down  # type: ignore[method-assign]
+    gateway.app[KEYCACHE].evict((hash_key(key),))
+    try:
+        resp = await gateway.client.get("/api/v1/balance", headers={"Authorization": f"Bearer {MGMT_KEY}"})
+        doc = await resp.json()
+        assert resp.status == 503 and resp.headers["Retry-After"] == "1"
+        assert doc["error"]["code"] == 503 and "did not answer" in doc["error"]["message"]
+        resp = await gateway.client.post("/v1/messages", headers={"x-api-key": key}, json={
+            "model": "anthropic/claude-sonnet-4", "max_tokens": 5, "messages": MSG})
+        doc = await resp.json()
+        assert resp.status == 503 and doc["type"] == "error" and "did not answer" in doc["error"]["message"]
+    finally:
+        store.balance, store.get_key = balance, get_key  # type: ignore[method-assign]

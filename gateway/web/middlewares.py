@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
+import asyncpg  # type: ignore[import-untyped]
 from aiohttp import web
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.codec import json_response
 from gateway.errors import (
@@ -17,6 +21,7 @@ from gateway.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    Unavailable,
     UpstreamError,
 )
 from gateway.pipeline.context import RequestContext
@@ -27,6 +32,19 @@ from gateway.store.base import Generation
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 log = logging.getLogger("arouter.http")
+
+# What a database or Redis that does not answer raises (an upstream's failures are UpstreamErrors):
+# the client gets 503 with Retry-After, not 500.
+BACKEND_DOWN: tuple[type[BaseException], ...] = (
+    OSError,  # refused, reset, unreachable (ConnectionError and its kind)
+    TimeoutError,
+    sqlite3.OperationalError,  # locked, busy, I/O
+    RedisConnectionError,
+    RedisTimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,  # "connection is closed", "pool is closing"
+    asyncpg.TooManyConnectionsError,
+)
 
 
 def request_id_from(request: web.Request) -> str:
@@ -68,8 +86,13 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
         if exc.status < 400:
             raise
         resp = render_error(request, _http_error(request, exc))
+    except BACKEND_DOWN:
+        log.exception("a backing service did not answer", extra={"fields": {"request_id": ctx.request_id}})
+        resp = render_error(request, Unavailable(
+            f"the gateway's database or Redis did not answer; try again shortly (request id {ctx.request_id})",
+            headers={"Retry-After": "1"}))
     except Exception:
-        log.exception("unhandled error", extra={"fields": {"request_id": ctx.request_id, "msg": "unhandled error"}})
+        log.exception("unhandled error", extra={"fields": {"request_id": ctx.request_id}})
         resp = render_error(request, InternalError(f"internal error (request id {ctx.request_id})"))
     if not resp.prepared and "X-Request-Id" not in resp.headers:  # else the handler set these (stream_headers)
         resp.headers["X-Request-Id"] = ctx.request_id
