@@ -196,7 +196,7 @@ async def _limiter_ctx(app: web.Application) -> AsyncIterator[None]:
         )
     else:
         counters = SqliteCounters(limiter_path(settings))
-    billing = Billing(counters.accounts, app[STORE], prepaid=settings.prepaid)
+    billing = Billing(counters.accounts, app[STORE], prepaid=settings.prepaid, flush=app[RECORDER].flush)
     app[BILLING] = billing
     admission = Admission(counters, billing, lease_size=settings.limits.lease_size,
                           lease_seconds=settings.limits.lease_seconds)

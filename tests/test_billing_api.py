@@ -13,6 +13,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.auth.apikey import hash_key
+from gateway.billing.accounts import Missing
 from gateway.billing.holds import hold_for, to_units
 from gateway.state import ADMISSION, BILLING, CATALOG, RECORDER, STORE
 from gateway.web.billing import credit_tenant
@@ -224,6 +225,41 @@ async def test_a_credit_the_counters_do_not_answer_for_is_added_and_spendable(pr
     await prepaid.app[BILLING].resynced()
     resp = await prepaid.post("/v1/chat/completions", data=body("openai/gpt-4.1-mini"), headers=auth)
     assert resp.status == 200
+
+
+async def test_a_settle_the_counters_do_not_answer_for_is_charged_from_the_ledger(
+    gateway: Gateway, db_url: str, aiohttp_client: Any
+) -> None:
+    """The counters fail while a request's cost is settled: the client still gets its answer, and the
+    tenant's counters are dropped once the request's usage row is in the ledger, so the next request
+    reads a balance that has the cost (only the failed settle's hold stays, until it expires)."""
+    settings = make_settings(gateway.upstream.url, db_url, billing={"prepaid": True},  # type: ignore[attr-defined]
+                             limits={"lease_size": 0})
+    client = await aiohttp_client(create_app(settings))
+    auth = await new_key(client)
+    key = hash_key(auth["Authorization"].removeprefix("Bearer "))
+    await client.post("/api/v1/credits", json={"amount": "1"}, headers=MGMT)
+    raw = body("openai/gpt-4.1-mini", 10)
+    assert (await client.post("/v1/chat/completions", data=raw, headers=auth)).status == 200
+    accounts = client.app[BILLING].accounts
+    settle = accounts.settle
+
+    async def unanswered(*args: Any) -> None:
+        raise ConnectionError("the counters did not answer")
+
+    accounts.settle = unanswered
+    try:
+        assert (await client.post("/v1/chat/completions", data=raw, headers=auth)).status == 200
+    finally:
+        accounts.settle = settle
+    await client.app[BILLING].resynced()
+    assert await client.app[STORE].balance("default") == Decimal(1) - 2 * Decimal("0.0000188")  # written first
+    with pytest.raises(Missing):  # then dropped
+        await accounts.reserve("default", key, 0, None, True, "probe")
+    assert (await client.post("/v1/chat/completions", data=raw, headers=auth)).status == 200  # reads the ledger
+    held = to_units(hold_for(client.app[CATALOG].resolve("openai/gpt-4.1-mini").model, len(raw), 10))
+    probe = await accounts.reserve("default", key, 0, None, True, "probe")
+    assert probe.available == to_units(Decimal(1) - 3 * Decimal("0.0000188")) - held  # the second one's hold
 
 
 async def test_a_credit_reaches_the_balance_counter_when_its_client_goes_away(prepaid: Any) -> None:

@@ -132,8 +132,8 @@ class Admission:
         if limits is not None and limits.settles(token_delta):
             give = Release(key.hash, limits, token_delta, request_id)
         charge = self._billing.charge(key, hold, cost, request_id) if billed else None
-        if give is not None or charge is not None:
-            await self._kept(self._release(give, charge), None)  # settled even if the client goes away now
+        if give is not None or charge is not None:  # settled even if the client goes away now
+            await self._kept(self._release(give, charge), None, charge if charge is not None and charge.cost else None)
 
     async def close(self) -> None:
         """Give back every lease (at shutdown, once no request is in flight), after the operations of
@@ -261,6 +261,8 @@ class Admission:
         except Exception:  # nobody waits for this: say so here
             log.exception("giving back a lease failed; its hold expires by itself",
                           extra={"fields": {"lease": lease_id}})
+            if charge is not None and charge.cost:  # the counters may lack its costs (their rows are recorded)
+                self._billing.missed(charge.tenant, charge.key)
 
     def _given(self, task: asyncio.Task[None]) -> None:
         self._giving.discard(task)
@@ -268,19 +270,22 @@ class Admission:
 
     # ---------------------------------------------------------------------- requests that go away
 
-    async def _kept(self, op: Awaitable[T], undo: Undo[T] | None) -> T:
+    async def _kept(self, op: Awaitable[T], undo: Undo[T] | None, charging: Charge | None = None) -> T:
         """Await a counter operation that takes something; if the request goes away meanwhile, the
         operation still runs to its end (it may already be applied on the backend: only its reply
-        is awaited) and ``undo`` gives back what it took."""
-        return await to_the_end(op, partial(self._abandoned, undo), self._undoing)
+        is awaited) and ``undo`` gives back what it took; should a settle ``charging`` a cost then
+        fail, its counters are noted as having missed it."""
+        return await to_the_end(op, partial(self._abandoned, undo, charging), self._undoing)
 
-    def _abandoned(self, undo: Undo[Any] | None, task: asyncio.Future[Any]) -> None:
+    def _abandoned(self, undo: Undo[Any] | None, charging: Charge | None, task: asyncio.Future[Any]) -> None:
         if task.cancelled():
             return
         exc = task.exception()
         if exc is not None:
             if not isinstance(exc, GatewayError):  # a refusal took nothing; anything else, say here
                 log.warning("a counter operation failed after its request went away: %r", exc)
+            if charging is not None:  # its request's usage row is recorded already
+                self._billing.missed(charging.tenant, charging.key)
             return
         back = undo(task.result()) if undo is not None else None
         if back is not None:
@@ -329,19 +334,14 @@ class Admission:
         raise PaymentRequired("billing counters are unavailable; try again")
 
     async def _release(self, give: Release | None, charge: Charge | None) -> None:
-        try:
-            if give is not None and charge is not None:
-                await self._counters.release(give, charge)
-            elif give is not None:
-                await self._counters.limiter.settle(give.key, give.limits, give.token_delta, give.request_id,
-                                                    give.request_delta)
-            elif charge is not None:
-                await self._counters.accounts.settle(charge.tenant, charge.key, charge.request_id, charge.cost,
-                                                     charge.windows)
-        except Exception:
-            if charge is not None and charge.cost:  # the counters may lack a cost the ledger will have
-                self._billing.missed(charge.tenant, charge.key)
-            raise
+        if give is not None and charge is not None:
+            await self._counters.release(give, charge)
+        elif give is not None:
+            await self._counters.limiter.settle(give.key, give.limits, give.token_delta, give.request_id,
+                                                give.request_delta)
+        elif charge is not None:
+            await self._counters.accounts.settle(charge.tenant, charge.key, charge.request_id, charge.cost,
+                                                 charge.windows)
 
     def _note_limits(self, key: str, decision: Decision) -> None:
         """Remember the requests the key's headline bucket has left (its money as it was)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -46,7 +46,7 @@ class Billing:
 
     def __init__(
         self, accounts: Accounts, store: Store, *, prepaid: bool, clock: Callable[[], datetime] = _utcnow,
-        retry_seconds: tuple[float, float] = (0.5, 10.0),
+        retry_seconds: tuple[float, float] = (0.5, 10.0), flush: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.accounts = accounts
         self._store = store
@@ -59,6 +59,7 @@ class Billing:
         self._missed: dict[str, dict[str, int]] = {}
         self._serial = 0
         self._retry = retry_seconds  # the first and the longest wait between attempts to drop them
+        self._flush = flush  # writes this worker's usage rows recorded so far to the ledger
         self.resyncing: asyncio.Task[None] | None = None  # dropping them, until the counters answer
 
     def ask(
@@ -149,8 +150,9 @@ class Billing:
 
     def missed(self, tenant: str, key: str | None) -> None:
         """A counter operation of ``tenant`` (and of its ``key``) failed, applied or not: a credit, or
-        a settle whose cost the counters may lack. Its counters are dropped once the counters answer
-        again (after this call), so that they are read again from the ledger, which has it all."""
+        a settle whose cost the counters may lack (call it once that request's usage row is recorded).
+        Its counters are dropped once the worker's recorded usage is in the ledger and the counters
+        answer again (after this call), so that they are read again from the ledger, which has it all."""
         self._serial += 1
         marks = self._missed.setdefault(tenant, {})
         marks[""] = self._serial  # the balance
@@ -166,6 +168,8 @@ class Billing:
                 tenant, marks = next(iter(self._missed.items()))
                 dropping = dict(marks)
                 try:
+                    if self._flush is not None:  # the ledger first gets the usage the counters may lack
+                        await self._flush()
                     await self.accounts.forget_balance(tenant)
                     for key in dropping:
                         if key:

@@ -26,7 +26,7 @@ from gateway.errors import (
 )
 from gateway.pipeline.context import RequestContext
 from gateway.protocols.errors import error_body, protocol_for_path
-from gateway.state import ACCESS_LOG, ADMISSION, CTX, IDS, METRICS, RECORDER
+from gateway.state import ACCESS_LOG, ADMISSION, BILLING, CTX, IDS, METRICS, RECORDER
 from gateway.store.base import Generation
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -66,16 +66,19 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
     """Wrap every request: give it an id and a context, turn any failure into a clean error, account it."""
     ctx = RequestContext(request_id=request_id_from(request))
     request[CTX] = ctx
+    settled = True
     try:
         try:
             resp = await handler(request)
         finally:
             if ctx.key is not None and (ctx.billed or ctx.limits is not None):
-                await _settle(request, ctx)
+                settled = await _settle(request, ctx)
     except asyncio.CancelledError:  # the client went away and the server cancelled the handler
         ctx.cancelled = True
         ctx.status = ctx.status or 499
         record(request, ctx)
+        if not settled:
+            _missed(request, ctx)
         observe(request, ctx)
         raise
     except GatewayError as err:
@@ -102,6 +105,8 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
     if not ctx.status or not resp.prepared:
         ctx.status = resp.status
     record(request, ctx)
+    if not settled:
+        _missed(request, ctx)
     try:
         await resp.prepare(request)
         await resp.write_eof()
@@ -112,9 +117,10 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
     return resp
 
 
-async def _settle(request: web.Request, ctx: RequestContext) -> None:
+async def _settle(request: web.Request, ctx: RequestContext) -> bool:
     """Give back what the request took from the shared counters (its concurrency slot, its token
-    estimate's error, its money hold) and charge its cost: one counter operation."""
+    estimate's error, its money hold) and charge its cost: one counter operation. False when it
+    failed with a cost to charge."""
     assert ctx.key is not None
     delta = 0
     if ctx.limits is not None and ctx.total_tokens is not None:
@@ -123,6 +129,15 @@ async def _settle(request: web.Request, ctx: RequestContext) -> None:
         await request.app[ADMISSION].leave(ctx.key, ctx.limits, delta, ctx.billed, ctx.hold, ctx.cost, ctx.request_id)
     except Exception:  # the ledger row is still written; the hold and the slot expire by themselves
         log.exception("counter settle failed", extra={"fields": {"request_id": ctx.request_id}})
+        return not (ctx.billed and ctx.cost > 0)
+    return True
+
+
+def _missed(request: web.Request, ctx: RequestContext) -> None:
+    """The settle failed: the counters may lack the cost, which the usage row just recorded will
+    bring to the ledger. Its tenant's and key's counters are dropped once that row is written."""
+    assert ctx.key is not None
+    request.app[BILLING].missed(ctx.key.tenant_id, ctx.key.hash)
 
 
 def _http_error(request: web.Request, exc: web.HTTPException) -> GatewayError:
