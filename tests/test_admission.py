@@ -211,7 +211,7 @@ async def test_a_settle_that_fails_after_its_request_went_away_has_the_counters_
     entry = await admission.enter(key, take("r1", limits), MODEL, {"max_tokens": 10}, 100)
     sent, fail = asyncio.Event(), asyncio.Event()
 
-    async def unanswered(*args: Any) -> None:
+    async def unanswered(*args: Any, **kwargs: Any) -> None:
         sent.set()
         await fail.wait()
         raise ConnectionError("the counters did not answer")
@@ -470,6 +470,39 @@ async def test_a_lease_that_cannot_be_given_back_is_logged_and_its_counters_read
     await billing.resynced()
     with pytest.raises(Missing):
         await counters.accounts.reserve("t", "k", 0, None, True, "probe")
+
+
+@pytest.mark.redis
+async def test_a_lease_whose_hold_redis_lost_is_not_charged_on_top_of_the_reload(scratch_redis: ScratchRedis) -> None:
+    """Redis restarts without its data while a lease is out, and the balance is loaded again from the
+    ledger, which has the costs of the lease's requests written so far. Giving the lease back charges
+    nothing on top of that; the worker writes its usage rows, then has the counters read again."""
+    prefix = scratch_redis.prefix
+    counters = RedisCounters(scratch_redis.client(), on_failure="closed", limits_prefix=prefix + "rl:",
+                             money_prefix=prefix + "acct:", limits_timeout=10, money_timeout=10)
+    seen: list[int] = []
+
+    async def flush() -> None:  # the worker's usage rows written: what the balance counter says then
+        seen.append((await counters.accounts.reserve("t", "k", 0, None, True, "probe")).available)
+
+    billing = Billing(counters.accounts, Credit(), prepaid=True, clock=lambda: AT,  # type: ignore[arg-type]
+                      flush=flush)
+    admission = Admission(counters, billing, lease_size=8, lease_seconds=60)
+    key = api_key(None)
+    limits = Limits(requests_per_minute=100_000)
+    for i in range(3):  # the first exactly, then from a lease
+        entry = await admission.enter(key, take(f"r{i}", limits), MODEL, {"max_tokens": 100}, 100)
+        await admission.leave(key, limits, 0, True, entry.hold, Decimal("0.0001"), f"r{i}")
+    assert admission.outstanding == 1
+    client = scratch_redis.client()
+    await client.delete(*[k async for k in client.scan_iter(match=prefix + "*")])  # Redis lost everything
+    await counters.accounts.load("t", 100 * 10**10, "k", None)  # read again from the ledger
+    await admission.close()  # the lease goes back
+    await billing.resynced()
+    assert seen == [100 * 10**10]  # its two costs were not charged on top of the reload
+    with pytest.raises(Missing):  # and the balance is read again from the ledger, now with every row
+        await counters.accounts.reserve("t", "k", 0, None, True, "probe")
+    await counters.close()
 
 
 # -------------------------------------------------------------- requests that go away during an operation

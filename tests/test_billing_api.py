@@ -244,7 +244,7 @@ async def test_a_settle_the_counters_do_not_answer_for_is_charged_from_the_ledge
     accounts = client.app[BILLING].accounts
     settle = accounts.settle
 
-    async def unanswered(*args: Any) -> None:
+    async def unanswered(*args: Any, **kwargs: Any) -> None:
         raise ConnectionError("the counters did not answer")
 
     accounts.settle = unanswered
@@ -260,6 +260,31 @@ async def test_a_settle_the_counters_do_not_answer_for_is_charged_from_the_ledge
     held = to_units(hold_for(client.app[CATALOG].resolve("openai/gpt-4.1-mini").model, len(raw), 10))
     probe = await accounts.reserve("default", key, 0, None, True, "probe")
     assert probe.available == to_units(Decimal(1) - 3 * Decimal("0.0000188")) - held  # the second one's hold
+
+
+async def test_a_settle_that_found_its_hold_gone_has_the_counters_read_again(prepaid: Any) -> None:
+    """The counters lost their data while a request ran (its hold is gone; nothing was charged): its
+    usage row is written, then the counters are dropped and read again from the ledger."""
+    auth = await new_key(prepaid)
+    key = hash_key(auth["Authorization"].removeprefix("Bearer "))
+    await prepaid.post("/api/v1/credits", json={"amount": "1"}, headers=MGMT)
+    admission = prepaid.app[ADMISSION]
+    leave = admission.leave
+
+    async def hold_gone(*args: Any) -> bool:
+        await leave(*args)
+        return False
+
+    admission.leave = hold_gone
+    try:
+        assert (await prepaid.post("/v1/chat/completions", data=body("openai/gpt-4.1-mini", 10),
+                                   headers=auth)).status == 200
+    finally:
+        admission.leave = leave
+    await prepaid.app[BILLING].resynced()
+    assert await prepaid.app[STORE].balance("default") == Decimal(1) - Decimal("0.0000188")  # written first
+    with pytest.raises(Missing):
+        await prepaid.app[BILLING].accounts.reserve("default", key, 0, None, True, "probe")
 
 
 async def test_a_credit_reaches_the_balance_counter_when_its_client_goes_away(prepaid: Any) -> None:

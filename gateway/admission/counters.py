@@ -30,8 +30,9 @@ class Counters(Protocol):
         when the money counters must be loaded first."""
         ...
 
-    async def release(self, give: Release, charge: Charge) -> None:
-        """Give back the limits' slot and token correction, drop the hold and charge the cost."""
+    async def release(self, give: Release, charge: Charge) -> bool:
+        """Give back the limits' slot and token correction, drop the hold and charge the cost (False,
+        charging nothing, as ``Accounts.settle``)."""
         ...
 
     async def close(self) -> None: ...

@@ -37,8 +37,7 @@ return joined(limits_reply(now, c, true), m)
 # KEYS as _ADMIT's. ARGV[1..6] as the limiter's settle.lua's, ARGV[7..] as the accounts' settle.lua's.
 _RELEASE = """
 limits_give(KEYS[1], KEYS[2], ARGV, 1)
-money_settle(KEYS, 3, ARGV, 7)
-return 1
+return money_settle(KEYS, 3, ARGV, 7)
 """
 
 
@@ -86,16 +85,17 @@ class RedisCounters:
             return decision, None
         return decision, RedisAccounts.reservation(reply[5:])
 
-    async def release(self, give: Release, charge: Charge) -> None:
+    async def release(self, give: Release, charge: Charge) -> bool:
         keys = self.limiter.keys(give.key) + self.accounts.keys(charge.tenant, charge.key)
         args = (RedisLimiter.settle_args(give.limits, give.token_delta, give.request_id, give.request_delta)
                 + RedisAccounts.settle_args(charge))
         try:
             async with asyncio.timeout(self._timeout):
-                await self._scripts.send(self._release, keys, args)
+                reply = await self._scripts.send(self._release, keys, args)
         except FAILURES as exc:
             self.limiter.note(exc, "settle")  # slot and hold expire by themselves; the ledger has the cost
             raise
+        return bool(reply)
 
     async def close(self) -> None:
         await self._scripts.close()  # the client belongs to the app

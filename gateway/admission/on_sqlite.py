@@ -65,17 +65,18 @@ class SqliteCounters:
 
         return await self._file.run(op)
 
-    async def release(self, give: Release, charge: Charge) -> None:
+    async def release(self, give: Release, charge: Charge) -> bool:
         values = self.limiter.give_values(give) + SqliteAccounts.settle_values(charge)
         if len(charge.windows) <= money.WINDOWS:
             await self._file.write(RELEASE.call, values)
-            return
+            return True
 
         def op(db: sqlite3.Connection) -> None:
             db.execute(RELEASE.call, values)
             SqliteAccounts.charge_rest(db, charge)
 
         await self._file.run(op)
+        return True
 
     async def close(self) -> None:
         await self._file.close()

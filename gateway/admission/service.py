@@ -41,7 +41,7 @@ from gateway.to_the_end import to_the_end
 log = logging.getLogger("arouter.admission")
 
 T = TypeVar("T")
-Undo = Callable[[T], Coroutine[Any, Any, None] | None]  # what gives back what an operation took, if anything
+Undo = Callable[[T], Coroutine[Any, Any, object] | None]  # what gives back what an operation took, if anything
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,22 +118,25 @@ class Admission:
     async def leave(
         self, key: ApiKey, limits: Limits | None, token_delta: int, billed: bool, hold: Hold | None, cost: Decimal,
         request_id: str,
-    ) -> None:
+    ) -> bool:
         """Give back what the request took and charge its cost: ``limits`` if the limiter admitted it,
-        ``billed`` if its money was reserved (``hold``, None when no counter tracked it)."""
+        ``billed`` if its money was reserved (``hold``, None when no counter tracked it). False when
+        the cost was not charged because its hold was gone (the counters lost their data since)."""
         served = self._served.pop(request_id, None)
         if served is not None:
             lease, held = served
             lease.finish(held, to_units(cost) if cost > 0 else 0, token_delta)
             if lease.due:
                 self._give_back(lease)
-            return
+            return True
         give = None
         if limits is not None and limits.settles(token_delta):
             give = Release(key.hash, limits, token_delta, request_id)
         charge = self._billing.charge(key, hold, cost, request_id) if billed else None
         if give is not None or charge is not None:  # settled even if the client goes away now
-            await self._kept(self._release(give, charge), None, charge if charge is not None and charge.cost else None)
+            return await self._kept(self._release(give, charge), None,
+                                    charge if charge is not None and charge.cost else None)
+        return True
 
     async def close(self) -> None:
         """Give back every lease (at shutdown, once no request is in flight), after the operations of
@@ -250,19 +253,20 @@ class Admission:
         give = release if lease.limits.settles(release.token_delta, release.request_delta) else None
         charge = None
         if lease.tracked:
-            charge = Charge(lease.tenant, lease.key, lease.id, lease.charged, self._billing.windows())
+            charge = Charge(lease.tenant, lease.key, lease.id, lease.charged, self._billing.windows(), held=True)
         task = asyncio.get_running_loop().create_task(self._return(lease.id, give, charge))
         self._giving.add(task)
         task.add_done_callback(self._given)
 
     async def _return(self, lease_id: str, give: Release | None, charge: Charge | None) -> None:
         try:
-            await self._release(give, charge)
+            charged = await self._release(give, charge)
         except Exception:  # nobody waits for this: say so here
             log.exception("giving back a lease failed; its hold expires by itself",
                           extra={"fields": {"lease": lease_id}})
-            if charge is not None and charge.cost:  # the counters may lack its costs (their rows are recorded)
-                self._billing.missed(charge.tenant, charge.key)
+            charged = False
+        if not charged and charge is not None and charge.cost:  # the counters may lack its costs (recorded)
+            self._billing.missed(charge.tenant, charge.key)
 
     def _given(self, task: asyncio.Task[None]) -> None:
         self._giving.discard(task)
@@ -287,26 +291,28 @@ class Admission:
             if charging is not None:  # its request's usage row is recorded already
                 self._billing.missed(charging.tenant, charging.key)
             return
+        if charging is not None and task.result() is False:  # its hold was gone: nothing charged
+            self._billing.missed(charging.tenant, charging.key)
         back = undo(task.result()) if undo is not None else None
         if back is not None:
             undoing = asyncio.get_running_loop().create_task(self._undo(back))
             self._undoing.add(undoing)
             undoing.add_done_callback(self._undoing.discard)
 
-    async def _undo(self, back: Coroutine[Any, Any, None]) -> None:
+    async def _undo(self, back: Coroutine[Any, Any, object]) -> None:
         try:
             await back
         except Exception:  # nobody waits for this: say so here
             log.exception("giving back what a request that went away took failed; it expires by itself")
 
-    def _unacquire(self, take: Acquire, decision: Decision) -> Coroutine[Any, Any, None] | None:
+    def _unacquire(self, take: Acquire, decision: Decision) -> Coroutine[Any, Any, object] | None:
         if not decision.allowed or not take.limits.settles(0):
             return None  # refused (nothing taken), or nothing to give back: the request itself counts
         return self._release(Release(take.key, take.limits, 0, take.request_id), None)
 
     def _unadmit(
         self, key: ApiKey, take: Acquire, ask: HoldAsk, outcome: tuple[Decision, Reservation | None]
-    ) -> Coroutine[Any, Any, None] | None:
+    ) -> Coroutine[Any, Any, object] | None:
         decision, reservation = outcome
         if not decision.allowed or (reservation is not None and not reservation.ok):
             return None  # refused: nothing was taken
@@ -319,7 +325,7 @@ class Admission:
             return None
         return self._release(give, charge)
 
-    def _unreserve(self, key: ApiKey, request_id: str, hold: Hold | None) -> Coroutine[Any, Any, None] | None:
+    def _unreserve(self, key: ApiKey, request_id: str, hold: Hold | None) -> Coroutine[Any, Any, object] | None:
         return None if hold is None else self._billing.settle(key, hold, Decimal(0), request_id)
 
     # ------------------------------------------------------------------------------ counter operations
@@ -333,15 +339,18 @@ class Admission:
         # pragma: no cover - only if counters vanish between load and admit three times
         raise PaymentRequired("billing counters are unavailable; try again")
 
-    async def _release(self, give: Release | None, charge: Charge | None) -> None:
+    async def _release(self, give: Release | None, charge: Charge | None) -> bool:
+        """Whether the charge was made (True also when there is none); False: its hold was gone."""
         if give is not None and charge is not None:
-            await self._counters.release(give, charge)
-        elif give is not None:
+            return await self._counters.release(give, charge)
+        if give is not None:
             await self._counters.limiter.settle(give.key, give.limits, give.token_delta, give.request_id,
                                                 give.request_delta)
-        elif charge is not None:
-            await self._counters.accounts.settle(charge.tenant, charge.key, charge.request_id, charge.cost,
-                                                 charge.windows)
+            return True
+        if charge is not None:
+            return await self._counters.accounts.settle(charge.tenant, charge.key, charge.request_id, charge.cost,
+                                                        charge.windows, held=charge.held)
+        return True
 
     def _note_limits(self, key: str, decision: Decision) -> None:
         """Remember the requests the key's headline bucket has left (its money as it was)."""

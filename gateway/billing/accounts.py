@@ -51,13 +51,15 @@ class HoldAsk:
 
 @dataclass(frozen=True, slots=True)
 class Charge:
-    """Drop a request's hold and charge ``cost`` to the balance and to each of the key's ``windows``."""
+    """Drop a request's hold and charge ``cost`` to the balance and to each of the key's ``windows``
+    (``held``: a hold was made for it; if it is gone, the counters lost their data since)."""
 
     tenant: str
     key: str
     request_id: str
     cost: int
     windows: tuple[str, ...]
+    held: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +94,12 @@ class Accounts(Protocol):
         is from a read of the ledger that counted the credits ``credits`` (the tenant's recent ones)."""
         ...
 
-    async def settle(self, tenant: str, key: str, request_id: str, cost: int, windows: tuple[str, ...]) -> None:
-        """Drop the request's hold and charge ``cost`` to the balance and to each of the key's windows."""
+    async def settle(
+        self, tenant: str, key: str, request_id: str, cost: int, windows: tuple[str, ...], *, held: bool = False
+    ) -> bool:
+        """Drop the request's hold and charge ``cost`` to the balance and to each of the key's windows.
+        False, charging nothing, when ``held`` and the hold is gone: the counters lost their data since
+        it was made (and may have been loaded again from a ledger that has some of this cost)."""
         ...
 
     async def credit(self, tenant: str, amount: int, credit_id: str) -> None:

@@ -60,22 +60,26 @@ end
 -- Drop a request's hold and charge its cost to the balance and to each of the key's windows that exist;
 -- when the key's counters are loaded (its total exists), a window that does not exist yet (a new day,
 -- week or month) starts with this cost: every cost since it began was charged here.
--- a: request_id, cost, then the windows up to the end of a (from index i).
+-- a: request_id, cost, held (1: a hold was made), then the windows up to the end of a (from index i).
+-- Returns 1, or 0 when a hold was made but is gone (these counters lost their data since, and may have
+-- been loaded again from a ledger that has some of this cost): then nothing is charged.
 local function money_settle(k, j, a, i)
   local rid = a[i]
   local cost = tonumber(a[i + 1])
-  redis.call('HDEL', k[j + 1], rid)
+  local had = redis.call('HDEL', k[j + 1], rid)
   redis.call('HDEL', k[j + 3], rid)
   redis.call('ZREM', k[j + 4], rid)
+  if a[i + 2] == '1' and had == 0 then return 0 end
   if cost ~= 0 then
     if redis.call('HEXISTS', k[j], 'balance') == 1 then
       redis.call('HINCRBY', k[j], 'balance', -cost)
     end
     local loaded = redis.call('HEXISTS', k[j + 2], 'total') == 1
-    for w = i + 2, #a do
+    for w = i + 3, #a do
       if loaded or redis.call('HEXISTS', k[j + 2], a[w]) == 1 then
         redis.call('HINCRBY', k[j + 2], a[w], cost)
       end
     end
   end
+  return 1
 end

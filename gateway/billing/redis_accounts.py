@@ -57,7 +57,7 @@ class RedisAccounts:
 
     @staticmethod
     def settle_args(charge: Charge) -> list[Arg]:
-        return [charge.request_id, charge.cost, *charge.windows]
+        return [charge.request_id, charge.cost, 1 if charge.held else 0, *charge.windows]
 
     @staticmethod
     def reservation(reply: Sequence[Any]) -> Reservation:
@@ -93,10 +93,12 @@ class RedisAccounts:
                 pipe.expire(keys[2], _KEY_TTL)  # type: ignore[unused-awaitable]
                 await pipe.execute()
 
-    async def settle(self, tenant: str, key: str, request_id: str, cost: int, windows: tuple[str, ...]) -> None:
-        charge = Charge(tenant, key, request_id, cost, windows)
+    async def settle(
+        self, tenant: str, key: str, request_id: str, cost: int, windows: tuple[str, ...], *, held: bool = False
+    ) -> bool:
+        charge = Charge(tenant, key, request_id, cost, windows, held)
         async with asyncio.timeout(self.timeout):
-            await self._scripts.send(self._settle, self.keys(tenant, key), self.settle_args(charge))
+            return bool(await self._scripts.send(self._settle, self.keys(tenant, key), self.settle_args(charge)))
 
     async def credit(self, tenant: str, amount: int, credit_id: str) -> None:
         async with asyncio.timeout(self.timeout):

@@ -119,7 +119,7 @@ class Billing:
         units = to_units(cost) if cost > 0 else 0
         if hold is None and (units == 0 or not (self.prepaid or key.limit is not None)):
             return None  # no counter tracks this spend (the ledger still records it)
-        return Charge(key.tenant_id, key.hash, request_id, units, self.windows())
+        return Charge(key.tenant_id, key.hash, request_id, units, self.windows(), held=hold is not None)
 
     def windows(self) -> tuple[str, ...]:
         """The key windows a cost charged now counts in: this day, week and month, and the total."""

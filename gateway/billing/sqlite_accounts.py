@@ -203,17 +203,21 @@ class SqliteAccounts:
 
         await self._file.run(op)
 
-    async def settle(self, tenant: str, key: str, request_id: str, cost: int, windows: tuple[str, ...]) -> None:
-        charge = Charge(tenant, key, request_id, cost, windows)
+    async def settle(
+        self, tenant: str, key: str, request_id: str, cost: int, windows: tuple[str, ...], *, held: bool = False
+    ) -> bool:
+        # True: the counter file keeps its holds (it is not lost the way a Redis without persistence is)
+        charge = Charge(tenant, key, request_id, cost, windows, held)
         if len(windows) <= WINDOWS:
             await self._file.write(SETTLE.call, self.settle_values(charge))
-            return
+            return True
 
         def op(db: sqlite3.Connection) -> None:
             db.execute(SETTLE.call, self.settle_values(charge))
             self.charge_rest(db, charge)
 
         await self._file.run(op)
+        return True
 
     def _load_balance(self, db: sqlite3.Connection, tenant: str, balance: int, credits: Sequence[str]) -> None:
         """Set a balance not loaded: the ledger's, plus the credits pending that the read did not count."""

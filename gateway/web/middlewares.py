@@ -119,18 +119,19 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 async def _settle(request: web.Request, ctx: RequestContext) -> bool:
     """Give back what the request took from the shared counters (its concurrency slot, its token
-    estimate's error, its money hold) and charge its cost: one counter operation. False when it
-    failed with a cost to charge."""
+    estimate's error, its money hold) and charge its cost: one counter operation. False when a cost
+    to charge may not have been: the operation failed, or found the hold gone."""
     assert ctx.key is not None
     delta = 0
     if ctx.limits is not None and ctx.total_tokens is not None:
         delta = ctx.total_tokens - ctx.token_estimate
     try:
-        await request.app[ADMISSION].leave(ctx.key, ctx.limits, delta, ctx.billed, ctx.hold, ctx.cost, ctx.request_id)
+        if await request.app[ADMISSION].leave(ctx.key, ctx.limits, delta, ctx.billed, ctx.hold, ctx.cost,
+                                              ctx.request_id):
+            return True
     except Exception:  # the ledger row is still written; the hold and the slot expire by themselves
         log.exception("counter settle failed", extra={"fields": {"request_id": ctx.request_id}})
-        return not (ctx.billed and ctx.cost > 0)
-    return True
+    return not (ctx.billed and ctx.cost > 0)
 
 
 def _missed(request: web.Request, ctx: RequestContext) -> None:

@@ -193,3 +193,32 @@ async def test_large_balances(make_accounts: Factory) -> None:
     await acct.settle("t", "k", "r", 5 * 10**12, ("m:1",))
     r = await acct.reserve("t", "k", 1, KeyLimit(10**17, "m:1"), True, "r2")
     assert r.ok and r.available == big - 5 * 10**12 and r.key_used == 5 * 10**12
+
+
+async def lose_everything(scratch_redis: ScratchRedis) -> None:
+    """What a Redis without persistence does when it restarts: every counter and hold is gone."""
+    client = scratch_redis.client()
+    keys = [k async for k in client.scan_iter(match=scratch_redis.prefix + "*")]
+    if keys:
+        await client.delete(*keys)
+
+
+@pytest.mark.redis
+async def test_a_settle_whose_hold_redis_lost_charges_nothing(scratch_redis: ScratchRedis) -> None:
+    """Redis lost its data after a hold was made, and the balance was loaded again from the ledger,
+    which may have some of this request's cost: the settle charges nothing and says so (the gateway
+    then has the counters read again once the request's usage row is written)."""
+    acct = RedisAccounts(scratch_redis.client(), prefix=scratch_redis.prefix, timeout=10)
+    await acct.load("t", 100, "k", {"d:1": 0, "total": 0})
+    assert (await acct.reserve("t", "k", 50, KeyLimit(1000, "d:1"), True, "r1")).ok
+    assert (await acct.reserve("t", "k", 50, KeyLimit(1000, "d:1"), True, "r2")).ok
+    assert await acct.settle("t", "k", "r1", 30, ("d:1", "total"), held=True)  # the hold was there: charged
+    await lose_everything(scratch_redis)
+    await acct.load("t", 90, "k", {"d:1": 20, "total": 20})  # the ledger, with part of r2's cost in it
+    assert not await acct.settle("t", "k", "r2", 30, ("d:1", "total"), held=True)
+    r = await acct.reserve("t", "k", 0, KeyLimit(1000, "d:1"), True, "probe")
+    assert r.available == 90 and r.key_used == 20  # nothing charged on top of the reload
+    assert await acct.settle("t", "k", "r3", 5, ("d:1", "total"))  # no hold was made: charged as before
+    r = await acct.reserve("t", "k", 0, KeyLimit(1000, "d:1"), True, "probe2")
+    assert r.available == 85 and r.key_used == 25
+    await acct.close()
