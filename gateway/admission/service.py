@@ -29,7 +29,7 @@ from gateway.admission.counters import Counters
 from gateway.admission.lease import GUARD, Headroom, Lease, Terms, terms
 from gateway.billing.accounts import Charge, HoldAsk, Missing, Reservation
 from gateway.billing.holds import to_units
-from gateway.billing.service import Billing, Hold
+from gateway.billing.service import Billing, Hold, counters_unavailable
 from gateway.errors import GatewayError, PaymentRequired
 from gateway.pipeline.context import new_id
 from gateway.ratelimit.gcra import Decision, Limits
@@ -336,8 +336,7 @@ class Admission:
                 return await self._counters.admit(take, ask)
             except Missing as missing:
                 await self._billing.load(key, missing, ask)
-        # pragma: no cover - only if counters vanish between load and admit three times
-        raise PaymentRequired("billing counters are unavailable; try again")
+        raise counters_unavailable()  # dropped again between each load and admit (being resynced)
 
     async def _release(self, give: Release | None, charge: Charge | None) -> bool:
         """Whether the charge was made (True also when there is none); False: its hold was gone."""

@@ -19,7 +19,7 @@ from typing import Any
 from gateway.billing.accounts import RECENT_CREDITS, Accounts, Charge, HoldAsk, Missing, Reservation
 from gateway.billing.holds import from_units, hold_units, key_limit, max_output_tokens, to_units, window_ids
 from gateway.codec import money
-from gateway.errors import PaymentRequired
+from gateway.errors import PaymentRequired, Unavailable
 from gateway.settings import ModelSettings
 from gateway.store.base import ApiKey, Store, Transaction
 from gateway.to_the_end import to_the_end
@@ -46,7 +46,8 @@ class Billing:
 
     def __init__(
         self, accounts: Accounts, store: Store, *, prepaid: bool, clock: Callable[[], datetime] = _utcnow,
-        retry_seconds: tuple[float, float] = (0.5, 10.0), flush: Callable[[], Awaitable[None]] | None = None,
+        retry_seconds: tuple[float, float] = (0.5, 10.0), gather_seconds: tuple[float, float] = (0.05, 1.0),
+        flush: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.accounts = accounts
         self._store = store
@@ -59,6 +60,10 @@ class Billing:
         self._missed: dict[str, dict[str, int]] = {}
         self._serial = 0
         self._retry = retry_seconds  # the first and the longest wait between attempts to drop them
+        # misses are gathered until none came for the first of these, at most the second, so that
+        # a burst of them (every request in flight when Redis lost its data) drops the counters once
+        self._gather = gather_seconds
+        self._noted = asyncio.Event()  # set by each miss
         self._flush = flush  # writes this worker's usage rows recorded so far to the ledger
         self.resyncing: asyncio.Task[None] | None = None  # dropping them, until the counters answer
 
@@ -87,8 +92,8 @@ class Billing:
                 break
             except Missing as missing:
                 await self.load(key, missing, ask)
-        else:  # pragma: no cover - only if counters vanish between load and reserve three times
-            raise PaymentRequired("billing counters are unavailable; try again")
+        else:  # the counters were dropped again between each load and reserve (counters being resynced)
+            raise counters_unavailable()
         refusal = self.refusal(key, ask, result)
         if refusal is not None:
             raise refusal
@@ -154,6 +159,7 @@ class Billing:
         Its counters are dropped once the worker's recorded usage is in the ledger and the counters
         answer again (after this call), so that they are read again from the ledger, which has it all."""
         self._serial += 1
+        self._noted.set()
         marks = self._missed.setdefault(tenant, {})
         marks[""] = self._serial  # the balance
         if key is not None:
@@ -165,6 +171,8 @@ class Billing:
         wait = self._retry[0]
         try:
             while self._missed:
+                if self._noted.is_set():
+                    await self._gathered()
                 tenant, marks = next(iter(self._missed.items()))
                 dropping = dict(marks)
                 try:
@@ -188,6 +196,20 @@ class Billing:
                     del self._missed[tenant]
         finally:
             self.resyncing = None
+
+    async def _gathered(self) -> None:
+        """Return once no miss was noted for ``quiet`` seconds (or ``most`` seconds from now)."""
+        quiet, most = self._gather
+        loop = asyncio.get_running_loop()
+        until = loop.time() + most
+        while (left := until - loop.time()) > 0:
+            self._noted.clear()
+            try:
+                async with asyncio.timeout(min(quiet, left)):
+                    await self._noted.wait()  # another miss: gather on
+            except TimeoutError:
+                return
+        self._noted.clear()
 
     async def resynced(self) -> None:
         """Wait until the counters that missed operations so far are dropped."""
@@ -237,6 +259,13 @@ class Billing:
         windows = {daily: to_units(usage.daily), weekly: to_units(usage.weekly), monthly: to_units(usage.monthly),
                    "total": to_units(usage.total)}
         await self.accounts.load(key.tenant_id, None, key.hash, windows)
+
+
+def counters_unavailable() -> Unavailable:
+    """The counters went missing again after each of a request's loads: not the tenant's money (not a
+    402) but counters being read again; a retry a moment later finds them loaded."""
+    return Unavailable("the gateway's money counters are being read again from the ledger; try again shortly",
+                       headers={"Retry-After": "1"})
 
 
 def _report_credit(task: asyncio.Future[None]) -> None:

@@ -14,11 +14,12 @@ from typing import Any
 
 import pytest
 
-from gateway.billing.accounts import Accounts
+from gateway.billing.accounts import Accounts, Missing
 from gateway.billing.holds import to_units
 from gateway.billing.redis_accounts import RedisAccounts
 from gateway.billing.service import Billing
 from gateway.billing.sqlite_accounts import SqliteAccounts
+from gateway.errors import Unavailable
 from gateway.settings import ModelSettings
 from gateway.store import open_store
 from gateway.store.base import ApiKey, Store, Transaction
@@ -220,3 +221,28 @@ async def test_a_worker_stopping_names_the_tenants_whose_counters_it_could_not_d
     assert billing.resyncing is None
     (record,) = [r for r in caplog.records if r.levelname == "ERROR"]
     assert record.fields == {"tenants": ["t"]}  # type: ignore[attr-defined]
+
+
+async def test_misses_that_arrive_together_drop_the_counters_once(accounts: Accounts, store: Store) -> None:
+    """Every request in flight when Redis lost its data misses at once: their counters are dropped in
+    one pass, not once each (each drop sends the next requests back to the ledger)."""
+    failing = Failing(accounts)
+    billing = Billing(failing, store, prepaid=True, gather_seconds=(0.05, 1.0))  # type: ignore[arg-type]
+    billing.missed("t", "k1")
+    await asyncio.sleep(0)  # the resync starts, gathering
+    billing.missed("t", "k2")
+    await billing.resynced()
+    assert failing.calls == [("forget_balance", ("t",)), ("forget_key", ("t", "k1")), ("forget_key", ("t", "k2"))]
+
+
+async def test_requests_that_find_the_counters_dropped_again_and_again_get_503_not_402(
+    accounts: Accounts, store: Store
+) -> None:
+    class Vanishing(HeldOps):
+        async def reserve(self, *args: Any) -> Any:
+            raise Missing("tenant")  # loaded, then dropped again before every reserve
+
+    billing = Billing(Vanishing(accounts), store, prepaid=True)  # type: ignore[arg-type]
+    with pytest.raises(Unavailable) as info:
+        await billing.reserve(api_key(), MODEL, {"max_tokens": 10}, 10, "r1")
+    assert info.value.status == 503 and info.value.headers == {"Retry-After": "1"}
