@@ -47,7 +47,7 @@ class Billing:
     def __init__(
         self, accounts: Accounts, store: Store, *, prepaid: bool, clock: Callable[[], datetime] = _utcnow,
         retry_seconds: tuple[float, float] = (0.5, 10.0), gather_seconds: tuple[float, float] = (0.05, 1.0),
-        flush: Callable[[], Awaitable[None]] | None = None,
+        flush: Callable[[], Awaitable[None]] | None = None, close_seconds: float = 2.0,
     ) -> None:
         self.accounts = accounts
         self._store = store
@@ -66,6 +66,7 @@ class Billing:
         self._noted = asyncio.Event()  # set by each miss
         self._flush = flush  # writes this worker's usage rows recorded so far to the ledger
         self.resyncing: asyncio.Task[None] | None = None  # dropping them, until the counters answer
+        self._close_seconds = close_seconds  # how long a stopping worker gives the drops left
 
     def ask(
         self, key: ApiKey, model: ModelSettings | None, body: dict[str, Any], body_bytes: int, request_id: str
@@ -217,7 +218,13 @@ class Billing:
             await asyncio.shield(self.resyncing)
 
     async def close(self) -> None:
-        """Stop dropping counters; name those left (off the ledger until they are next loaded)."""
+        """Drop the counters that missed operations so far, for up to ``close_seconds`` (the leases
+        given back at shutdown may have missed, their costs in rows the worker writes first); then
+        stop trying, and name those left (off the ledger until they are next loaded)."""
+        if self.resyncing is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._close_seconds):
+                    await self.resynced()
         if self.resyncing is not None:
             self.resyncing.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -214,13 +214,33 @@ async def test_a_worker_stopping_names_the_tenants_whose_counters_it_could_not_d
         raise ConnectionError("the counters did not answer")
 
     held = HeldOps(accounts, forget_balance=unanswered)
-    billing = Billing(held, store, prepaid=True, retry_seconds=(0.001, 0.001))  # type: ignore[arg-type]
+    billing = Billing(held, store, prepaid=True, retry_seconds=(0.001, 0.001),  # type: ignore[arg-type]
+                      close_seconds=0.01)
     billing.missed("t", None)
     await tried_again.wait()
-    await billing.close()
+    await billing.close()  # tries on for close_seconds, then gives up
     assert billing.resyncing is None
     (record,) = [r for r in caplog.records if r.levelname == "ERROR"]
     assert record.fields == {"tenants": ["t"]}  # type: ignore[attr-defined]
+
+
+async def test_a_worker_stopping_first_drops_the_counters_that_missed_just_before(
+    accounts: Accounts, store: Store
+) -> None:
+    """A lease given back at shutdown finds its hold gone (Redis lost its data): the counters that
+    missed it are dropped before the worker stops, not left off the ledger."""
+    failing = Failing(accounts)
+    flushed: list[int] = []
+
+    async def flush() -> None:
+        flushed.append(len(failing.calls))
+
+    billing = Billing(failing, store, prepaid=True, flush=flush)  # type: ignore[arg-type]
+    billing.missed("t", "k1")
+    await billing.close()
+    assert flushed == [0]  # the worker's rows first
+    assert failing.calls == [("forget_balance", ("t",)), ("forget_key", ("t", "k1"))]
+    assert billing.resyncing is None
 
 
 async def test_misses_that_arrive_together_drop_the_counters_once(accounts: Accounts, store: Store) -> None:
