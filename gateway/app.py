@@ -201,10 +201,13 @@ async def _limiter_ctx(app: web.Application) -> AsyncIterator[None]:
     admission = Admission(counters, billing, lease_size=settings.limits.lease_size,
                           lease_seconds=settings.limits.lease_seconds)
     app[ADMISSION] = admission
+    recorder = app[RECORDER]
+    recorder.before_write = admission.charge_leases  # a lease's costs reach the counters before its rows
     if not settings.prepaid:
         await counters.accounts.forget_balances()  # not kept current while prepaid is off: reload if it comes back
     yield
     await admission.close()
+    recorder.before_write = None
     await billing.close()
     await counters.close()
 

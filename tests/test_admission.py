@@ -21,7 +21,7 @@ from gateway.admission.on_redis import RedisCounters
 from gateway.admission.on_sqlite import SqliteCounters
 from gateway.admission.service import Admission
 from gateway.billing.accounts import Charge, HoldAsk, Missing
-from gateway.billing.holds import KeyLimit
+from gateway.billing.holds import KeyLimit, to_units
 from gateway.billing.service import Billing
 from gateway.ratelimit.gcra import Limits
 from gateway.ratelimit.limiter import Acquire, Release
@@ -473,6 +473,49 @@ async def test_a_lease_that_cannot_be_given_back_is_logged_and_its_counters_read
         await counters.accounts.reserve("t", "k", 0, None, True, "probe")
 
 
+async def three_from_a_lease(counters: Counters, billing: Billing) -> tuple[Admission, ApiKey, Limits]:
+    """Admission with leases over ``counters``: three requests of 0.0001 USD served, the first counted
+    exactly, the other two from a lease that is still out."""
+    admission = Admission(counters, billing, lease_size=8, lease_seconds=60)
+    key = api_key(None)
+    limits = Limits(requests_per_minute=100_000)
+    for i in range(3):
+        entry = await admission.enter(key, take(f"r{i}", limits), MODEL, {"max_tokens": 100}, 100)
+        await admission.leave(key, limits, 0, True, entry.hold, Decimal("0.0001"), f"r{i}")
+    return admission, key, limits
+
+
+async def test_a_lease_whose_costs_so_far_cannot_be_charged_has_its_counters_read_again(
+    make_counters: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The recorder charges a lease's costs so far before writing their rows; when the counters do not
+    answer, the rows are written all the same and the counters read again from the ledger afterwards
+    (which has them); the lease's return charges only what came after."""
+    counters = make_counters()
+    billing = Billing(counters.accounts, Credit(), prepaid=True, clock=lambda: AT)  # type: ignore[arg-type]
+    admission, key, limits = await three_from_a_lease(counters, billing)
+    charge = counters.accounts.charge
+
+    async def unanswered(*args: Any) -> bool:
+        raise ConnectionError("the counters did not answer")
+
+    counters.accounts.charge = unanswered  # type: ignore[method-assign]
+    with caplog.at_level("WARNING", logger="arouter.admission"):
+        await admission.charge_leases()
+    counters.accounts.charge = charge  # type: ignore[method-assign]
+    assert any("charging a lease's costs so far failed" in r.getMessage() for r in caplog.records)
+    await billing.resynced()
+    with pytest.raises(Missing):  # dropped: the next request reads the ledger, which has the two rows
+        await counters.accounts.reserve("t", "k", 0, None, True, "probe")
+    await counters.accounts.load("t", to_units(Decimal(100) - 3 * Decimal("0.0001")), "k", None)
+    entry = await admission.enter(key, take("r3", limits), MODEL, {"max_tokens": 100}, 100)
+    await admission.leave(key, limits, 0, True, entry.hold, Decimal("0.0001"), "r3")
+    await admission.charge_leases()  # r3's cost
+    await admission.close()
+    probe = await counters.accounts.reserve("t", "k", 0, None, True, "probe")
+    assert probe.available == to_units(Decimal(100) - 4 * Decimal("0.0001"))
+
+
 @pytest.mark.redis
 async def test_a_lease_whose_hold_redis_lost_is_not_charged_on_top_of_the_reload(scratch_redis: ScratchRedis) -> None:
     """Redis restarts without its data while a lease is out, and the balance is loaded again from the
@@ -488,12 +531,7 @@ async def test_a_lease_whose_hold_redis_lost_is_not_charged_on_top_of_the_reload
 
     billing = Billing(counters.accounts, Credit(), prepaid=True, clock=lambda: AT,  # type: ignore[arg-type]
                       flush=flush)
-    admission = Admission(counters, billing, lease_size=8, lease_seconds=60)
-    key = api_key(None)
-    limits = Limits(requests_per_minute=100_000)
-    for i in range(3):  # the first exactly, then from a lease
-        entry = await admission.enter(key, take(f"r{i}", limits), MODEL, {"max_tokens": 100}, 100)
-        await admission.leave(key, limits, 0, True, entry.hold, Decimal("0.0001"), f"r{i}")
+    admission, _, _ = await three_from_a_lease(counters, billing)
     assert admission.outstanding == 1
     client = scratch_redis.client()
     await client.delete(*[k async for k in client.scan_iter(match=prefix + "*")])  # Redis lost everything

@@ -40,6 +40,19 @@ async def new_key(client: Any, **fields: Any) -> dict[str, str]:
     return {"Authorization": f"Bearer {(await resp.json())['key']}"}
 
 
+async def funded(
+    gateway: Gateway, db_url: str, aiohttp_client: Any, limits: dict[str, Any], amount: str
+) -> tuple[Any, dict[str, str], str]:
+    """A prepaid gateway with these ``limits``, ``amount`` USD of credit, and a key: the client, the
+    key's auth header and its hash."""
+    settings = make_settings(gateway.upstream.url, db_url, billing={"prepaid": True},  # type: ignore[attr-defined]
+                             limits=limits)
+    client = await aiohttp_client(create_app(settings))
+    auth = await new_key(client)
+    await client.post("/api/v1/credits", json={"amount": amount}, headers=MGMT)
+    return client, auth, hash_key(auth["Authorization"].removeprefix("Bearer "))
+
+
 async def test_prepaid_refuses_then_serves_and_charges_exactly(prepaid: Any) -> None:
     auth = await new_key(prepaid)
     resp = await prepaid.post("/v1/chat/completions", data=body("openai/gpt-4.1-mini"), headers=auth)
@@ -205,6 +218,33 @@ async def test_a_key_far_from_its_limits_is_leased_and_counted_exactly(
     assert await client.app[STORE].balance("default") == Decimal(1000) - 30 * Decimal("0.0000188")
 
 
+async def test_counters_read_again_while_a_lease_is_out_count_its_costs_once(
+    gateway: Gateway, db_url: str, aiohttp_client: Any
+) -> None:
+    """The tenant's balance counter is dropped (after a miss) and read again from the ledger while a
+    lease is out, once the rows of its first requests are in the ledger. Giving the lease back then
+    charges only the costs the ledger did not have: the recorder has the counters charged with a
+    lease's costs before it writes their rows."""
+    client, auth, key = await funded(gateway, db_url, aiohttp_client, {"requests_per_day": 100_000}, "1000")
+    app = client.app
+    cost = Decimal("0.0000188")
+    for _i in range(10):  # the first counted exactly, the others from a lease
+        assert (await client.post("/v1/chat/completions", data=body("openai/gpt-4.1-mini"), headers=auth)).status == 200
+    await app[RECORDER].flush()  # their rows reach the ledger
+    store, accounts = app[STORE], app[BILLING].accounts
+    await accounts.forget_balance("default")  # dropped after a miss, read again from the ledger:
+    await accounts.load("default", to_units(await store.balance("default")), key, None)
+    for _i in range(5):  # the lease serves on; these rows are not written yet
+        assert (await client.post("/v1/chat/completions", data=body("openai/gpt-4.1-mini"), headers=auth)).status == 200
+    admission = app[ADMISSION]
+    assert admission.outstanding == 1
+    await admission.close()  # the lease goes back
+    await app[RECORDER].flush()
+    assert await store.balance("default") == Decimal(1000) - 15 * cost
+    probe = await accounts.reserve("default", key, 0, None, True, "probe")
+    assert probe.available == to_units(Decimal(1000) - 15 * cost)  # nine costs twice without the charge
+
+
 async def test_a_credit_the_counters_do_not_answer_for_is_added_and_spendable(prepaid: Any) -> None:
     """The counters fail while a credit is added: the client gets its 201 (the ledger has the credit; a
     500 would invite a retry that pays twice), and the credit is spendable once they answer again."""
@@ -233,12 +273,7 @@ async def test_a_settle_the_counters_do_not_answer_for_is_charged_from_the_ledge
     """The counters fail while a request's cost is settled: the client still gets its answer, and the
     tenant's counters are dropped once the request's usage row is in the ledger, so the next request
     reads a balance that has the cost (only the failed settle's hold stays, until it expires)."""
-    settings = make_settings(gateway.upstream.url, db_url, billing={"prepaid": True},  # type: ignore[attr-defined]
-                             limits={"lease_size": 0})
-    client = await aiohttp_client(create_app(settings))
-    auth = await new_key(client)
-    key = hash_key(auth["Authorization"].removeprefix("Bearer "))
-    await client.post("/api/v1/credits", json={"amount": "1"}, headers=MGMT)
+    client, auth, key = await funded(gateway, db_url, aiohttp_client, {"lease_size": 0}, "1")
     raw = body("openai/gpt-4.1-mini", 10)
     assert (await client.post("/v1/chat/completions", data=raw, headers=auth)).status == 200
     accounts = client.app[BILLING].accounts

@@ -61,6 +61,33 @@ async def test_rows_recorded_during_a_flush_wait_for_the_next(tmp_path: Path) ->
     assert not list(tmp_path.glob("*.jsonl")) or all(p.stat().st_size == 0 for p in tmp_path.glob("*.jsonl"))
 
 
+async def test_the_counters_are_charged_before_the_rows_they_cover_are_written(tmp_path: Path) -> None:
+    """``before_write`` (the leases' costs charged to the shared counters) runs before a flush writes
+    its rows, after it took them: a row recorded meanwhile waits for the next flush (and its hook)."""
+    store = SlowStore()
+    store.release.set()
+    recorder = UsageRecorder(store, Metrics(), interval=3600)  # type: ignore[arg-type]
+    await recorder.start()
+    seen: list[int] = []
+    hook = asyncio.Event()
+
+    async def charge_leases() -> None:
+        seen.append(len(store.inserts))
+        hook.set()
+        recorder.record(row(9))  # a request that ends while the counters are charged
+
+    recorder.before_write = charge_leases
+    await recorder.flush()  # nothing to write: nothing to charge for
+    assert seen == []
+    recorder.record(row(1))
+    await recorder.flush()
+    assert seen == [0] and store.inserts == [["gen-1"]]
+    await recorder.flush()
+    assert seen == [0, 1] and store.inserts == [["gen-1"], ["gen-9"]]
+    recorder.before_write = None
+    await recorder.stop()
+
+
 async def test_a_write_cancelled_while_beginning_leaves_the_sqlite_store_usable(tmp_path: Path) -> None:
     """A flush cancelled at shutdown while its BEGIN is on the connection's thread used to leave the
     connection inside a transaction: the final flush then failed and the worker exited with an error."""

@@ -4,7 +4,9 @@ Exact shared counters cost a counter operation per request on the way in and one
 far from all of its limits does not need that: its worker takes ``n`` requests, their estimated
 tokens and ``n`` times the request's money hold in one operation (a lease), hands them out to the
 key's next requests in memory, and gives back what they did not use, with their costs charged, in one
-operation when the lease is used up or ``seconds`` old and its last request has finished.
+operation when the lease is used up or ``seconds`` old and its last request has finished. The costs
+of its finished requests are also charged while it is out, before their usage rows are written
+(``Admission.charge_leases``): the ledger then never has a cost the shared counters have not had.
 
 What a lease keeps and what it trades:
 
@@ -89,6 +91,7 @@ class Lease:
     tokens: int = 0  # their estimated tokens
     money: int = 0  # the holds of requests in flight plus the costs of finished ones
     charged: int = 0  # the costs of finished requests
+    settled: int = 0  # the part of them already charged to the shared counters while it is out
     token_delta: int = 0  # their actual minus estimated tokens
     in_flight: int = 0
     open: bool = True  # still serving new requests

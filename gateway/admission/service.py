@@ -73,6 +73,7 @@ class Admission:
         self._giving: set[asyncio.Task[None]] = set()
         self._undoing: set[asyncio.Future[Any]] = set()  # operations of requests that went away, and their undoing
         self._timers: dict[str, asyncio.TimerHandle] = {}  # lease id -> its expiry
+        self._out: dict[str, Lease] = {}  # lease id -> a lease not given back yet, open or not
         self.outstanding = 0  # leases taken and not yet given back
 
     async def enter(
@@ -221,6 +222,7 @@ class Admission:
 
     def _open(self, lease: Lease) -> Lease:
         self.outstanding += 1
+        self._out[lease.id] = lease
         old = self._leases.get(lease.key)
         if old is not None:
             self._close(old)
@@ -249,14 +251,36 @@ class Admission:
 
     def _give_back(self, lease: Lease) -> None:
         lease.returned = True
+        del self._out[lease.id]
         release = lease.release()
         give = release if lease.limits.settles(release.token_delta, release.request_delta) else None
         charge = None
         if lease.tracked:
-            charge = Charge(lease.tenant, lease.key, lease.id, lease.charged, self._billing.windows(), held=True)
+            charge = Charge(lease.tenant, lease.key, lease.id, lease.charged - lease.settled, self._billing.windows(),
+                            held=True)
         task = asyncio.get_running_loop().create_task(self._return(lease.id, give, charge))
         self._giving.add(task)
         task.add_done_callback(self._given)
+
+    async def charge_leases(self) -> None:
+        """Charge the costs of the requests the leases out have served so far to the shared counters,
+        before their usage rows are written (the worker's recorder calls this first). A ledger line
+        is then never of a cost the counters have not seen: counters read again from the ledger while
+        a lease is out (after a miss) do not get its earlier costs a second time when it goes back."""
+        windows = self._billing.windows()
+        for lease in list(self._out.values()):
+            cost = lease.charged - lease.settled
+            if not lease.tracked or cost <= 0:
+                continue
+            lease.settled = lease.charged  # charged now, or the counters are read again after a miss
+            try:
+                charged = await self._counters.accounts.charge(lease.tenant, lease.key, lease.id, cost, windows)
+            except Exception as exc:  # the rows are written all the same: the miss has the ledger read again
+                log.warning("charging a lease's costs so far failed (%r); its counters are read again", exc,
+                            extra={"fields": {"lease": lease.id}})
+                charged = False
+            if not charged:
+                self._billing.missed(lease.tenant, lease.key)
 
     async def _return(self, lease_id: str, give: Release | None, charge: Charge | None) -> None:
         try:

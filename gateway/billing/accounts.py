@@ -102,6 +102,11 @@ class Accounts(Protocol):
         it was made (and may have been loaded again from a ledger that has some of this cost)."""
         ...
 
+    async def charge(self, tenant: str, key: str, hold_id: str, cost: int, windows: tuple[str, ...]) -> bool:
+        """Charge ``cost`` as ``settle`` does while the hold ``hold_id`` (a lease's) stays in force,
+        shrunk by as much. False, charging nothing, when the hold is gone (as for ``settle``)."""
+        ...
+
     async def credit(self, tenant: str, amount: int, credit_id: str) -> None:
         """Add a credit already in the ledger to the tenant's balance, once per ``credit_id``; kept
         for the load in progress when the balance is not loaded."""

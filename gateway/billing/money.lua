@@ -57,9 +57,23 @@ local function money_hold(k, j, now, a, i)
   redis.call('ZADD', k[j + 4], now + tonumber(a[i + 5]), rid)
 end
 
--- Drop a request's hold and charge its cost to the balance and to each of the key's windows that exist;
--- when the key's counters are loaded (its total exists), a window that does not exist yet (a new day,
--- week or month) starts with this cost: every cost since it began was charged here.
+-- Charge a cost to the balance (if loaded) and to each of the key's windows a[w0..] that exist; when
+-- the key's counters are loaded (its total exists), a window that does not exist yet (a new day, week
+-- or month) starts with this cost: every cost since it began was charged here.
+local function money_charge(k, j, cost, a, w0)
+  if cost == 0 then return end
+  if redis.call('HEXISTS', k[j], 'balance') == 1 then
+    redis.call('HINCRBY', k[j], 'balance', -cost)
+  end
+  local loaded = redis.call('HEXISTS', k[j + 2], 'total') == 1
+  for w = w0, #a do
+    if loaded or redis.call('HEXISTS', k[j + 2], a[w]) == 1 then
+      redis.call('HINCRBY', k[j + 2], a[w], cost)
+    end
+  end
+end
+
+-- Drop a request's hold and charge its cost (money_charge).
 -- a: request_id, cost, held (1: a hold was made), then the windows up to the end of a (from index i).
 -- Returns 1, or 0 when a hold was made but is gone (these counters lost their data since, and may have
 -- been loaded again from a ledger that has some of this cost): then nothing is charged.
@@ -70,16 +84,23 @@ local function money_settle(k, j, a, i)
   redis.call('HDEL', k[j + 3], rid)
   redis.call('ZREM', k[j + 4], rid)
   if a[i + 2] == '1' and had == 0 then return 0 end
-  if cost ~= 0 then
-    if redis.call('HEXISTS', k[j], 'balance') == 1 then
-      redis.call('HINCRBY', k[j], 'balance', -cost)
-    end
-    local loaded = redis.call('HEXISTS', k[j + 2], 'total') == 1
-    for w = i + 3, #a do
-      if loaded or redis.call('HEXISTS', k[j + 2], a[w]) == 1 then
-        redis.call('HINCRBY', k[j + 2], a[w], cost)
-      end
-    end
-  end
+  money_charge(k, j, cost, a, i + 3)
+  return 1
+end
+
+-- Charge part of a hold that stays in force (a lease's costs so far, before their usage rows reach the
+-- ledger): the hold shrinks by the cost, which is charged as a settle charges it.
+-- a: hold id, cost, then the windows up to the end of a (from index i).
+-- Returns 1, or 0 when the hold is gone (as for money_settle): then nothing is charged.
+local function money_part(k, j, a, i)
+  local rid = a[i]
+  local cost = tonumber(a[i + 1])
+  local held = redis.call('HGET', k[j + 1], rid)
+  if not held then return 0 end
+  local left = tonumber(held) - cost
+  if left < 0 then left = 0 end
+  redis.call('HSET', k[j + 1], rid, money_int(left))
+  redis.call('HSET', k[j + 3], rid, money_int(left))
+  money_charge(k, j, cost, a, i + 2)
   return 1
 end

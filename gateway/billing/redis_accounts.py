@@ -37,6 +37,7 @@ class RedisAccounts:
         self._hold = hold_seconds
         self._reserve = lua(("gateway.billing", "money.lua"), ("gateway.billing", "reserve.lua"))
         self._settle = lua(("gateway.billing", "money.lua"), ("gateway.billing", "settle.lua"))
+        self._part = lua(("gateway.billing", "money.lua"), ("gateway.billing", "part.lua"))
         self._credit = lua(("gateway.billing", "credit.lua"))
         self._balance = lua(("gateway.billing", "balance.lua"))
 
@@ -99,6 +100,10 @@ class RedisAccounts:
         charge = Charge(tenant, key, request_id, cost, windows, held)
         async with asyncio.timeout(self.timeout):
             return bool(await self._scripts.send(self._settle, self.keys(tenant, key), self.settle_args(charge)))
+
+    async def charge(self, tenant: str, key: str, hold_id: str, cost: int, windows: tuple[str, ...]) -> bool:
+        async with asyncio.timeout(self.timeout):
+            return bool(await self._scripts.send(self._part, self.keys(tenant, key), [hold_id, cost, *windows]))
 
     async def credit(self, tenant: str, amount: int, credit_id: str) -> None:
         async with asyncio.timeout(self.timeout):

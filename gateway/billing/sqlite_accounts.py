@@ -99,6 +99,7 @@ def read_columns(tenant: str, key: str, window: str) -> tuple[str, str]:
 
 
 _BALANCE = "SELECT balance FROM money_tenants WHERE tenant = ?"
+_HELD = "SELECT tenant, key, amount, expires FROM money_holds WHERE request_id = ?"
 _PENDING = "SELECT id, amount FROM money_credits WHERE tenant = ? AND amount IS NOT NULL"
 _SEEN = "INSERT OR IGNORE INTO money_credits (tenant, id, amount, expires) VALUES (?, ?, NULL, ?)"
 
@@ -218,6 +219,21 @@ class SqliteAccounts:
 
         await self._file.run(op)
         return True
+
+    async def charge(self, tenant: str, key: str, hold_id: str, cost: int, windows: tuple[str, ...]) -> bool:
+        charge = Charge(tenant, key, hold_id, cost, windows)
+
+        def op(db: sqlite3.Connection) -> bool:
+            row = db.execute(_HELD, (hold_id,)).fetchone()
+            if row is None:
+                return False
+            # a hold is never updated (the sums count it): dropped, and made again smaller by the cost
+            db.execute(SETTLE.call, self.settle_values(charge))
+            self.charge_rest(db, charge)
+            db.execute(HOLD.call, (hold_id, row[0], row[1], max(0, row[2] - cost), row[3]))
+            return True
+
+        return await self._file.run(op)
 
     def _load_balance(self, db: sqlite3.Connection, tenant: str, balance: int, credits: Sequence[str]) -> None:
         """Set a balance not loaded: the ledger's, plus the credits pending that the read did not count."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 from gateway.metrics import Metrics
 from gateway.pipeline.journal import Journal, Segment
@@ -43,6 +44,9 @@ class UsageRecorder:
         self._journal = Journal(journal_dir) if journal_dir else None
         self._segments: list[Segment] = []  # journal files whose rows are not stored yet
         self._flushing = asyncio.Lock()  # one flush at a time: a flush returns once earlier rows are stored
+        # awaited before rows are written: the shared counters get the costs of requests served from
+        # leases first (Admission.charge_leases), so no row reaches the ledger before its cost them
+        self.before_write: Callable[[], Awaitable[None]] | None = None
 
     def record(self, row: Generation) -> None:
         """Queue a row and journal it; never blocks on the network, never raises."""
@@ -89,6 +93,12 @@ class UsageRecorder:
         # this flush runs wait for the next one, so a busy gateway writes big batches, not a tail of
         # one-row inserts chasing the newest request.
         pending, self._rows = self._rows, []
+        if pending and self.before_write is not None:
+            try:
+                await self.before_write()
+            except BaseException:
+                self._rows[:0] = pending
+                raise
         for start in range(0, len(pending), self._batch):
             rows = pending[start : start + self._batch]
             try:

@@ -158,6 +158,26 @@ async def test_a_new_window_of_a_loaded_key_starts_with_the_costs_settled_in_it(
     assert (await acct.reserve("t", "partial", 0, KeyLimit(10, "d:1"), True, "p2")).key_used == 8
 
 
+async def test_part_of_a_hold_is_charged_while_it_stays(make_accounts: Factory) -> None:
+    """A lease's costs so far are charged before their rows reach the ledger: the balance and the
+    windows take them, the hold shrinks by as much (what is available stays), and the settle that
+    gives the lease back charges the rest; a hold that is gone takes nothing."""
+    a, b = make_accounts(), make_accounts()
+    await a.load("t", 100, "k", {"d:1": 0, "total": 0})
+    limit = KeyLimit(1000, "d:1")
+    assert (await a.reserve("t", "k", 40, limit, True, "lease")).ok
+    assert await b.charge("t", "k", "lease", 15, ("d:1", "total"))  # another worker's view of the same counters
+    r = await a.reserve("t", "k", 0, limit, True, "probe")
+    assert r.available == 60 and r.key_used == 40  # 85 left, 25 still held; 15 spent and 25 held
+    assert await a.charge("t", "k", "lease", 5, ("d:1", "total"))
+    assert await a.settle("t", "k", "lease", 10, ("d:1", "total"), held=True)  # the rest: 30 in all
+    r = await b.reserve("t", "k", 0, limit, True, "probe2")
+    assert r.available == 70 and r.key_used == 30
+    assert not await a.charge("t", "k", "lease", 5, ("d:1", "total"))  # given back: nothing charged
+    assert not await a.charge("t", "k", "never", 5, ("d:1", "total"))
+    assert (await b.reserve("t", "k", 0, limit, True, "probe3")).available == 70
+
+
 async def test_holds_expire(make_accounts: Factory) -> None:
     acct = make_accounts(hold_seconds=0.05)
     await acct.load("t", 100, "k", None)

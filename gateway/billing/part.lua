@@ -1,0 +1,3 @@
+-- arouter money counters: charge part of a hold that stays in force (a lease's costs so far). Amounts
+-- in 1e-10 USD. Runs after money.lua (its functions). KEYS as in reserve.lua. ARGV: hold id, cost, window...
+return money_part(KEYS, 1, ARGV, 1)
