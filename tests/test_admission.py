@@ -4,6 +4,7 @@ given back together; SQLite (the host's workers) and Redis (every host)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import multiprocessing
 import os
@@ -514,6 +515,43 @@ async def test_a_lease_whose_costs_so_far_cannot_be_charged_has_its_counters_rea
     await admission.close()
     probe = await counters.accounts.reserve("t", "k", 0, None, True, "probe")
     assert probe.available == to_units(Decimal(100) - 4 * Decimal("0.0001"))
+
+
+async def test_the_costs_of_every_lease_out_are_charged_together(make_counters: Factory) -> None:
+    """One flush charges the leases of all keys at once (on Redis in shared round trips): counters that
+    do not answer hold the worker's usage rows back one timeout, not one per lease."""
+    counters = make_counters()
+    billing = Billing(counters.accounts, Credit(), prepaid=True, clock=lambda: AT)  # type: ignore[arg-type]
+    admission = Admission(counters, billing, lease_size=8, lease_seconds=60)
+    limits = Limits(requests_per_minute=100_000)
+    for name in ("k", "k2"):
+        key = dataclasses.replace(api_key(None), hash=name)
+        for i in range(2):  # the first exactly, the second from a lease
+            take_i = Acquire(name, limits, 0, f"{name}-r{i}")
+            entry = await admission.enter(key, take_i, MODEL, {"max_tokens": 100}, 100)
+            await admission.leave(key, limits, 0, True, entry.hold, Decimal("0.0001"), f"{name}-r{i}")
+    assert admission.outstanding == 2
+    charge = counters.accounts.charge
+    asked: list[str] = []
+    both = asyncio.Event()
+    gate = asyncio.Event()
+
+    async def held(tenant: str, key: str, hold_id: str, cost: int, windows: tuple[str, ...]) -> bool:
+        asked.append(key)
+        if len(asked) == 2:
+            both.set()
+        await gate.wait()
+        return await charge(tenant, key, hold_id, cost, windows)
+
+    counters.accounts.charge = held  # type: ignore[method-assign]
+    charging = asyncio.create_task(admission.charge_leases())
+    await asyncio.wait_for(both.wait(), 10)  # one after the other, the second would wait for the first
+    gate.set()
+    await charging
+    assert sorted(asked) == ["k", "k2"] and billing.resyncing is None
+    await admission.close()
+    probe = await counters.accounts.reserve("t", "k", 0, None, True, "probe")
+    assert probe.available == to_units(Decimal(100) - 4 * Decimal("0.0001"))  # each cost once
 
 
 @pytest.mark.redis

@@ -267,20 +267,25 @@ class Admission:
         before their usage rows are written (the worker's recorder calls this first). A ledger line
         is then never of a cost the counters have not seen: counters read again from the ledger while
         a lease is out (after a miss) do not get its earlier costs a second time when it goes back."""
-        windows = self._billing.windows()
+        due: list[tuple[Lease, int]] = []
         for lease in list(self._out.values()):
             cost = lease.charged - lease.settled
-            if not lease.tracked or cost <= 0:
+            if lease.tracked and cost > 0:
+                lease.settled = lease.charged  # charged now, or the counters are read again after a miss
+                due.append((lease, cost))
+        if not due:
+            return
+        # together: on Redis they share round trips, and counters that do not answer cost one timeout
+        windows, accounts = self._billing.windows(), self._counters.accounts
+        results = await asyncio.gather(*(accounts.charge(lease.tenant, lease.key, lease.id, cost, windows)
+                                         for lease, cost in due), return_exceptions=True)
+        for (lease, _), charged in zip(due, results, strict=True):
+            if charged is True:
                 continue
-            lease.settled = lease.charged  # charged now, or the counters are read again after a miss
-            try:
-                charged = await self._counters.accounts.charge(lease.tenant, lease.key, lease.id, cost, windows)
-            except Exception as exc:  # the rows are written all the same: the miss has the ledger read again
-                log.warning("charging a lease's costs so far failed (%r); its counters are read again", exc,
+            if isinstance(charged, BaseException):  # the rows are written all the same: see the miss
+                log.warning("charging a lease's costs so far failed (%r); its counters are read again", charged,
                             extra={"fields": {"lease": lease.id}})
-                charged = False
-            if not charged:
-                self._billing.missed(lease.tenant, lease.key)
+            self._billing.missed(lease.tenant, lease.key)
 
     async def _return(self, lease_id: str, give: Release | None, charge: Charge | None) -> None:
         try:
