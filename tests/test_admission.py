@@ -221,8 +221,8 @@ async def test_a_settle_that_fails_after_its_request_went_away_has_the_counters_
     noted = asyncio.Event()
     missed = billing.missed
 
-    def noting(tenant: str, key: str | None) -> None:
-        missed(tenant, key)
+    def noting(tenant: str, key: str | None, hold_id: str | None = None) -> None:
+        missed(tenant, key, hold_id)
         noted.set()
 
     billing.missed = noting  # type: ignore[method-assign]
@@ -491,7 +491,8 @@ async def test_a_lease_whose_costs_so_far_cannot_be_charged_has_its_counters_rea
 ) -> None:
     """The recorder charges a lease's costs so far before writing their rows; when the counters do not
     answer, the rows are written all the same and the counters read again from the ledger afterwards
-    (which has them); the lease's return charges only what came after."""
+    (which has them). The lease serves no more requests and its hold goes (a charge running late
+    would find it gone); nothing of it is charged twice."""
     counters = make_counters()
     billing = Billing(counters.accounts, Credit(), prepaid=True, clock=lambda: AT)  # type: ignore[arg-type]
     admission, key, limits = await three_from_a_lease(counters, billing)
@@ -509,6 +510,7 @@ async def test_a_lease_whose_costs_so_far_cannot_be_charged_has_its_counters_rea
     with pytest.raises(Missing):  # dropped: the next request reads the ledger, which has the two rows
         await counters.accounts.reserve("t", "k", 0, None, True, "probe")
     await counters.accounts.load("t", to_units(Decimal(100) - 3 * Decimal("0.0001")), "k", None)
+    assert await available(counters) == to_units(Decimal(100) - 3 * Decimal("0.0001"))  # no hold of it left
     entry = await admission.enter(key, take("r3", limits), MODEL, {"max_tokens": 100}, 100)
     await admission.leave(key, limits, 0, True, entry.hold, Decimal("0.0001"), "r3")
     await admission.charge_leases()  # r3's cost

@@ -285,7 +285,10 @@ class Admission:
             if isinstance(charged, BaseException):  # the rows are written all the same: see the miss
                 log.warning("charging a lease's costs so far failed (%r); its counters are read again", charged,
                             extra={"fields": {"lease": lease.id}})
-            self._billing.missed(lease.tenant, lease.key)
+            # It serves no more requests: its hold goes with the counters (a charge still running late
+            # then finds it gone), and its return, finding it gone too, has them read again after it.
+            self._close(lease)
+            self._billing.missed(lease.tenant, lease.key, lease.id)
 
     async def _return(self, lease_id: str, give: Release | None, charge: Charge | None) -> None:
         try:
@@ -295,7 +298,7 @@ class Admission:
                           extra={"fields": {"lease": lease_id}})
             charged = False
         if not charged and charge is not None and charge.cost:  # the counters may lack its costs (recorded)
-            self._billing.missed(charge.tenant, charge.key)
+            self._billing.missed(charge.tenant, charge.key, lease_id)
 
     def _given(self, task: asyncio.Task[None]) -> None:
         self._giving.discard(task)
@@ -318,10 +321,10 @@ class Admission:
             if not isinstance(exc, GatewayError):  # a refusal took nothing; anything else, say here
                 log.warning("a counter operation failed after its request went away: %r", exc)
             if charging is not None:  # its request's usage row is recorded already
-                self._billing.missed(charging.tenant, charging.key)
+                self._billing.missed(charging.tenant, charging.key, charging.request_id)
             return
         if charging is not None and task.result() is False:  # its hold was gone: nothing charged
-            self._billing.missed(charging.tenant, charging.key)
+            self._billing.missed(charging.tenant, charging.key, charging.request_id)
         back = undo(task.result()) if undo is not None else None
         if back is not None:
             undoing = asyncio.get_running_loop().create_task(self._undo(back))

@@ -116,8 +116,11 @@ class Accounts(Protocol):
         """Drop a key's window counters (its limit changed); they reload from the ledger when needed."""
         ...
 
-    async def forget_balance(self, tenant: str) -> None:
-        """Drop a tenant's balance counter; it reloads from the ledger when needed."""
+    async def forget_balance(self, tenant: str, holds: Sequence[tuple[str, str]] = ()) -> None:
+        """Drop a tenant's balance counter; it reloads from the ledger when needed. ``holds`` ((key,
+        hold id) pairs: of operations that missed, whose requests or leases are over) go in the same
+        step, so that such an operation running late in the counters finds its hold gone and charges
+        nothing on top of the reload."""
         ...
 
     async def forget_balances(self) -> None:

@@ -113,9 +113,19 @@ class RedisAccounts:
         async with asyncio.timeout(self.timeout):
             await self._redis.delete(self.keys(tenant, key)[2])
 
-    async def forget_balance(self, tenant: str) -> None:
+    async def forget_balance(self, tenant: str, holds: Sequence[tuple[str, str]] = ()) -> None:
         async with asyncio.timeout(self.timeout):
-            await self._redis.delete(self.keys(tenant, "")[0])
+            if not holds:
+                await self._redis.delete(self.keys(tenant, "")[0])
+                return
+            async with self._redis.pipeline(transaction=True) as pipe:  # one step: MULTI ... EXEC
+                for key, hold_id in holds:
+                    _, tenant_holds, _, key_holds, expiry = self.keys(tenant, key)
+                    pipe.hdel(tenant_holds, hold_id)  # type: ignore[unused-awaitable]
+                    pipe.hdel(key_holds, hold_id)  # type: ignore[unused-awaitable]
+                    pipe.zrem(expiry, hold_id)  # type: ignore[unused-awaitable]
+                pipe.delete(self.keys(tenant, "")[0])  # type: ignore[unused-awaitable]
+                await pipe.execute()
 
     async def forget_balances(self) -> None:
         async with asyncio.timeout(self.timeout * 10):

@@ -58,6 +58,7 @@ class Billing:
         # tenant -> what of it missed a counter operation (its balance "", its keys) and when (a serial
         # number), until those counters are dropped after that
         self._missed: dict[str, dict[str, int]] = {}
+        self._holds: dict[str, dict[str, str]] = {}  # tenant -> hold id -> key: holds to drop with them
         self._serial = 0
         self._retry = retry_seconds  # the first and the longest wait between attempts to drop them
         # misses are gathered until none came for the first of these, at most the second, so that
@@ -154,17 +155,21 @@ class Billing:
                         extra={"fields": {"tenant": txn.tenant_id, "transaction": txn.id}})
             self.missed(txn.tenant_id, None)
 
-    def missed(self, tenant: str, key: str | None) -> None:
+    def missed(self, tenant: str, key: str | None, hold_id: str | None = None) -> None:
         """A counter operation of ``tenant`` (and of its ``key``) failed, applied or not: a credit, or
         a settle whose cost the counters may lack (call it once that request's usage row is recorded).
         Its counters are dropped once the worker's recorded usage is in the ledger and the counters
-        answer again (after this call), so that they are read again from the ledger, which has it all."""
+        answer again (after this call), so that they are read again from the ledger, which has it all.
+        ``hold_id``: the hold of the request or lease (over now) whose operation it was, dropped with
+        them, so that the operation, should it still run late, charges nothing on top of the reload."""
         self._serial += 1
         self._noted.set()
         marks = self._missed.setdefault(tenant, {})
         marks[""] = self._serial  # the balance
         if key is not None:
             marks[key] = self._serial
+            if hold_id is not None:
+                self._holds.setdefault(tenant, {})[hold_id] = key
         if self.resyncing is None:
             self.resyncing = asyncio.get_running_loop().create_task(self._resync())
 
@@ -176,10 +181,14 @@ class Billing:
                     await self._gathered()
                 tenant, marks = next(iter(self._missed.items()))
                 dropping = dict(marks)
+                holds = dict(self._holds.get(tenant, {}))
                 try:
                     if self._flush is not None:  # the ledger first gets the usage the counters may lack
                         await self._flush()
-                    await self.accounts.forget_balance(tenant)
+                    if holds:
+                        await self.accounts.forget_balance(tenant, [(key, hold) for hold, key in holds.items()])
+                    else:
+                        await self.accounts.forget_balance(tenant)
                     for key in dropping:
                         if key:
                             await self.accounts.forget_key(tenant, key)
@@ -193,6 +202,11 @@ class Billing:
                 for which, serial in dropping.items():
                     if marks.get(which) == serial:  # not missed again meanwhile: dropped after it
                         del marks[which]
+                left = self._holds.get(tenant, {})
+                for hold in holds:
+                    left.pop(hold, None)
+                if not left:
+                    self._holds.pop(tenant, None)
                 if not marks:
                     del self._missed[tenant]
         finally:

@@ -269,8 +269,17 @@ class SqliteAccounts:
         # The sum of the key's holds stays: the holds do.
         await self._file.write("DELETE FROM money_windows WHERE key = ? AND window != x''", (key,))
 
-    async def forget_balance(self, tenant: str) -> None:
-        await self._file.write("UPDATE money_tenants SET balance = NULL WHERE tenant = ?", (tenant,))
+    async def forget_balance(self, tenant: str, holds: Sequence[tuple[str, str]] = ()) -> None:
+        if not holds:
+            await self._file.write("UPDATE money_tenants SET balance = NULL WHERE tenant = ?", (tenant,))
+            return
+
+        def op(db: sqlite3.Connection) -> None:
+            db.executemany("DELETE FROM money_holds WHERE request_id = ? AND tenant = ?",
+                           [(hold_id, tenant) for _, hold_id in holds])
+            db.execute("UPDATE money_tenants SET balance = NULL WHERE tenant = ?", (tenant,))
+
+        await self._file.run(op)
 
     async def forget_balances(self) -> None:
         await self._file.write("UPDATE money_tenants SET balance = NULL WHERE balance IS NOT NULL", ())

@@ -138,7 +138,7 @@ def _missed(request: web.Request, ctx: RequestContext) -> None:
     """The settle failed: the counters may lack the cost, which the usage row just recorded will
     bring to the ledger. Its tenant's and key's counters are dropped once that row is written."""
     assert ctx.key is not None
-    request.app[BILLING].missed(ctx.key.tenant_id, ctx.key.hash)
+    request.app[BILLING].missed(ctx.key.tenant_id, ctx.key.hash, ctx.hold.request_id if ctx.hold else None)
 
 
 def _http_error(request: web.Request, exc: web.HTTPException) -> GatewayError:

@@ -178,6 +178,38 @@ async def test_part_of_a_hold_is_charged_while_it_stays(make_accounts: Factory) 
     assert (await b.reserve("t", "k", 0, limit, True, "probe3")).available == 70
 
 
+async def test_a_balance_dropped_with_holds_of_operations_that_missed(make_accounts: Factory) -> None:
+    """Counters dropped after a miss take the holds of the requests and leases whose operations
+    missed with them, in one step; the others stay in force."""
+    acct = make_accounts()
+    await acct.load("t", 100, "k", {"d:1": 0, "total": 0})
+    limit = KeyLimit(1000, "d:1")
+    for rid in ("missed", "lease", "running"):
+        assert (await acct.reserve("t", "k", 10, limit, True, rid)).ok
+    await acct.forget_balance("t", [("k", "missed"), ("k", "lease")])
+    with pytest.raises(Missing):
+        await acct.reserve("t", "k", 0, None, True, "probe")
+    await acct.load("t", 100, "k", None)
+    r = await acct.reserve("t", "k", 0, limit, True, "probe")
+    assert r.available == 90 and r.key_used == 10  # only the running request's hold is left
+
+
+@pytest.mark.redis
+async def test_a_settle_that_runs_after_its_counters_were_dropped_and_read_again_charges_nothing(
+    scratch_redis: ScratchRedis,
+) -> None:
+    """A settle that timed out in the gateway reaches Redis only after the counters that missed it were
+    dropped, with its hold, and read again from the ledger (which has its cost): it charges nothing."""
+    acct = RedisAccounts(scratch_redis.client(), prefix=scratch_redis.prefix, timeout=10)
+    await acct.load("t", 100, "k", {"d:1": 0, "total": 0})
+    assert (await acct.reserve("t", "k", 50, KeyLimit(1000, "d:1"), True, "late")).ok
+    await acct.forget_balance("t", [("k", "late")])
+    await acct.load("t", 70, "k", None)  # the ledger, with the request's 30
+    assert not await acct.settle("t", "k", "late", 30, ("d:1", "total"), held=True)
+    assert (await acct.reserve("t", "k", 0, None, True, "probe")).available == 70
+    await acct.close()
+
+
 async def test_holds_expire(make_accounts: Factory) -> None:
     acct = make_accounts(hold_seconds=0.05)
     await acct.load("t", 100, "k", None)

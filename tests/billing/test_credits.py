@@ -243,6 +243,21 @@ async def test_a_worker_stopping_first_drops_the_counters_that_missed_just_befor
     assert billing.resyncing is None
 
 
+async def test_the_holds_of_operations_that_missed_are_dropped_with_the_counters(
+    accounts: Accounts, store: Store
+) -> None:
+    failing = Failing(accounts)
+    billing = Billing(failing, store, prepaid=True)  # type: ignore[arg-type]
+    billing.missed("t", "k1", "req_1")  # a settle that failed: its request is over
+    billing.missed("t", "k2", "lease_2")  # a lease's return that found its hold gone
+    await billing.resynced()
+    assert failing.calls == [("forget_balance", ("t", [("k1", "req_1"), ("k2", "lease_2")])),
+                             ("forget_key", ("t", "k1")), ("forget_key", ("t", "k2"))]
+    billing.missed("t", "k1")  # dropped: not asked for again
+    await billing.resynced()
+    assert failing.calls[3:] == [("forget_balance", ("t",)), ("forget_key", ("t", "k1"))]
+
+
 async def test_misses_that_arrive_together_drop_the_counters_once(accounts: Accounts, store: Store) -> None:
     """Every request in flight when Redis lost its data misses at once: their counters are dropped in
     one pass, not once each (each drop sends the next requests back to the ledger)."""
