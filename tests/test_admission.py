@@ -237,6 +237,8 @@ async def test_a_settle_that_fails_after_its_request_went_away_has_the_counters_
     with pytest.raises(Missing):
         await counters.accounts.reserve("t", "k", 0, None, True, "probe")
     assert ledger.reads == ["balance"]
+    await counters.accounts.load("t", 10**10, "k", None)
+    assert await available(counters) == 10**10  # r1's hold went with them: a late settle would find it gone
 
 
 class GatedLedger(Ledger):
@@ -472,6 +474,8 @@ async def test_a_lease_that_cannot_be_given_back_is_logged_and_its_counters_read
     await billing.close()
     with pytest.raises(Missing):
         await counters.accounts.reserve("t", "k", 0, None, True, "probe")
+    await counters.accounts.load("t", 10**10, "k", None)
+    assert await available(counters) == 10**10  # the lease's hold went with them
 
 
 async def three_from_a_lease(counters: Counters, billing: Billing) -> tuple[Admission, ApiKey, Limits]:
