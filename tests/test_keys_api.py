@@ -183,3 +183,20 @@ async def test_deleted_key_is_evicted_by_the_change_log(gateway: Gateway, db_url
 async def test_management_key_from_environment_is_registered(gateway: Gateway) -> None:
     stored = await gateway.app[STORE].get_key(hash_key(MGMT_KEY))
     assert stored is not None and stored.kind == "mgmt" and stored.tenant_id == "default"
+
+
+async def test_management_keys_cannot_be_changed_through_the_api(gateway: Gateway) -> None:
+    """PATCH and DELETE reach inference keys only: a management key's hash is a 404 and nothing changes
+    (the key still works, with its restrictions as they were)."""
+    own = hash_key(MGMT_KEY)
+    for body in ({"disabled": True}, {"allowed_models": ["nothing/*"]}, {"name": "renamed"}):
+        resp = await gateway.client.patch(f"/api/v1/keys/{own}", json=body, headers=gateway.mgmt)
+        assert resp.status == 404, body
+        assert (await resp.json())["error"]["message"] == "no such key"
+    resp = await gateway.client.delete(f"/api/v1/keys/{own}", headers=gateway.mgmt)
+    assert resp.status == 404
+    stored = await gateway.app[STORE].get_key(own)
+    assert stored is not None and not stored.disabled and stored.allowed_models is None
+    assert stored.name == "AROUTER_MANAGEMENT_KEY"
+    await gateway.app[KEYCACHE].poll_once()  # what every worker's poll would see
+    assert (await gateway.client.get("/api/v1/keys", headers=gateway.mgmt)).status == 200

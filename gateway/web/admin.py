@@ -89,6 +89,7 @@ async def update_key(request: web.Request) -> web.Response:
     mgmt = await _management_key(request)
     body = await read_json(request, request.app[SETTINGS].server.max_body_bytes)
     _only(body, _PATCH_FIELDS)
+    before = await _tenant_key(request, mgmt.tenant_id)  # before any change: never a management key
     fields: dict[str, Any] = {}
     if "name" in body:
         name = body["name"]
@@ -108,18 +109,16 @@ async def update_key(request: web.Request) -> web.Response:
     if "allowed_models" in body:
         fields["allowed_models"] = _within_models(mgmt, _models(body["allowed_models"]))
     if "rate_limit" in body:
-        current = await request.app[STORE].get_key(request.match_info["hash"])
-        fields["rate_limit"] = _rate_limit(body["rate_limit"], current.rate_limit if current else RateLimits())
+        fields["rate_limit"] = _rate_limit(body["rate_limit"], before.rate_limit)
     if "expires_at" in body:
         fields["expires_at"] = _expires_at(body["expires_at"])
     store = request.app[STORE]
     now = datetime.now(UTC)
-    before = await store.get_key(request.match_info["hash"]) if "limit" in fields else None
-    key = await store.update_key(mgmt.tenant_id, request.match_info["hash"], KeyPatch(**fields), now)
-    if key is None or key.kind != "live":
+    key = await store.update_key(mgmt.tenant_id, before.hash, KeyPatch(**fields), now)
+    if key is None:  # deleted meanwhile
         raise NotFound("no such key")
     request.app[KEYCACHE].evict((key.hash,))
-    if before is not None and before.limit is None and key.limit is not None:
+    if before.limit is None and key.limit is not None:
         # A key without a limit may not have had its spend counted (the counters count it when the
         # key has a limit, or when balances are prepaid): what they hold for it is read again from
         # the ledger. A key that had a limit keeps its counters, which also count spend the ledger
