@@ -123,8 +123,10 @@ def _store_ctx(given: Store | None) -> Callable[[web.Application], AsyncIterator
             if given is None:
                 await store.migrate()
             await store.ensure_tenant(DEFAULT_TENANT, "Default tenant")
-            if settings.management_key:
-                await register_management_key(store, settings.management_key, DEFAULT_TENANT)
+            if settings.management_key and not await register_management_key(
+                store, settings.management_key, DEFAULT_TENANT
+            ):
+                log.warning("AROUTER_MANAGEMENT_KEY names a revoked key: it stays revoked (create another one)")
             app[STORE] = store
             cache = KeyCache(store, settings.key_cache_poll_seconds)
             await cache.start()
@@ -243,11 +245,13 @@ def journal_dir(settings: Settings) -> str:
     return "var/journal"
 
 
-async def register_management_key(store: Store, secret: str, tenant_id: str) -> None:
-    """Make sure a configured management key exists (by hash) for the tenant."""
+async def register_management_key(store: Store, secret: str, tenant_id: str) -> bool:
+    """Make sure a configured management key exists (by hash) for the tenant. False when it exists
+    disabled (revoked with ``arouter keys revoke``): it stays so."""
     key_hash = hash_key(secret)
-    if await store.get_key(key_hash) is not None:
-        return
+    found = await store.get_key(key_hash)
+    if found is not None:
+        return not found.disabled
     now = datetime.now(UTC)
     key = ApiKey(
         hash=key_hash, tenant_id=tenant_id, kind="mgmt", name="AROUTER_MANAGEMENT_KEY", label=label_for(secret),
@@ -259,6 +263,7 @@ async def register_management_key(store: Store, secret: str, tenant_id: str) -> 
     except Exception:
         if await store.get_key(key_hash) is None:  # another worker won the race: fine
             raise
+    return True
 
 
 def _warn_missing_keys(settings: Settings) -> None:

@@ -1,4 +1,4 @@
-"""The ``arouter`` command: serve, migrate, keys create."""
+"""The ``arouter`` command: serve, migrate, keys (create, list, revoke), credits add."""
 
 from __future__ import annotations
 
@@ -30,6 +30,13 @@ def main(argv: list[str] | None = None) -> int:
     create.add_argument("--name", default="cli")
     create.add_argument("--tenant", default="default")
     create.add_argument("--config", dest="config_sub", help=argparse.SUPPRESS)
+    listing = keys_sub.add_parser("list", help="list a tenant's keys, management keys first, disabled ones included")
+    listing.add_argument("--tenant", default="default")
+    listing.add_argument("--management", action="store_true", help="management keys only")
+    listing.add_argument("--config", dest="config_sub", help=argparse.SUPPRESS)
+    revoke = keys_sub.add_parser("revoke", help="disable a key of either kind, on every worker within a second")
+    revoke.add_argument("key", help="the key's hash (as `keys list` shows it) or its secret")
+    revoke.add_argument("--config", dest="config_sub", help=argparse.SUPPRESS)
     credits = sub.add_parser("credits", help="manage a tenant's prepaid balance")
     credits_sub = credits.add_subparsers(dest="credits_command", required=True)
     add = credits_sub.add_parser("add", help="add credit (USD) to a tenant's balance")
@@ -59,13 +66,24 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "credits":
             return asyncio.run(_add_credit(settings, args.amount, args.tenant, args.description))
         if args.command == "keys":
-            secret = asyncio.run(_create_key(settings, args.management, args.name, args.tenant))
-            print(secret)
-            return 0
+            return _keys(settings, args)
         return _serve(settings)
     except (OSError, ConnectionError) as exc:
         print(f"arouter: cannot reach the database {_redact(settings.database_url)}: {exc}", file=sys.stderr)
         return 1
+
+
+def _keys(settings: Settings, args: argparse.Namespace) -> int:
+    from gateway import cli_keys
+
+    _ensure_sqlite_dir(settings.database_url)
+    url = settings.database_url
+    if args.keys_command == "create":
+        print(asyncio.run(cli_keys.create_key(url, args.management, args.name, args.tenant)))
+        return 0
+    if args.keys_command == "list":
+        return asyncio.run(cli_keys.list_keys(url, args.tenant, ("mgmt",) if args.management else cli_keys.KINDS))
+    return asyncio.run(cli_keys.revoke_key(url, args.key))
 
 
 def _serve(settings: Settings) -> int:
@@ -96,35 +114,12 @@ async def _migrate(settings: Settings) -> list[str]:
     try:
         applied = await store.migrate()
         await store.ensure_tenant(DEFAULT_TENANT, "Default tenant")
-        if settings.management_key:
-            await register_management_key(store, settings.management_key, DEFAULT_TENANT)
+        if settings.management_key and not await register_management_key(
+            store, settings.management_key, DEFAULT_TENANT
+        ):
+            print("arouter: AROUTER_MANAGEMENT_KEY names a revoked key: it stays revoked (create another one)",
+                  file=sys.stderr)
         return applied
-    finally:
-        await store.close()
-
-
-async def _create_key(settings: Settings, management: bool, name: str, tenant: str) -> str:
-    from datetime import UTC, datetime
-
-    from gateway.auth.apikey import new_key
-    from gateway.store import open_store
-    from gateway.store.base import ApiKey
-
-    _ensure_sqlite_dir(settings.database_url)
-    store = await open_store(settings.database_url)
-    try:
-        await store.migrate()
-        await store.ensure_tenant(tenant, tenant)
-        made = new_key("mgmt" if management else "live")
-        now = datetime.now(UTC)
-        await store.insert_key(
-            ApiKey(
-                hash=made.hash, tenant_id=tenant, kind="mgmt" if management else "live", name=name,
-                label=made.label, disabled=False, limit=None, limit_reset=None, allowed_providers=None,
-                allowed_models=None, expires_at=None, created_at=now, updated_at=now,
-            )
-        )
-        return made.secret
     finally:
         await store.close()
 

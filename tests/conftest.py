@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -127,6 +129,22 @@ class Gateway:
 
     def url(self, path: str = "") -> str:
         return str(self.client.make_url(path))
+
+
+@asynccontextmanager
+async def database_of(backend: str, tmp_path: Path, prefix: str) -> AsyncIterator[str]:
+    """A fresh database URL: an SQLite file in ``tmp_path``, or a Postgres schema of its own (dropped after)."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'arouter.db'}"
+        return
+    schema = f"{prefix}_{os.urandom(5).hex()}"
+    conn = await asyncpg.connect(POSTGRES_URL)
+    try:
+        await conn.execute(f'CREATE SCHEMA "{schema}"')
+        yield f"{POSTGRES_URL}?search_path={schema}"
+    finally:
+        await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        await conn.close()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ The batch runner calls the gateway's own /v1/messages; here its base URL is the 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -15,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
-import asyncpg  # type: ignore[import-untyped]
 import pytest
 from anthropic import AsyncAnthropic
 from anthropic.types.messages import MessageBatch
@@ -26,7 +24,7 @@ from gateway.state import BATCH_RUNNER, INTERNAL_TOKEN, RECORDER, STORE
 from gateway.store.base import Store
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SqliteStore
-from tests.conftest import MGMT_KEY, POSTGRES_URL
+from tests.conftest import MGMT_KEY, database_of
 from tests.fakes.multi_upstream import MultiGateway, start_gateway
 
 HELLO = "Hello! How can I help you today?"
@@ -46,17 +44,8 @@ async def start(
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'arouter.db'}"
-        return
-    schema = f"arouter_batches_{os.urandom(5).hex()}"
-    conn = await asyncpg.connect(POSTGRES_URL)
-    try:
-        await conn.execute(f'CREATE SCHEMA "{schema}"')
-        yield f"{POSTGRES_URL}?search_path={schema}"
-    finally:
-        await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        await conn.close()
+    async with database_of(request.param, tmp_path, "arouter_batches") as url:
+        yield url
 
 
 async def execute(store: Store, sqlite_sql: str, postgres_sql: str, *args: Any) -> None:
