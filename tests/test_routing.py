@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -284,3 +285,57 @@ async def test_a_translated_stream_cut_short_is_billed_for_what_was_generated(ga
     gen = await gateway.app[STORE].get_generation("default", resp.headers["X-Generation-Id"])
     assert gen is not None and gen.prompt_tokens is not None and gen.prompt_tokens > 0
     assert gen.completion_tokens is not None and gen.completion_tokens >= deltas and gen.cost > 0
+
+
+async def test_embeddings_fall_back_and_retry_like_chat(gateway: Gateway, db_url: str, aiohttp_client: Any) -> None:
+    url = gateway.upstream.url  # type: ignore[attr-defined]
+    client, auth = await client_for(
+        gateway, db_url, aiohttp_client,
+        providers={"dead": provider(DEAD), "backup": provider(url), "openai": provider(url, retries=2)},
+        models={"dead/text-embedding-3-small": {"prompt": "9", "completion": "0", "kind": "embedding"},
+                "backup/text-embedding-3-small": {"prompt": "0.02", "completion": "0", "kind": "embedding"}},
+        routing={"breaker_failures": 100},  # "broken" must not take the provider out for the later requests
+    )
+    body = {"model": "dead/text-embedding-3-small", "models": ["openai/broken", "backup/text-embedding-3-small"],
+            "input": "hi"}
+    resp = await client.post("/v1/embeddings", json=body, headers=auth)
+    assert resp.status == 200, await resp.text()
+    assert resp.headers["X-ARouter-Provider"] == "backup"
+    assert resp.headers["X-ARouter-Model"] == "backup/text-embedding-3-small"
+    await client.app[RECORDER].flush()
+    gen = await client.app[STORE].get_generation("default", resp.headers["X-Generation-Id"])
+    assert gen is not None and gen.provider == "backup" and gen.prompt_tokens == 5
+    assert gen.cost == Decimal("0.0000001")  # 5 tokens at 0.02 USD per million: the one that answered
+    # the dead one never answered; "broken" got its three tries (retries = 2), then the next candidate answered
+    assert [s.body["model"] for s in gateway.upstream.seen] == ["broken"] * 3 + ["text-embedding-3-small"]
+
+    resp = await client.post("/v1/embeddings", json={"model": "openai/flaky", "input": "hi"}, headers=auth)
+    assert resp.status == 200 and gateway.upstream.calls["flaky"] == 3  # two 503s retried
+    resp = await client.post("/v1/embeddings", json={"model": "openai/bad-request", "input": "hi",
+                                                     "models": ["backup/text-embedding-3-small"]}, headers=auth)
+    assert resp.status == 400 and gateway.upstream.calls["bad-request"] == 1  # not retried, not elsewhere
+    body = {"model": "backup/text-embedding-3-small", "models": ["anthropic/claude-sonnet-4.6"], "input": "hi"}
+    resp = await client.post("/v1/embeddings", json=body, headers=auth)
+    assert resp.status == 400 and "anthropic-protocol provider" in (await resp.json())["error"]["message"]
+
+
+@pytest.mark.parametrize("path", ["/v1/embeddings", "/v1beta/models/openai/text-embedding-3-small:embedContent"])
+async def test_embeddings_are_retried_on_another_deployment(
+    gateway: Gateway, db_url: str, aiohttp_client: Any, path: str
+) -> None:
+    """A deployment that does not answer is taken out and the try repeated on another, for OpenAI's and
+    Gemini's embedding endpoints alike (the dead one weighs 1,000 times more: it is almost always picked first)."""
+    url = gateway.upstream.url  # type: ignore[attr-defined]
+    deployments = [{"base_url": DEAD, "weight": 1000}, {"base_url": url, "weight": 1}]
+    client, auth = await client_for(
+        gateway, db_url, aiohttp_client, providers={"openai": provider(url, retries=2, deployments=deployments)},
+        routing={"breaker_failures": 1, "breaker_cooldown": 60},
+    )
+    if path == "/v1/embeddings":
+        body: dict[str, Any] = {"model": "openai/text-embedding-3-small", "input": "hi"}
+    else:
+        body = {"content": {"parts": [{"text": "hi"}]}}
+    for _ in range(3):
+        resp = await client.post(path, json=body, headers=auth)
+        assert resp.status == 200, await resp.text()
+    assert client.app[UPSTREAMS]._health[("openai", 0)].open_until > 0  # the dead deployment is out

@@ -1,4 +1,6 @@
-"""POST /v1/embeddings: passthrough to OpenAI-type upstreams, base64 done here when the upstream can't."""
+"""POST /v1/embeddings: passthrough to OpenAI-type upstreams, base64 done here when the upstream can't.
+
+Retries, deployments and ``models`` fallbacks apply as for chat completions (``run_candidates``)."""
 
 from __future__ import annotations
 
@@ -11,10 +13,13 @@ from aiohttp import web
 from gateway.errors import InvalidRequest, UpstreamError
 from gateway.pipeline.chat import passthrough_body, settle
 from gateway.pipeline.inbound import admit, route_request
-from gateway.pipeline.openai_usage import Usage, usage_from_body
+from gateway.pipeline.openai_usage import usage_from_body
 from gateway.pipeline.relay import stream_headers
-from gateway.state import CTX, POOL
+from gateway.routing.catalog import Route
+from gateway.routing.upstreams import Target
+from gateway.state import CTX, POOL, SETTINGS, UPSTREAMS
 from gateway.upstream.call import auth_headers, open_call
+from gateway.upstream.fallback import run_candidates
 
 
 async def handle_embeddings(request: web.Request) -> web.Response:
@@ -26,25 +31,34 @@ async def handle_embeddings(request: web.Request) -> web.Response:
     encoding = body.get("encoding_format", "float")
     if encoding not in ("float", "base64"):
         raise InvalidRequest("'encoding_format' must be 'float' or 'base64'", param="encoding_format")
-    route = await route_request(request, body, streamed=False)
-    if route.provider.type != "openai":
-        raise InvalidRequest(
-            f"model '{route.model_id}' is served by a {route.provider.type}-protocol provider; "
-            "/v1/embeddings reaches OpenAI-compatible providers",
-            param="model",
-        )
+    await route_request(request, body, streamed=False)
     ctx = request[CTX]
+    for route in ctx.candidates:
+        if route.provider.type != "openai":
+            raise InvalidRequest(
+                f"model '{route.model_id}' is served by a {route.provider.type}-protocol provider; "
+                "/v1/embeddings reaches OpenAI-compatible providers",
+                param="model",
+            )
     app = request.app
-    encode_here = encoding == "base64" and not route.provider.embeddings_base64
-    if encode_here:
-        body = {**body, "encoding_format": "float"}
-    payload = passthrough_body(body, route, add_stream_usage=False)
-    async with open_call(app[POOL], route.provider, "/embeddings", payload, auth_headers(route.provider)) as up:
-        raw = await up.read()
-    settle(ctx, route, usage_from_body(raw) or Usage())
-    if encode_here:
-        raw = to_base64_embeddings(raw, route.provider.name)
-    return web.Response(body=raw, content_type="application/json", headers=stream_headers(ctx))
+
+    async def serve(route: Route, target: Target) -> web.Response:
+        provider = target.provider
+        encode_here = encoding == "base64" and not provider.embeddings_base64
+        payload = passthrough_body({**body, "encoding_format": "float"} if encode_here else body, route,
+                                   add_stream_usage=False)
+        async with open_call(app[POOL], provider, "/embeddings", payload, auth_headers(provider)) as up:
+            raw = await up.read()
+        usage = usage_from_body(raw)
+        if usage is None:  # a success the gateway could not parse: another try may answer
+            raise UpstreamError(f"provider '{provider.name}' answered with a malformed JSON body",
+                                provider=provider.name)
+        if encode_here:
+            raw = to_base64_embeddings(raw, provider.name)
+        settle(ctx, route, usage)
+        return web.Response(body=raw, content_type="application/json", headers=stream_headers(ctx))
+
+    return await run_candidates(ctx, ctx.candidates, app[UPSTREAMS], app[SETTINGS].routing, serve)
 
 
 def to_base64_embeddings(raw: bytes, provider: str) -> bytes:

@@ -349,24 +349,30 @@ async def _embed_content(request: web.Request, model: str, *, batch: bool) -> we
         )
     if target.provider.type == "openai" and target.model is not None and target.model.kind != "embedding":
         raise InvalidRequest(f"model '{target.model_id}' is not an embedding model", param="model")
-    route = await route_request(request, {"model": model, "max_tokens": 1}, streamed=False, default_provider=default)
+    await route_request(request, {"model": model, "max_tokens": 1}, streamed=False, default_provider=default)
     ctx = request[CTX]
-    provider = route.provider
-    if provider.type == "gemini":
-        upstream_name = "models/" + route.upstream_model.removeprefix("models/")
-        if batch and any(item.get("model") != upstream_name for item in items):  # each names the model too
-            raw = orjson.dumps({**body, "requests": [{**item, "model": upstream_name} for item in items]})
-        action = "batchEmbedContents" if batch else "embedContent"
-        async with _gemini_call(request, provider, route.upstream_model, action, raw) as up:
-            data = await up.read()
-        prompt = embedding_usage(data)
-        if prompt is None:
-            prompt = sum(request.app[TOKENIZER].count(text) for text in _texts(items, batch, strict=False))
-    else:
-        data, prompt = await _openai_embeddings(request, route, items, batch)
-    settle_usage(ctx, route, Usage(input_tokens=prompt, output_tokens=0, total_tokens=prompt), None)
-    headers = {**stream_headers(ctx), COST_HEADER: format(ctx.cost.normalize(), "f")}
-    return web.Response(body=data, content_type="application/json", headers=headers)
+    app = request.app
+
+    async def serve(route: Route, target: Target) -> web.StreamResponse:
+        provider = target.provider
+        if provider.type == "gemini":
+            upstream_name = "models/" + route.upstream_model.removeprefix("models/")
+            payload = raw
+            if batch and any(item.get("model") != upstream_name for item in items):  # each names the model too
+                payload = orjson.dumps({**body, "requests": [{**item, "model": upstream_name} for item in items]})
+            action = "batchEmbedContents" if batch else "embedContent"
+            async with _gemini_call(request, provider, route.upstream_model, action, payload) as up:
+                data = await up.read()
+            prompt = embedding_usage(data)
+            if prompt is None:
+                prompt = sum(app[TOKENIZER].count(text) for text in _texts(items, batch, strict=False))
+        else:
+            data, prompt = await _openai_embeddings(request, provider, route, items, batch)
+        settle_usage(ctx, route, Usage(input_tokens=prompt, output_tokens=0, total_tokens=prompt), None)
+        headers = {**stream_headers(ctx), COST_HEADER: format(ctx.cost.normalize(), "f")}
+        return web.Response(body=data, content_type="application/json", headers=headers)
+
+    return await run_candidates(ctx, ctx.candidates, app[UPSTREAMS], app[SETTINGS].routing, serve)
 
 
 def _embed_requests(body: JSONObject, batch: bool) -> list[dict[str, Any]]:
@@ -420,7 +426,7 @@ def _dimensions(items: list[dict[str, Any]]) -> int | None:
 
 
 async def _openai_embeddings(
-    request: web.Request, route: Route, items: list[dict[str, Any]], batch: bool
+    request: web.Request, provider: ProviderSettings, route: Route, items: list[dict[str, Any]], batch: bool
 ) -> tuple[bytes, int]:
     """Embed through an OpenAI-type ``/embeddings``; the answer in Gemini's shape, and its prompt tokens."""
     payload: dict[str, Any] = {"model": route.upstream_model, "input": _texts(items, batch, strict=True),
@@ -428,7 +434,6 @@ async def _openai_embeddings(
     dimensions = _dimensions(items)
     if dimensions is not None:
         payload["dimensions"] = dimensions
-    provider = route.provider
     async with open_call(request.app[POOL], provider, "/embeddings", orjson.dumps(payload),
                          auth_headers(provider)) as up:
         raw = await up.read()
