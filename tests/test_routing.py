@@ -12,6 +12,9 @@ import pytest
 from gateway.app import create_app
 from gateway.state import RECORDER, STORE, UPSTREAMS
 from tests.conftest import MGMT_KEY, Gateway, make_settings
+from tests.fakes.anthropic_upstream import FakeAnthropic
+from tests.fakes.gemini_upstream import FakeGemini
+from tests.fakes.multi_upstream import multi_settings
 
 MSG = [{"role": "user", "content": "hi"}]
 DEAD = "http://127.0.0.1:9/v1"  # nothing listens there: connection refused
@@ -339,3 +342,45 @@ async def test_embeddings_are_retried_on_another_deployment(
         resp = await client.post(path, json=body, headers=auth)
         assert resp.status == 200, await resp.text()
     assert client.app[UPSTREAMS]._health[("openai", 0)].open_until > 0  # the dead deployment is out
+
+
+async def test_token_counts_are_retried(aiohttp_server: Any, aiohttp_client: Any, db_url: str) -> None:
+    """Anthropic's count_tokens and Gemini's countTokens try again on a failure worth retrying (a 529, a
+    500), within the provider's ``retries``; a request the upstream refused (400) is not tried again."""
+    anthropic, gemini = FakeAnthropic(), FakeGemini()
+    anthropic_url = str((await aiohttp_server(anthropic.app())).make_url("")).rstrip("/")
+    gemini_url = str((await aiohttp_server(gemini.app())).make_url("")).rstrip("/")
+    retried = {"retries": 1, "retry_max_wait": 0.05, "allow_unlisted_models": True}
+    settings = multi_settings(DEAD, anthropic_url, gemini_url, db_url, {"providers": {
+        "anthropic": {"type": "anthropic", "base_url": anthropic_url, "api_key": "sk-ant-x", **retried},
+        "google": {"type": "gemini", "base_url": gemini_url, "api_key": "AIza-x", **retried},
+    }})
+    client = await aiohttp_client(create_app(settings))
+    resp = await client.post("/api/v1/keys", json={"name": "counts"}, headers={"Authorization": f"Bearer {MGMT_KEY}"})
+    key = (await resp.json())["key"]
+
+    for model, tries in (("anthropic/overloaded", 2), ("anthropic/bad-request", 1), ("anthropic/claude-x", 1)):
+        before = len(anthropic.seen)
+        resp = await client.post("/v1/messages/count_tokens", json={"model": model, "messages": MSG},
+                                 headers={"x-api-key": key})
+        assert len(anthropic.seen) - before == tries, model
+        assert resp.status == {"anthropic/overloaded": 502, "anthropic/bad-request": 400}.get(model, 200), model
+    for model, tries in (("broken", 2), ("bad-request", 1), ("gemini-2.5-flash", 1)):
+        before = len(gemini.seen)
+        body = {"contents": [{"parts": [{"text": "hi"}]}]}
+        resp = await client.post(f"/v1beta/models/{model}:countTokens", json=body, headers={"x-goog-api-key": key})
+        assert len(gemini.seen) - before == tries, model
+        assert resp.status == {"broken": 502, "bad-request": 400}.get(model, 200), (model, await resp.text())
+
+
+async def test_only_generations_time_a_provider(gateway: Gateway) -> None:
+    """``provider.sort: latency`` orders by observed answer times: an embedding or a token count is
+    no sign of how fast a provider generates, so it is not counted."""
+    key, _ = await gateway.new_key()
+    auth = {"Authorization": f"Bearer {key}"}
+    upstreams = gateway.app[UPSTREAMS]
+    resp = await gateway.client.post("/v1/embeddings", json={"model": "openai/text-embedding-3-small", "input": "hi"},
+                                     headers=auth)
+    assert resp.status == 200 and upstreams.latency("openai") is None
+    resp = await gateway.client.post("/v1/chat/completions", json={"messages": MSG}, headers=auth)
+    assert resp.status == 200 and upstreams.latency("openai") is not None

@@ -58,7 +58,7 @@ async def handle_embeddings(request: web.Request) -> web.Response:
         settle(ctx, route, usage)
         return web.Response(body=raw, content_type="application/json", headers=stream_headers(ctx))
 
-    return await run_candidates(ctx, ctx.candidates, app[UPSTREAMS], app[SETTINGS].routing, serve)
+    return await run_candidates(ctx, ctx.candidates, app[UPSTREAMS], app[SETTINGS].routing, serve, timed=False)
 
 
 def to_base64_embeddings(raw: bytes, provider: str) -> bytes:

@@ -315,9 +315,15 @@ async def _count_tokens(request: web.Request, model: str) -> web.StreamResponse:
         if isinstance(inner, dict) and "model" in inner:  # must name the upstream's model too
             raw = orjson.dumps({**body, "generateContentRequest": {
                 **inner, "model": "models/" + route.upstream_model.removeprefix("models/")}})
-        async with _gemini_call(request, route.provider, route.upstream_model, "countTokens", raw) as up:
-            data = await up.read()
-        return web.Response(body=data, content_type="application/json", headers=headers)
+        payload = raw
+
+        async def count(route: Route, target: Target) -> web.Response:
+            async with _gemini_call(request, target.provider, route.upstream_model, "countTokens", payload) as up:
+                data = await up.read()
+            return web.Response(body=data, content_type="application/json", headers=headers)
+
+        app = request.app
+        return await run_candidates(ctx, [route], app[UPSTREAMS], app[SETTINGS].routing, count, timed=False)
     req = parse_count_tokens_request(body, model).request
     tokens = count_request_tokens(req, request.app[TOKENIZER].count)
     return web.Response(body=orjson.dumps(render_count_tokens(tokens)), content_type="application/json",
@@ -372,7 +378,7 @@ async def _embed_content(request: web.Request, model: str, *, batch: bool) -> we
         headers = {**stream_headers(ctx), COST_HEADER: format(ctx.cost.normalize(), "f")}
         return web.Response(body=data, content_type="application/json", headers=headers)
 
-    return await run_candidates(ctx, ctx.candidates, app[UPSTREAMS], app[SETTINGS].routing, serve)
+    return await run_candidates(ctx, ctx.candidates, app[UPSTREAMS], app[SETTINGS].routing, serve, timed=False)
 
 
 def _embed_requests(body: JSONObject, batch: bool) -> list[dict[str, Any]]:

@@ -148,9 +148,14 @@ async def handle_count_tokens(request: web.Request) -> web.StreamResponse:
                "X-ARouter-Model": route.model_id}
     if route.provider.type == "anthropic":
         payload = _native_body(body, route)
-        async with _open_anthropic(request, route.provider, COUNT_PATH, payload) as up:
-            raw = await up.read()
-        return web.Response(body=raw, content_type="application/json", headers=headers)
+
+        async def count(route: Route, target: Target) -> web.Response:
+            async with _open_anthropic(request, target.provider, COUNT_PATH, payload) as up:
+                raw = await up.read()
+            return web.Response(body=raw, content_type="application/json", headers=headers)
+
+        app = request.app
+        return await run_candidates(ctx, [route], app[UPSTREAMS], app[SETTINGS].routing, count, timed=False)
     req = parse_messages_request(body, for_count=True).request
     tokens = count_request_tokens(req, request.app[TOKENIZER].count)
     return web.Response(body=orjson.dumps(render_count(tokens)), content_type="application/json", headers=headers)

@@ -34,14 +34,18 @@ async def run_candidates(
     upstreams: Upstreams,
     routing: RoutingSettings,
     serve: Serve[T],
+    *,
+    timed: bool = True,
 ) -> T:
-    """Serve from the first candidate that succeeds; ``ctx.route`` names the one that answered."""
+    """Serve from the first candidate that succeeds; ``ctx.route`` names the one that answered.
+    ``timed``: the answer's time feeds the deployment's observed latency (``provider.sort: latency``);
+    False for answers that generate nothing (embeddings, token counts), whose times would flatter it."""
     deadline = time.monotonic() + routing.retry_budget
     last: GatewayError | None = None
     for route in candidates:
         ctx.route = route
         try:
-            return await with_retries(route, upstreams, deadline, serve, ctx)
+            return await with_retries(route, upstreams, deadline, serve, ctx, timed=timed)
         except (UpstreamError, Unavailable) as err:
             if not err.retryable:
                 raise
@@ -52,7 +56,7 @@ async def run_candidates(
 
 
 async def with_retries(
-    route: Route, upstreams: Upstreams, deadline: float, serve: Serve[T], ctx: RequestContext
+    route: Route, upstreams: Upstreams, deadline: float, serve: Serve[T], ctx: RequestContext, *, timed: bool = True
 ) -> T:
     """Serve one candidate, retrying retryable failures within its budget; the deployment's observed
     latency is the time to the first streamed byte, or to the whole answer when not streamed."""
@@ -79,7 +83,7 @@ async def with_retries(
             await asyncio.sleep(wait)
             continue
         elapsed = time.monotonic() - started
-        upstreams.succeeded(target, elapsed if ctx.ttft is None else min(elapsed, ctx.ttft))
+        upstreams.succeeded(target, None if not timed else elapsed if ctx.ttft is None else min(elapsed, ctx.ttft))
         return result
 
 
