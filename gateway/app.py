@@ -22,6 +22,10 @@ from gateway.auth.keycache import KeyCache
 from gateway.batches.internal import internal_token
 from gateway.batches.runner import BatchRunner, concurrency_from_env
 from gateway.billing.service import Billing
+from gateway.idempotency.on_redis import RedisIdempotency
+from gateway.idempotency.on_sqlite import SqliteIdempotency
+from gateway.idempotency.service import Idempotency
+from gateway.idempotency.store import IdempotencyStore
 from gateway.logs import AccessLog, configure_logging
 from gateway.metrics import FLUSH_SECONDS, Metrics
 from gateway.pipeline.context import RandomIds
@@ -36,6 +40,7 @@ from gateway.state import (
     BATCH_RUNNER,
     BILLING,
     CATALOG,
+    IDEMPOTENCY,
     IDS,
     INTERNAL_TOKEN,
     KEYCACHE,
@@ -79,6 +84,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
     if settings.redis_url:
         app.cleanup_ctx.append(_redis_ctx)
     app.cleanup_ctx.append(_limiter_ctx)
+    app.cleanup_ctx.append(_idempotency_ctx)
     app[INTERNAL_TOKEN] = internal_token()
     app.cleanup_ctx.append(_batches_ctx)
     add_routes(app)
@@ -214,6 +220,24 @@ async def _limiter_ctx(app: web.Application) -> AsyncIterator[None]:
     await counters.close()
 
 
+async def _idempotency_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Idempotency-Key claims and kept answers: on Redis when configured, else in a file of the host's."""
+    settings = app[SETTINGS]
+    store: IdempotencyStore
+    if settings.redis_url:
+        store = RedisIdempotency(app[REDIS])
+    else:
+        store = SqliteIdempotency(idempotency_path(settings))
+    # a claim outlives its request (a worker that died running it) no longer than the longest request
+    longest = max((p.timeouts.total for p in settings.providers.values()), default=900.0)
+    idempotency = Idempotency(store, keep_seconds=settings.server.idempotency_seconds,
+                              running_seconds=longest + settings.routing.retry_budget + 60.0,
+                              max_bytes=settings.server.idempotency_max_bytes)
+    app[IDEMPOTENCY] = idempotency
+    yield
+    await idempotency.close()
+
+
 async def _batches_ctx(app: web.Application) -> AsyncIterator[None]:
     """The Message Batch runner: it calls this gateway's own /v1/messages on loopback."""
     server = app[SETTINGS].server
@@ -234,6 +258,12 @@ def limiter_path(settings: Settings) -> str:
         db = Path(settings.database_url[len("sqlite:///") :])
         return str(db.with_name(db.stem + "-limits.db"))
     return "var/arouter-limits.db"
+
+
+def idempotency_path(settings: Settings) -> str:
+    """The embedded Idempotency-Key file: beside the hot-counter file."""
+    limits = Path(limiter_path(settings))
+    return str(limits.with_name(limits.stem + "-idempotency" + (limits.suffix or ".db")))
 
 
 def journal_dir(settings: Settings) -> str:

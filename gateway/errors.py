@@ -9,7 +9,9 @@
     ├── Forbidden                 403  wrong key kind, provider or model not allowed
     ├── NotFound                  404  unknown model, key, generation, path
     ├── MethodNotAllowed          405
+    ├── Conflict                  409  an Idempotency-Key whose first request is still running
     ├── PayloadTooLarge           413  body over the configured limit
+    ├── Unprocessable             422  an Idempotency-Key already used for another request
     ├── RateLimited               429  carries retry_after (seconds)
     ├── UpstreamError             502  the provider failed; carries provider and upstream status
     │   ├── UpstreamRejected      4xx  the provider refused the request; its message is passed on
@@ -81,6 +83,16 @@ class NotFound(GatewayError):
 
 class MethodNotAllowed(GatewayError):
     status = 405
+    type = "invalid_request_error"
+
+
+class Conflict(GatewayError):
+    status = 409
+    type = "invalid_request_error"
+
+
+class Unprocessable(GatewayError):
+    status = 422
     type = "invalid_request_error"
 
 

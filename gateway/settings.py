@@ -95,6 +95,8 @@ class ServerSettings:
     workers: int = 2
     max_body_bytes: int = 10 * 1024 * 1024
     access_log: bool = True
+    idempotency_seconds: float = 86400.0  # how long an Idempotency-Key's answer is kept
+    idempotency_max_bytes: int = 4 * 1024 * 1024  # larger answers are not kept (a retry runs again)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,13 +163,16 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], where: str = 
         {"default_model", "server", "database", "redis", "providers", "models", "auth", "limits", "billing", "routing"},
     )
     server_raw = r.table(raw, "server")
-    r.only(server_raw, "server", {"host", "port", "workers", "max_body_bytes", "access_log"})
+    r.only(server_raw, "server", {"host", "port", "workers", "max_body_bytes", "access_log", "idempotency_seconds",
+                                  "idempotency_max_bytes"})
     server = ServerSettings(
         host=env.get("AROUTER_HOST") or r.string(server_raw, "server.host", "0.0.0.0"),
         port=r.int_env(env, "AROUTER_PORT", server_raw, "server.port", 8080, 1, 65535),
         workers=r.int_env(env, "AROUTER_WORKERS", server_raw, "server.workers", 2, 1, 256),
         max_body_bytes=r.int_(server_raw, "server.max_body_bytes", 10 * 1024 * 1024, 1024, 1 << 30),
         access_log=r.bool_(server_raw, "server.access_log", True),
+        idempotency_seconds=r.number(server_raw, "server.idempotency_seconds", 86400.0, 1.0, 30 * 86400.0),
+        idempotency_max_bytes=r.int_(server_raw, "server.idempotency_max_bytes", 4 * 1024 * 1024, 0, 1 << 30),
     )
     db_raw = r.table(raw, "database")
     r.only(db_raw, "database", {"url"})

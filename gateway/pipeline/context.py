@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from gateway.billing.service import Hold
+from gateway.idempotency.records import Pending
 from gateway.ratelimit.gcra import Limits
 from gateway.routing.catalog import Route
 from gateway.store.base import ApiKey
@@ -78,6 +79,7 @@ class RequestContext:
     limits: Limits | None = None  # set once the limiter admitted the request (settled after it)
     token_estimate: int = 0
     body_bytes: int = 0
+    idempotent: Pending | None = None  # running under an Idempotency-Key it claimed
     hold: Hold | None = None  # the money reserved for this request
     billed: bool = False  # reserve ran: settle must run however the request ends
     attempts_failed: int = 0  # candidates that failed before the one that answered

@@ -16,13 +16,14 @@ from gateway.admission.service import Entry
 from gateway.auth.policy import authenticate
 from gateway.codec import JSONObject, parse_object, read_body
 from gateway.errors import RateLimited
+from gateway.idempotency.records import HEADER as IDEMPOTENCY_HEADER
 from gateway.pipeline.context import RequestContext
 from gateway.ratelimit.gcra import Decision, Limits
 from gateway.ratelimit.limiter import Acquire
 from gateway.routing.catalog import DEFAULT_PROVIDER, Route
 from gateway.routing.plan import plan_routes
 from gateway.settings import LimitSettings
-from gateway.state import ADMISSION, CATALOG, CTX, IDS, KEYCACHE, LIMITS_DUE, SETTINGS, UPSTREAMS
+from gateway.state import ADMISSION, CATALOG, CTX, IDEMPOTENCY, IDS, KEYCACHE, LIMITS_DUE, SETTINGS, UPSTREAMS
 from gateway.store.base import RateLimits
 
 # Endpoints whose handlers call route_request after admitting: their limits are taken there, with the
@@ -50,6 +51,10 @@ async def admit_bytes(request: web.Request, endpoint: str) -> bytes:
     key = ctx.key = await authenticate(request, app[KEYCACHE], "live", datetime.now(UTC))
     raw = await read_body(request, app[SETTINGS].server.max_body_bytes)
     ctx.body_bytes = len(raw)
+    if endpoint in ROUTED_ENDPOINTS:
+        idempotency_key = request.headers.get(IDEMPOTENCY_HEADER)
+        if idempotency_key is not None:  # before any limit or money is taken: a replay takes neither
+            ctx.idempotent = await app[IDEMPOTENCY].begin(request, key.hash, ctx.request_id, idempotency_key, raw)
     limits = effective_limits(app[SETTINGS].limits, key.rate_limit)
     if not limits.active:
         return raw

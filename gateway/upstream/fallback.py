@@ -66,6 +66,7 @@ async def with_retries(
         target = upstreams.pick(provider)  # Unavailable when every deployment is cooling down
         started = time.monotonic()
         ctx.ttft = None
+        ctx.finish_reason = ctx.upstream_error = None  # of this try only: an earlier one's failure is not its
         try:
             result = await serve(route, target)
         except UpstreamError as err:

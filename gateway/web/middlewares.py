@@ -24,9 +24,11 @@ from gateway.errors import (
     Unavailable,
     UpstreamError,
 )
+from gateway.idempotency.records import Pending
+from gateway.idempotency.service import Replayed
 from gateway.pipeline.context import RequestContext
 from gateway.protocols.errors import error_body, protocol_for_path
-from gateway.state import ACCESS_LOG, ADMISSION, BILLING, CTX, IDS, METRICS, RECORDER
+from gateway.state import ACCESS_LOG, ADMISSION, BILLING, CTX, IDEMPOTENCY, IDS, METRICS, RECORDER
 from gateway.store.base import Generation
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -77,10 +79,14 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
         ctx.cancelled = True
         ctx.status = ctx.status or 499
         record(request, ctx)
+        if ctx.idempotent is not None:
+            request.app[IDEMPOTENCY].abandon(ctx.idempotent)
         if not settled:
             _missed(request, ctx)
         observe(request, ctx)
         raise
+    except Replayed as replayed:  # the request's Idempotency-Key has an answer already
+        resp = replayed.response
     except GatewayError as err:
         if isinstance(err, UpstreamError):
             ctx.upstream_error = type(err).__name__
@@ -107,6 +113,8 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
     record(request, ctx)
     if not settled:
         _missed(request, ctx)
+    if ctx.idempotent is not None:
+        await _keep_answer(request, ctx, resp, ctx.idempotent)
     try:
         await resp.prepare(request)
         await resp.write_eof()
@@ -139,6 +147,19 @@ def _missed(request: web.Request, ctx: RequestContext) -> None:
     bring to the ledger. Its tenant's and key's counters are dropped once that row is written."""
     assert ctx.key is not None
     request.app[BILLING].missed(ctx.key.tenant_id, ctx.key.hash, ctx.hold.request_id if ctx.hold else None)
+
+
+async def _keep_answer(request: web.Request, ctx: RequestContext, resp: web.StreamResponse, pending: Pending) -> None:
+    """Keep the answer of a request that claimed an Idempotency-Key (a whole 2xx answer), or free the
+    key. A stream's answer is what it wrote; it is whole unless the client left or it ended in error."""
+    whole = not ctx.cancelled and ctx.finish_reason != "error" and ctx.upstream_error is None
+    if resp.prepared:
+        body = b"".join(pending.sent)
+    elif isinstance(resp, web.Response) and isinstance(resp.body, bytes):
+        body = resp.body
+    else:
+        body, whole = b"", False
+    await request.app[IDEMPOTENCY].finish(pending, resp.status, resp.headers.items(), body, complete=whole)
 
 
 def _http_error(request: web.Request, exc: web.HTTPException) -> GatewayError:

@@ -1,0 +1,167 @@
+"""Idempotency-Key on the inference endpoints, as a client retrying a request sees it: embedded and on Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from gateway.state import RECORDER, STORE
+from tests.conftest import REDIS_URL
+from tests.fakes.multi_upstream import MultiGateway, start_gateway
+
+MSG = [{"role": "user", "content": "hi"}]
+CHAT = {"model": "openai/gpt-4.1-mini", "messages": MSG}
+
+
+@pytest.fixture(params=["embedded", pytest.param("redis", marks=pytest.mark.redis)])
+async def gw(request: pytest.FixtureRequest, aiohttp_server: Any, aiohttp_client: Any,
+             tmp_path: Path) -> AsyncIterator[MultiGateway]:
+    overrides: dict[str, dict[str, Any]] = {}
+    redis: Redis | None = None
+    if request.param == "redis":
+        url = REDIS_URL.rsplit("/", 1)[0] + "/12"  # a database of its own, emptied
+        redis = Redis.from_url(url)
+        await redis.flushdb()
+        overrides["redis"] = {"url": url}
+    gateway = await start_gateway(aiohttp_server, aiohttp_client, f"sqlite:///{tmp_path / 'arouter.db'}", overrides)
+    yield gateway
+    gateway.openai.release.set()
+    if redis is not None:
+        await redis.flushdb()
+        await redis.aclose()
+
+
+def auth(key: str, idempotency_key: str | None) -> dict[str, str]:
+    headers = {"Authorization": f"Bearer {key}"}
+    if idempotency_key is not None:
+        headers["Idempotency-Key"] = idempotency_key
+    return headers
+
+
+async def charges(gw: MultiGateway) -> int:
+    """Usage lines in the tenant's ledger: one per request charged."""
+    await gw.app[RECORDER].flush()
+    txns = await gw.app[STORE].list_transactions("default", offset=0, limit=100)
+    return sum(1 for t in txns if t.type == "usage")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_retry_gets_the_first_answer_and_is_not_run_or_charged_again(gw: MultiGateway, stream: bool) -> None:
+    key = await gw.new_key()
+    body = {**CHAT, "stream": stream}
+    first = await gw.client.post("/v1/chat/completions", json=body, headers=auth(key, "order-42"))
+    first_body = await first.read()
+    assert first.status == 200 and "Idempotent-Replayed" not in first.headers
+    again = await gw.client.post("/v1/chat/completions", json=body, headers=auth(key, "order-42"))
+    assert again.status == 200 and await again.read() == first_body  # byte for byte
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.headers["Content-Type"] == first.headers["Content-Type"]
+    for name in ("X-Generation-Id", "X-ARouter-Provider", "X-ARouter-Model"):
+        assert again.headers[name] == first.headers[name], name
+    assert again.headers["X-Request-Id"] != first.headers["X-Request-Id"]
+    assert len(gw.openai.seen) == 1  # the provider was asked once
+    assert await charges(gw) == 1  # recorded and charged once
+    other = await gw.client.post("/v1/chat/completions", json=body, headers=auth(key, "order-43"))
+    assert other.status == 200 and "Idempotent-Replayed" not in other.headers and len(gw.openai.seen) == 2
+    plain = await gw.client.post("/v1/chat/completions", json=body, headers=auth(key, None))
+    assert plain.status == 200 and len(gw.openai.seen) == 3
+
+
+async def test_keys_belong_to_their_api_key(gw: MultiGateway) -> None:
+    mine, theirs = await gw.new_key(), await gw.new_key()
+    for key in (mine, theirs):
+        resp = await gw.client.post("/v1/chat/completions", json=CHAT, headers=auth(key, "same"))
+        assert resp.status == 200 and "Idempotent-Replayed" not in resp.headers
+    assert len(gw.openai.seen) == 2
+
+
+async def test_the_key_with_another_request_is_422_in_each_protocol(gw: MultiGateway) -> None:
+    key = await gw.new_key()
+    assert (await gw.client.post("/v1/chat/completions", json=CHAT, headers=auth(key, "k1"))).status == 200
+    resp = await gw.client.post("/v1/chat/completions", json={**CHAT, "max_tokens": 5}, headers=auth(key, "k1"))
+    assert resp.status == 422
+    error = (await resp.json())["error"]
+    assert error["type"] == "invalid_request_error" and "already used for a different request" in error["message"]
+
+    anthropic = {"model": "anthropic/claude-sonnet-4.6", "max_tokens": 50, "messages": MSG}
+    headers = {"x-api-key": key, "Idempotency-Key": "k2"}
+    assert (await gw.client.post("/v1/messages", json=anthropic, headers=headers)).status == 200
+    resp = await gw.client.post("/v1/messages", json={**anthropic, "max_tokens": 51}, headers=headers)
+    assert resp.status == 422 and (await resp.json())["type"] == "error"
+    assert (await resp.json())["error"]["type"] == "invalid_request_error"
+
+    gemini = {"contents": [{"parts": [{"text": "hi"}]}]}
+    headers = {"x-goog-api-key": key, "Idempotency-Key": "k3"}
+    path = "/v1beta/models/gemini-2.5-flash:generateContent"
+    assert (await gw.client.post(path, json=gemini, headers=headers)).status == 200
+    replay = await gw.client.post(path, json=gemini, headers=headers)
+    assert replay.status == 200 and replay.headers["Idempotent-Replayed"] == "true"
+    resp = await gw.client.post(path.replace("generateContent", "streamGenerateContent"), json=gemini, headers=headers)
+    assert resp.status == 422 and (await resp.json())["error"]["status"] == "INVALID_ARGUMENT"
+
+
+async def test_while_the_first_runs_a_retry_gets_409_then_the_answer(gw: MultiGateway) -> None:
+    key = await gw.new_key()
+    body = {"model": "openai/slow", "messages": MSG}
+    first = asyncio.create_task(gw.client.post("/v1/chat/completions", json=body, headers=auth(key, "slow-1")))
+    while not any(s.body.get("model") == "slow" for s in gw.openai.seen):  # the first is at the provider now
+        await asyncio.sleep(0.005)
+    resp = await gw.client.post("/v1/chat/completions", json=body, headers=auth(key, "slow-1"))
+    assert resp.status == 409 and resp.headers["Retry-After"] == "1"
+    assert "still being processed" in (await resp.json())["error"]["message"]
+    gw.openai.release.set()
+    done = await first
+    assert done.status == 200
+    replay = await gw.client.post("/v1/chat/completions", json=body, headers=auth(key, "slow-1"))
+    assert replay.status == 200 and replay.headers["Idempotent-Replayed"] == "true"
+    assert await replay.read() == await done.read()
+    assert sum(1 for s in gw.openai.seen if s.body.get("model") == "slow") == 1
+
+
+async def test_failures_are_not_kept_so_a_retry_runs(gw: MultiGateway) -> None:
+    key = await gw.new_key()
+    for _ in range(2):  # an upstream refusal: the key is freed each time
+        resp = await gw.client.post("/v1/chat/completions", json={"model": "openai/bad-request", "messages": MSG},
+                                    headers=auth(key, "bad-1"))
+        assert resp.status == 400 and "Idempotent-Replayed" not in resp.headers
+    assert sum(1 for s in gw.openai.seen if s.body.get("model") == "bad-request") == 2
+    body = {"model": "openai/dies-midstream", "messages": MSG, "stream": True}
+    for _ in range(2):  # a stream that ended in error is not an answer to keep
+        resp = await gw.client.post("/v1/chat/completions", json=body, headers=auth(key, "cut-1"))
+        assert resp.status == 200 and b'"finish_reason":"error"' in await resp.read()
+        assert "Idempotent-Replayed" not in resp.headers
+    resp = await gw.client.post("/v1/chat/completions", json=CHAT, headers=auth(key, "x" * 256))
+    assert resp.status == 400 and "Idempotency-Key must be 1 to 255" in (await resp.json())["error"]["message"]
+
+
+async def test_a_client_that_leaves_frees_the_key(gw: MultiGateway) -> None:
+    key = await gw.new_key()
+    body = {"model": "openai/slow", "messages": MSG}
+
+    def asked() -> int:
+        return sum(1 for s in gw.openai.seen if s.body.get("model") == "slow")
+
+    def send() -> asyncio.Task[Any]:
+        return asyncio.create_task(gw.client.post("/v1/chat/completions", json=body, headers=auth(key, "gone-1")))
+
+    first = send()
+    while asked() < 1:  # the first is at the provider, which holds it
+        await asyncio.sleep(0.005)
+    first.cancel()  # the client hangs up: the gateway cancels the request and frees the key
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    while True:  # retries get 409 until the cancelled request has unwound; then one runs
+        retry = send()
+        while not retry.done() and asked() < 2:
+            await asyncio.sleep(0.005)
+        if not retry.done():
+            break
+        assert (await retry).status == 409 and loop.time() < deadline
+    gw.openai.release.set()
+    resp = await retry
+    assert resp.status == 200 and "Idempotent-Replayed" not in resp.headers  # it ran again, and answered
