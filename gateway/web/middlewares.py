@@ -159,7 +159,9 @@ async def _keep_answer(request: web.Request, ctx: RequestContext, resp: web.Stre
         body = resp.body
     else:
         body, whole = b"", False
-    await request.app[IDEMPOTENCY].finish(pending, resp.status, resp.headers.items(), body, complete=whole)
+    # shielded: a client leaving now must not leave the key claimed (retries would get 409 for long)
+    await asyncio.shield(request.app[IDEMPOTENCY].finish(pending, resp.status, tuple(resp.headers.items()), body,
+                                                         complete=whole))
 
 
 def _http_error(request: web.Request, exc: web.HTTPException) -> GatewayError:
