@@ -167,6 +167,22 @@ async def test_list_pages_newest_first(gw: MultiGateway, sdk: AsyncAnthropic) ->
     assert [b.id for b in before.data] == newest_first[:2] and not before.has_more
 
 
+async def test_a_retried_create_with_an_idempotency_key_makes_one_batch(
+    gw: MultiGateway, sdk: AsyncAnthropic
+) -> None:
+    await gw.app[BATCH_RUNNER].stop()  # only creating here
+    requests = [request("a", "claude-sonnet-4.6")]
+    first = await sdk.messages.batches.with_raw_response.create(requests=requests,
+                                                               extra_headers={"Idempotency-Key": "nightly-7"})
+    again = await sdk.messages.batches.with_raw_response.create(requests=requests,
+                                                               extra_headers={"Idempotency-Key": "nightly-7"})
+    assert again.headers["Idempotent-Replayed"] == "true" and again.parse().id == first.parse().id
+    assert [b.id async for b in sdk.messages.batches.list()] == [first.parse().id]
+    with pytest.raises(anthropic.UnprocessableEntityError, match="already used for a different request"):
+        await sdk.messages.batches.create(requests=[request("b", "claude-sonnet-4.6")],
+                                          extra_headers={"Idempotency-Key": "nightly-7"})
+
+
 async def test_retries_then_errors(db: str, aiohttp_server: Any, aiohttp_client: Any) -> None:
     # the breaker would take the provider out after three failures in a row: not what is tested here
     gw = await start(aiohttp_server, aiohttp_client, db, {"routing": {"breaker_failures": 100}})

@@ -28,11 +28,12 @@ import orjson
 from aiohttp import web
 
 from gateway.auth.policy import authenticate
-from gateway.codec import json_response, read_json
+from gateway.codec import json_response, parse_object, read_body
 from gateway.errors import InvalidRequest, NotFound
+from gateway.idempotency.records import HEADER as IDEMPOTENCY_HEADER
 from gateway.pipeline.context import new_id
 from gateway.pipeline.messages import anthropic_errors
-from gateway.state import BATCH_RUNNER, CTX, KEYCACHE, SETTINGS, STORE
+from gateway.state import BATCH_RUNNER, CTX, IDEMPOTENCY, KEYCACHE, SETTINGS, STORE
 from gateway.store.base import ApiKey, Batch, BatchCounts
 from gateway.web.query import int_param
 
@@ -118,8 +119,12 @@ def _check_params(params: Any, where: str) -> None:
 @anthropic_errors
 async def create_batch(request: web.Request) -> web.Response:
     key = await _key(request)
-    body = await read_json(request, request.app[SETTINGS].server.max_body_bytes)
-    items = parse_requests(body)
+    raw = await read_body(request, request.app[SETTINGS].server.max_body_bytes)
+    idempotency_key = request.headers.get(IDEMPOTENCY_HEADER)
+    if idempotency_key is not None:  # a retried create gets the first batch back, not a second one
+        ctx = request[CTX]
+        ctx.idempotent = await request.app[IDEMPOTENCY].begin(request, key.hash, ctx.request_id, idempotency_key, raw)
+    items = parse_requests(parse_object(raw))
     now = datetime.now(UTC)
     batch = Batch(id=new_id("msgbatch_"), tenant_id=key.tenant_id, key_hash=key.hash, status="in_progress",
                   created_at=now, expires_at=now + BATCH_LIFETIME, ended_at=None, cancel_initiated_at=None,
