@@ -176,8 +176,9 @@ async def test_a_retried_create_with_an_idempotency_key_makes_one_batch(
                                                                extra_headers={"Idempotency-Key": "nightly-7"})
     again = await sdk.messages.batches.with_raw_response.create(requests=requests,
                                                                extra_headers={"Idempotency-Key": "nightly-7"})
-    assert again.headers["Idempotent-Replayed"] == "true" and again.parse().id == first.parse().id
-    assert [b.id async for b in sdk.messages.batches.list()] == [first.parse().id]
+    batch_id = (await first.parse()).id
+    assert again.headers["Idempotent-Replayed"] == "true" and (await again.parse()).id == batch_id
+    assert [b.id async for b in sdk.messages.batches.list()] == [batch_id]
     with pytest.raises(anthropic.UnprocessableEntityError, match="already used for a different request"):
         await sdk.messages.batches.create(requests=[request("b", "claude-sonnet-4.6")],
                                           extra_headers={"Idempotency-Key": "nightly-7"})
