@@ -166,6 +166,8 @@ async def test_damaged_requests_get_a_success_or_a_clean_error(gateway: Gateway,
             headers = {"x-goog-api-key": secrets[who]}
         if rnd.random() < 0.9:
             headers["Content-Type"] = rnd.choice(["application/json"] * 9 + ["text/plain; charset=zzz"])
+        if rnd.random() < 0.2:  # a few keys shared by different requests: replays, 409s and 422s among them
+            headers["Idempotency-Key"] = rnd.choice(["k1", "k2", "k3", "x" * 300, " ", "k\u00e9"])
         if doc is None:
             if rnd.random() < 0.5:
                 path = path.split("?")[0] + "?" + rnd.choice(QUERY_JUNK)
