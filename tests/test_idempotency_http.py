@@ -165,3 +165,18 @@ async def test_a_client_that_leaves_frees_the_key(gw: MultiGateway) -> None:
     gw.openai.release.set()
     resp = await retry
     assert resp.status == 200 and "Idempotent-Replayed" not in resp.headers  # it ran again, and answered
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_answers_over_the_size_limit_are_not_kept(
+    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path, stream: bool
+) -> None:
+    gw = await start_gateway(aiohttp_server, aiohttp_client, f"sqlite:///{tmp_path / 'arouter.db'}",
+                             {"server": {"idempotency_max_bytes": 200}})
+    key = await gw.new_key()
+    for _ in range(2):  # each answer is larger than 200 bytes: the key is freed and the retry runs
+        resp = await gw.client.post("/v1/chat/completions", json={**CHAT, "stream": stream},
+                                    headers=auth(key, "big-1"))
+        assert resp.status == 200 and len(await resp.read()) > 200
+        assert "Idempotent-Replayed" not in resp.headers
+    assert len(gw.openai.seen) == 2

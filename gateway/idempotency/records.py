@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import orjson
@@ -97,8 +97,22 @@ def unpack(data: bytes) -> Stored | None:
 @dataclass(slots=True)
 class Pending:
     """A request running under a key it claimed: the slot, the owner (its request id) and, for a
-    stream, the bytes sent so far (the answer to keep)."""
+    stream, the bytes sent so far (the answer to keep), up to ``limit`` bytes: past it they are let go
+    (``over``) and the key will be freed, not kept."""
 
     slot: str
     owner: str
-    sent: list[bytes]
+    limit: int
+    sent: list[bytes] = field(default_factory=list)
+    size: int = 0
+    over: bool = False
+
+    def keep(self, data: bytes) -> None:
+        if self.over:
+            return
+        self.size += len(data)
+        if self.size > self.limit:
+            self.over = True
+            self.sent.clear()
+        else:
+            self.sent.append(data)

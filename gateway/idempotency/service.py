@@ -65,7 +65,7 @@ class Idempotency:
             self.running_seconds,
         )
         if claim.state == "new":
-            return Pending(where, owner, [])
+            return Pending(where, owner, self.max_bytes)
         if claim.state == "mismatch":
             raise Unprocessable(f"this {HEADER} was already used for a different request; use a new key")
         stored = unpack(claim.stored) if claim.stored is not None else None

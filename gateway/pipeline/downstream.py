@@ -81,7 +81,7 @@ class Downstream:
         self._last = self._loop.time()
         pending = self.ctx.idempotent
         if pending is not None and data is not self._ping:  # the answer an Idempotency-Key keeps
-            pending.sent.append(data)
+            pending.keep(data)
         try:
             await resp.write(data)
         except ConnectionResetError:
@@ -96,7 +96,7 @@ class Downstream:
         resp = self.resp or await self.commit()
         resp.tail += data
         if self.ctx.idempotent is not None:
-            self.ctx.idempotent.sent.append(data)
+            self.ctx.idempotent.keep(data)
         return True
 
     async def first_block(self, reader: UpstreamResponse, cutter: EventCutter, limit: float) -> bytes:

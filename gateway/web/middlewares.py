@@ -154,7 +154,7 @@ async def _keep_answer(request: web.Request, ctx: RequestContext, resp: web.Stre
     key. A stream's answer is what it wrote; it is whole unless the client left or it ended in error."""
     whole = not ctx.cancelled and ctx.finish_reason != "error" and ctx.upstream_error is None
     if resp.prepared:
-        body = b"".join(pending.sent)
+        body, whole = b"".join(pending.sent), whole and not pending.over
     elif isinstance(resp, web.Response) and isinstance(resp.body, bytes):
         body = resp.body
     else:

@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 
 from gateway.idempotency.on_redis import PREFIX, RedisIdempotency
 from gateway.idempotency.on_sqlite import SqliteIdempotency
-from gateway.idempotency.records import Claim, Stored, fingerprint, pack, slot, unpack
+from gateway.idempotency.records import Claim, Pending, Stored, fingerprint, pack, slot, unpack
 from gateway.idempotency.store import IdempotencyStore
 from tests.conftest import REDIS_URL
 
@@ -123,3 +123,14 @@ def test_fingerprints_and_packing() -> None:
     stored = Stored(201, (("X-Generation-Id", "gen-1"), ("Content-Type", "text/event-stream")), b"data: x\n\n")
     assert unpack(pack(stored)) == stored
     assert unpack(b"something else") is None and unpack(b"AIK1\x00\x00\x00\x05{bad}") is None
+
+
+def test_a_stream_past_the_limit_is_let_go() -> None:
+    pending = Pending("slot", "req_1", limit=10)
+    pending.keep(b"12345")
+    pending.keep(b"67890")
+    assert pending.sent == [b"12345", b"67890"] and not pending.over
+    pending.keep(b"!")
+    assert pending.over and pending.sent == []  # nothing held past the limit
+    pending.keep(b"more")
+    assert pending.sent == [] and pending.over
