@@ -9,8 +9,10 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
-from gateway.state import RECORDER, STORE
+from gateway.idempotency.records import Claim
+from gateway.state import IDEMPOTENCY, RECORDER, STORE
 from tests.conftest import REDIS_URL
 from tests.fakes.multi_upstream import MultiGateway, start_gateway
 
@@ -180,3 +182,33 @@ async def test_answers_over_the_size_limit_are_not_kept(
         assert resp.status == 200 and len(await resp.read()) > 200
         assert "Idempotent-Replayed" not in resp.headers
     assert len(gw.openai.seen) == 2
+
+
+class DownStore:
+    """A key store whose server does not answer."""
+
+    async def claim(self, slot: str, fingerprint: str, owner: str, running_seconds: float) -> Claim:
+        raise RedisConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    async def complete(self, slot: str, owner: str, stored: bytes, keep_seconds: float) -> bool:
+        raise AssertionError("never reached")
+
+    async def release(self, slot: str, owner: str) -> None:
+        raise AssertionError("never reached")
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_key_store_that_does_not_answer_is_a_503_never_an_unprotected_run(
+    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path
+) -> None:
+    gw = await start_gateway(aiohttp_server, aiohttp_client, f"sqlite:///{tmp_path / 'arouter.db'}")
+    gw.app[IDEMPOTENCY].store = DownStore()
+    key = await gw.new_key()
+    resp = await gw.client.post("/v1/chat/completions", json=CHAT, headers=auth(key, "down-1"))
+    assert resp.status == 503 and resp.headers["Retry-After"] == "1"
+    assert "did not answer" in (await resp.json())["error"]["message"]
+    assert gw.openai.seen == []  # the provider was never asked
+    resp = await gw.client.post("/v1/chat/completions", json=CHAT, headers=auth(key, None))
+    assert resp.status == 200  # requests without a key do not need the store
