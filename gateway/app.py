@@ -223,6 +223,7 @@ async def _limiter_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _idempotency_ctx(app: web.Application) -> AsyncIterator[None]:
     """Idempotency-Key claims and kept answers: on Redis when configured, else in a file of the host's."""
     settings = app[SETTINGS]
+    metrics = app[METRICS]
     store: IdempotencyStore
     if settings.redis_url:
         store = RedisIdempotency(app[REDIS])
@@ -232,7 +233,8 @@ async def _idempotency_ctx(app: web.Application) -> AsyncIterator[None]:
     longest = max((p.timeouts.total for p in settings.providers.values()), default=900.0)
     idempotency = Idempotency(store, keep_seconds=settings.server.idempotency_seconds,
                               running_seconds=longest + settings.routing.retry_budget + 60.0,
-                              max_bytes=settings.server.idempotency_max_bytes)
+                              max_bytes=settings.server.idempotency_max_bytes,
+                              count=lambda outcome: metrics.idempotency.labels(outcome).inc())
     app[IDEMPOTENCY] = idempotency
     yield
     await idempotency.close()

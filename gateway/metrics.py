@@ -92,6 +92,11 @@ class Metrics:
             "Request parameters dropped because the target provider does not support them",
             ("provider", "param"), registry=self.registry,
         )
+        self.idempotency = Counter(
+            "arouter_idempotency_total",
+            "Requests with an Idempotency-Key, by outcome (kept, freed, replayed, conflict, mismatch)",
+            ("outcome",), registry=self.registry,
+        )
         self.limiter_failures = Counter(
             "arouter_ratelimit_backend_failures_total",
             "Rate-limit checks the backend (Redis) could not answer, by the policy applied (open, closed)",

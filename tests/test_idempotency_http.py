@@ -123,6 +123,10 @@ async def test_while_the_first_runs_a_retry_gets_409_then_the_answer(gw: MultiGa
     assert replay.status == 200 and replay.headers["Idempotent-Replayed"] == "true"
     assert await replay.read() == await done.read()
     assert sum(1 for s in gw.openai.seen if s.body.get("model") == "slow") == 1
+    text = await (await gw.client.get("/metrics")).text()
+    outcomes = {line.split('"')[1]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                if line.startswith("arouter_idempotency_total{")}
+    assert outcomes == {"conflict": 1.0, "kept": 1.0, "replayed": 1.0}
 
 
 async def test_failures_are_not_kept_so_a_retry_runs(gw: MultiGateway) -> None:

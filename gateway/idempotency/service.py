@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from aiohttp import web
 
@@ -46,9 +46,11 @@ class Replayed(Exception):
 
 class Idempotency:
     def __init__(
-        self, store: IdempotencyStore, *, keep_seconds: float, running_seconds: float, max_bytes: int
+        self, store: IdempotencyStore, *, keep_seconds: float, running_seconds: float, max_bytes: int,
+        count: Callable[[str], None] = lambda outcome: None,
     ) -> None:
         self.store = store
+        self._count = count  # each request's outcome: kept, freed, replayed, conflict or mismatch
         self.keep_seconds = keep_seconds
         self.running_seconds = running_seconds  # a claim outlives its request this long at most (a dead worker's)
         self.max_bytes = max_bytes
@@ -67,11 +69,14 @@ class Idempotency:
         if claim.state == "new":
             return Pending(where, owner, self.max_bytes)
         if claim.state == "mismatch":
+            self._count("mismatch")
             raise Unprocessable(f"this {HEADER} was already used for a different request; use a new key")
         stored = unpack(claim.stored) if claim.stored is not None else None
         if claim.state == "running" or stored is None:
+            self._count("conflict")
             raise Conflict(f"a request with this {HEADER} is still being processed; retry once it has finished",
                            headers={"Retry-After": "1"})
+        self._count("replayed")
         raise Replayed(replay(stored, owner))
 
     async def finish(self, pending: Pending, status: int, headers: Iterable[tuple[str, str]], body: bytes,
@@ -82,11 +87,13 @@ class Idempotency:
             if complete and 200 <= status < 300 and len(body) <= self.max_bytes:
                 stored = Stored(status, replayable_headers(headers), body)
                 if await self.store.complete(pending.slot, pending.owner, pack(stored), self.keep_seconds):
+                    self._count("kept")
                     return
                 log.warning("an idempotency key expired while its request ran; its answer was not kept",
                             extra={"fields": {"request_id": pending.owner}})
                 return
             await self.store.release(pending.slot, pending.owner)
+            self._count("freed")
         except Exception:
             log.exception("keeping or freeing an idempotency key failed",
                           extra={"fields": {"request_id": pending.owner}})
