@@ -16,6 +16,7 @@
     ├── UpstreamError             502  the provider failed; carries provider and upstream status
     │   ├── UpstreamRejected      4xx  the provider refused the request; its message is passed on
     │   ├── UpstreamRateLimited   429  the provider rate-limited us; Retry-After passed on
+    │   ├── UpstreamUnreachable   502  no connection could be made: nothing was sent
     │   └── UpstreamTimeout       504  connect / first byte / idle / total timeout
     ├── Unavailable               503  nothing healthy to route to
     └── InternalError             500  a bug; the message never carries a traceback
@@ -139,6 +140,10 @@ class UpstreamRejected(UpstreamError):
 class UpstreamRateLimited(UpstreamError):
     status = 429
     type = "rate_limit_error"
+
+
+class UpstreamUnreachable(UpstreamError):
+    """No connection to the upstream could be made, so nothing of the request left: safe to send elsewhere."""
 
 
 class UpstreamTimeout(UpstreamError):

@@ -31,6 +31,18 @@ def provider(url: str, **extra: Any) -> dict[str, Any]:
     return {"type": "openai", "base_url": url, "api_key": "sk-x", "retries": 0, "retry_max_wait": 0.05, **extra}
 
 
+async def with_a_dead_deployment(
+    gateway: Gateway, db_url: str, aiohttp_client: Any, *, dead_weight: int, retries: int, breaker_failures: int
+) -> tuple[Any, dict[str, str]]:
+    """A gateway whose openai provider has a deployment nobody listens at (first) and the fake (second)."""
+    url = gateway.upstream.url  # type: ignore[attr-defined]
+    deployments = [{"base_url": DEAD, "weight": dead_weight}, {"base_url": url, "weight": 1}]
+    return await client_for(
+        gateway, db_url, aiohttp_client, providers={"openai": provider(url, retries=retries, deployments=deployments)},
+        routing={"breaker_failures": breaker_failures, "breaker_cooldown": 60},
+    )
+
+
 async def test_fallback_to_the_next_candidate_bills_only_the_one_that_answered(
     gateway: Gateway, db_url: str, aiohttp_client: Any
 ) -> None:
@@ -96,12 +108,8 @@ async def test_retries_are_bounded(gateway: Gateway, db_url: str, aiohttp_client
 async def test_deployments_spread_and_a_failing_one_is_taken_out(
     gateway: Gateway, db_url: str, aiohttp_client: Any
 ) -> None:
-    url = gateway.upstream.url  # type: ignore[attr-defined]
-    deployments = [{"base_url": DEAD, "weight": 1}, {"base_url": url, "weight": 1}]
-    client, auth = await client_for(
-        gateway, db_url, aiohttp_client, providers={"openai": provider(url, retries=3, deployments=deployments)},
-        routing={"breaker_failures": 2, "breaker_cooldown": 60},
-    )
+    client, auth = await with_a_dead_deployment(gateway, db_url, aiohttp_client, dead_weight=1, retries=3,
+                                                breaker_failures=2)
     for _ in range(20):
         resp = await client.post("/v1/chat/completions", json={"messages": MSG}, headers=auth)
         assert resp.status == 200  # a failed try on the dead deployment is retried on the live one
@@ -328,12 +336,8 @@ async def test_embeddings_are_retried_on_another_deployment(
 ) -> None:
     """A deployment that does not answer is taken out and the try repeated on another, for OpenAI's and
     Gemini's embedding endpoints alike (the dead one weighs 1,000 times more: it is almost always picked first)."""
-    url = gateway.upstream.url  # type: ignore[attr-defined]
-    deployments = [{"base_url": DEAD, "weight": 1000}, {"base_url": url, "weight": 1}]
-    client, auth = await client_for(
-        gateway, db_url, aiohttp_client, providers={"openai": provider(url, retries=2, deployments=deployments)},
-        routing={"breaker_failures": 1, "breaker_cooldown": 60},
-    )
+    client, auth = await with_a_dead_deployment(gateway, db_url, aiohttp_client, dead_weight=1000, retries=2,
+                                                breaker_failures=1)
     if path == "/v1/embeddings":
         body: dict[str, Any] = {"model": "openai/text-embedding-3-small", "input": "hi"}
     else:
@@ -384,3 +388,19 @@ async def test_only_generations_time_a_provider(gateway: Gateway) -> None:
     assert resp.status == 200 and upstreams.latency("openai") is None
     resp = await gateway.client.post("/v1/chat/completions", json={"messages": MSG}, headers=auth)
     assert resp.status == 200 and upstreams.latency("openai") is not None
+
+
+async def test_the_provider_proxy_moves_on_only_when_nothing_was_sent(
+    gateway: Gateway, db_url: str, aiohttp_client: Any
+) -> None:
+    """A deployment that cannot be connected to is tried no further (nothing of the request left, so
+    another may take it); an answer, even a 5xx, comes back as the provider sent it, once."""
+    client, auth = await with_a_dead_deployment(gateway, db_url, aiohttp_client, dead_weight=1000, retries=2,
+                                                breaker_failures=1)
+    for _ in range(3):
+        resp = await client.post("/openai/v1/chat/completions", json={"model": "gpt-4.1-mini", "messages": MSG},
+                                 headers=auth)
+        assert resp.status == 200, await resp.text()
+    assert client.app[UPSTREAMS]._health[("openai", 0)].open_until > 0  # the dead deployment is out
+    resp = await client.post("/openai/v1/chat/completions", json={"model": "broken", "messages": MSG}, headers=auth)
+    assert resp.status == 500 and gateway.upstream.calls["broken"] == 1  # passed through, not tried again

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from gateway.errors import UpstreamError, UpstreamTimeout
+from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
 from gateway.settings import ProviderSettings, Timeouts
 from gateway.upstream.call import open_upstream, status_error
 from gateway.upstream.http1 import ConnectError, ConnectionLost, DeadlinePassed, ProtocolError
@@ -81,7 +81,7 @@ async def test_other_errors_pass_unchanged_and_a_clean_block_releases() -> None:
     ("failure", "kind", "message"),
     [
         (TimeoutError(), UpstreamTimeout, "provider 'p' did not answer within 2s"),
-        (ConnectError("refused"), UpstreamError, "could not connect to provider 'p': refused"),
+        (ConnectError("refused"), UpstreamUnreachable, "could not connect to provider 'p': refused"),
         (ConnectionLost("reset"), UpstreamError, "request to provider 'p' failed: reset"),
         (ValueError("bad header"), UpstreamError, "request to provider 'p' could not be sent: bad header"),
     ],

@@ -22,13 +22,14 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway.auth.policy import check_model_allowed
-from gateway.errors import GatewayError, NotFound
+from gateway.errors import GatewayError, NotFound, UpstreamUnreachable
 from gateway.pipeline.context import RequestContext
 from gateway.pipeline.downstream import Downstream
 from gateway.pipeline.inbound import admit_bytes
 from gateway.pipeline.relay import COST_HEADER, stream_headers
 from gateway.pipeline.usage_sniff import UsageSniffer
 from gateway.routing.catalog import Route
+from gateway.routing.upstreams import Target
 from gateway.settings import ProviderSettings
 from gateway.sse import EventCutter
 from gateway.state import ADMISSION, CATALOG, CTX, IDS, POOL, SETTINGS, UPSTREAMS
@@ -67,11 +68,33 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
         body = _json_object(raw)
         ctx.hold = await app[ADMISSION].reserve(ctx.key, route.model, body, len(raw), ctx.request_id)
         ctx.billed = True
-    target = app[UPSTREAMS].pick(provider).provider
-    url = _url(target, request)
-    headers = _forward_headers(request, target)
+    upstreams = app[UPSTREAMS]
+    attempt = 0
+    while True:  # another deployment only when no connection could be made: nothing of the request left
+        target = upstreams.pick(provider)
+        try:
+            return await _forward(request, ctx, route, target, raw)
+        except UpstreamUnreachable:
+            upstreams.failed(target)
+            if attempt >= provider.retries:
+                raise
+            attempt += 1
+
+
+async def _forward(
+    request: web.Request, ctx: RequestContext, route: Route, target: Target, raw: bytes
+) -> web.StreamResponse:
+    """One try at one deployment; its answer, as the provider sent it, goes back to the client."""
+    app = request.app
+    provider = target.provider
+    url = _url(provider, request)
+    headers = _forward_headers(request, provider)
     sniffer = UsageSniffer()
-    async with open_upstream(app[POOL], target, request.method, url, raw or None, headers, None) as up:
+    async with open_upstream(app[POOL], provider, request.method, url, raw or None, headers, None) as up:
+        if up.status >= 500:
+            app[UPSTREAMS].failed(target)  # a deployment that keeps failing is taken out, as for routed calls
+        else:
+            app[UPSTREAMS].succeeded(target, None)
         ctx.streamed = "text/event-stream" in up.headers.get("Content-Type", "")
         out_headers = {k: up.headers[k] for k in _KEEP_RESPONSE if k in up.headers}
         out_headers.update(stream_headers(ctx))

@@ -12,7 +12,7 @@ from contextlib import AbstractAsyncContextManager
 
 import orjson
 
-from gateway.errors import UpstreamError, UpstreamRateLimited, UpstreamRejected, UpstreamTimeout
+from gateway.errors import UpstreamError, UpstreamRateLimited, UpstreamRejected, UpstreamTimeout, UpstreamUnreachable
 from gateway.settings import ProviderSettings
 from gateway.upstream.http1 import ConnectError, DeadlinePassed, HttpError, ProtocolError, UpstreamResponse
 from gateway.upstream.pool import Pool
@@ -80,7 +80,7 @@ class UpstreamCall:
             raise UpstreamTimeout(f"provider '{name}' did not answer within {t.first_token:g}s",
                                   provider=name) from None
         except ConnectError as exc:
-            raise UpstreamError(f"could not connect to provider '{name}': {exc}", provider=name) from None
+            raise UpstreamUnreachable(f"could not connect to provider '{name}': {exc}", provider=name) from None
         except HttpError as exc:
             raise UpstreamError(f"request to provider '{name}' failed: {exc}", provider=name) from None
         except ValueError as exc:
