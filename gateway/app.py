@@ -63,6 +63,7 @@ from gateway.web.routes import add_routes
 log = logging.getLogger("arouter")
 
 DEFAULT_TENANT = "default"
+REVOKED_MANAGEMENT_KEY = "AROUTER_MANAGEMENT_KEY names a revoked key: it stays revoked (create another one)"
 REDIS_CONNECTIONS = 256  # per worker
 
 
@@ -132,7 +133,7 @@ def _store_ctx(given: Store | None) -> Callable[[web.Application], AsyncIterator
             if settings.management_key and not await register_management_key(
                 store, settings.management_key, DEFAULT_TENANT
             ):
-                log.warning("AROUTER_MANAGEMENT_KEY names a revoked key: it stays revoked (create another one)")
+                log.warning(REVOKED_MANAGEMENT_KEY)
             app[STORE] = store
             cache = KeyCache(store, settings.key_cache_poll_seconds)
             await cache.start()

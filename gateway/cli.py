@@ -106,7 +106,7 @@ def _serve(settings: Settings) -> int:
 
 
 async def _migrate(settings: Settings) -> list[str]:
-    from gateway.app import DEFAULT_TENANT, register_management_key
+    from gateway.app import DEFAULT_TENANT, REVOKED_MANAGEMENT_KEY, register_management_key
     from gateway.store import open_store
 
     _ensure_sqlite_dir(settings.database_url)
@@ -117,8 +117,7 @@ async def _migrate(settings: Settings) -> list[str]:
         if settings.management_key and not await register_management_key(
             store, settings.management_key, DEFAULT_TENANT
         ):
-            print("arouter: AROUTER_MANAGEMENT_KEY names a revoked key: it stays revoked (create another one)",
-                  file=sys.stderr)
+            print(f"arouter: {REVOKED_MANAGEMENT_KEY}", file=sys.stderr)
         return applied
     finally:
         await store.close()
