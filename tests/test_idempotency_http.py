@@ -216,3 +216,18 @@ async def test_a_key_store_that_does_not_answer_is_a_503_never_an_unprotected_ru
     assert gw.openai.seen == []  # the provider was never asked
     resp = await gw.client.post("/v1/chat/completions", json=CHAT, headers=auth(key, None))
     assert resp.status == 200  # requests without a key do not need the store
+
+
+async def test_an_answer_after_a_failed_candidate_is_whole(gw: MultiGateway) -> None:
+    """A translated stream that failed before its first byte falls back to the next candidate; that
+    candidate's answer is whole (kept, and recorded with its own finish reason, not the failure's)."""
+    key = await gw.new_key()
+    body = {"model": "google/error-first", "models": ["openai/gpt-4.1-mini"], "messages": MSG, "stream": True}
+    first = await gw.client.post("/v1/chat/completions", json=body, headers=auth(key, "fell-back"))
+    raw = await first.read()
+    assert first.status == 200 and first.headers["X-ARouter-Provider"] == "openai" and b"[DONE]" in raw
+    await gw.app[RECORDER].flush()
+    gen = await gw.app[STORE].get_generation("default", first.headers["X-Generation-Id"])
+    assert gen is not None and gen.finish_reason == "stop"
+    again = await gw.client.post("/v1/chat/completions", json=body, headers=auth(key, "fell-back"))
+    assert again.headers.get("Idempotent-Replayed") == "true" and await again.read() == raw
