@@ -1,5 +1,6 @@
 # arouter: `make run` starts the gateway (embedded SQLite, no other servers); `make test` runs the suite.
-PYTHON ?= python3
+# .venv is made with PYTHON, else with the fastest Python 3.11+ build found here (deploy/pick-python)
+PYTHON ?=
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
@@ -9,7 +10,9 @@ JS_STAMP = tests/js/node_modules/.installed
 .PHONY: run test lint type bench services migrate clean
 
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	@py="$(PYTHON)"; py="$${py:-$$(./deploy/pick-python)}"; \
+	echo "arouter: creating $(VENV) with $$py, Python $$("$$py" deploy/python_build.py | cut -d' ' -f2-)"; \
+	"$$py" -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)

@@ -34,7 +34,19 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness.common import BENCH, HOST, ROOT, BenchError, Proc, bench_lock, find_tool, free_port, log, wait_http
+from harness.common import (
+    BENCH,
+    HOST,
+    ROOT,
+    BenchError,
+    Proc,
+    bench_lock,
+    find_tool,
+    free_port,
+    log,
+    python_build,
+    wait_http,
+)
 from harness.targets import (
     AROUTER_MODELS,
     NO_LEASES,
@@ -211,7 +223,8 @@ def render(results: dict[str, dict[str, float]], n: int) -> str:
         "keep-alive connection per scenario, the process's own idle work over the same time taken out. "
         "User-space instructions (millions); the ratio is to the yardstick in the same scenario. "
         "The floors (benchmarks/floors.py) split a relay's cost: aiohttp's server alone, answering from "
-        "the recorded files, and the yardstick with arouter's HTTP/1.1 client in place of aiohttp's.",
+        "the recorded files, and the yardstick with arouter's HTTP/1.1 client in place of aiohttp's. "
+        f"Every target on Python {python_build()}.",
         "",
         "| target | " + " | ".join(scenarios) + " |",
         "|---|" + "---:|" * len(scenarios),

@@ -48,6 +48,7 @@ from harness.common import (
     log,
     log_errors,
     memory,
+    python_build,
     raise_nofile,
     tool_version,
 )
@@ -238,7 +239,7 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "git": git_rev(),
         "host": f"{platform.node()} {platform.release()} {cpu_model()}, {os.cpu_count()} cores{cpu_idle()}",
-        "python": platform.python_version(),
+        "python": python_build(),
         "nginx": tool_version([tools["nginx"], "-v"]).removeprefix("nginx version: "),
         "wrk": tool_version([tools["wrk"], "-v"]).split(" Copyright")[0],
         "node": tool_version(["node", "--version"]) if find_tool("node") else "-",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import platform
 import resource
 import shutil
 import signal
@@ -57,6 +58,12 @@ def tool_version(cmd: Sequence[str], timeout: float = 30) -> str:
         return "?"
     out = (r.stdout + r.stderr).strip().splitlines()
     return out[0].strip() if out else "?"
+
+
+def python_build() -> str:
+    """This interpreter's version and build (static or shared libpython, PGO, LTO): deploy/python_build.py."""
+    line = tool_version([sys.executable, str(ROOT / "deploy" / "python_build.py")])
+    return line.split(" ", 1)[1] if " " in line else platform.python_version()
 
 
 def free_port() -> int:
