@@ -6,6 +6,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from gateway.state import RECORDER, STORE
@@ -96,3 +97,20 @@ async def test_the_providers_own_model_id_is_priced(gw: MultiGateway) -> None:
     assert resp.status == 200
     gen = await recorded(gw, resp.headers["X-Generation-Id"])
     assert gen.model == "anthropic/claude-sonnet-4.6" and gen.cost > 0
+
+
+async def test_a_stream_the_provider_cuts_off_reaches_the_client_cut_off(gw: MultiGateway) -> None:
+    """What the provider sent, then the connection ends: no end of response (the client cannot take it
+    for whole), and nothing written after the provider's bytes (no second response into the stream)."""
+    key = await gw.new_key()
+    body = {"model": "dies-midstream", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    resp = await gw.client.post("/openai/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"})
+    assert resp.status == 200
+    got = b""
+    with pytest.raises(aiohttp.ClientPayloadError):
+        async for chunk in resp.content.iter_any():
+            got += chunk
+    sent = openai_fixture("chat_stream_no_usage.sse")
+    assert got and sent.startswith(got) and len(got) < len(sent)
+    gen = await recorded(gw, resp.headers["X-Generation-Id"])
+    assert gen.streamed and gen.status == 200 and gen.endpoint == "proxy"

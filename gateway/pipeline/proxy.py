@@ -22,7 +22,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway.auth.policy import check_model_allowed
-from gateway.errors import GatewayError, NotFound, UpstreamUnreachable
+from gateway.errors import GatewayError, NotFound, UpstreamError, UpstreamUnreachable
 from gateway.pipeline.context import RequestContext
 from gateway.pipeline.downstream import Downstream
 from gateway.pipeline.inbound import admit_bytes
@@ -34,6 +34,7 @@ from gateway.settings import ProviderSettings
 from gateway.sse import EventCutter
 from gateway.state import ADMISSION, CATALOG, CTX, IDS, POOL, SETTINGS, UPSTREAMS
 from gateway.upstream.call import credential_headers, open_upstream
+from gateway.upstream.http1 import UpstreamResponse
 
 # Request headers that belong to this hop or to the gateway, never forwarded.
 _DROP_REQUEST = frozenset(
@@ -90,41 +91,63 @@ async def _forward(
     url = _url(provider, request)
     headers = _forward_headers(request, provider)
     sniffer = UsageSniffer()
-    async with open_upstream(app[POOL], provider, request.method, url, raw or None, headers, None) as up:
-        if up.status >= 500:
-            app[UPSTREAMS].failed(target)  # a deployment that keeps failing is taken out, as for routed calls
-        else:
-            app[UPSTREAMS].succeeded(target, None)
-        ctx.streamed = "text/event-stream" in up.headers.get("Content-Type", "")
-        out_headers = {k: up.headers[k] for k in _KEEP_RESPONSE if k in up.headers}
-        out_headers.update(stream_headers(ctx))
-        if not ctx.streamed:
-            data = await up.read()
-            sniffer.body(data)
-            _settle(ctx, route, sniffer)
-            out_headers[COST_HEADER] = format(ctx.cost.normalize(), "f")
-            return web.Response(status=up.status, body=data, headers=out_headers)
-        down = Downstream(request, ctx, out_headers, app[SETTINGS].routing.keepalive_seconds)
-        cutter = EventCutter()
-        try:
-            async for chunk in up:
-                block = cutter.feed(chunk)
-                if not block:
-                    continue
-                if ctx.ttft is None:
-                    ctx.ttft = ctx.elapsed()
-                sniffer.block(block, cutter.separator)
-                if not await down.write(block):
-                    break
-            rest = cutter.rest()
-            if rest and not down.gone:
-                await down.write(rest)
-        finally:
-            await down.close()
-            _settle(ctx, route, sniffer)
-        ctx.status = up.status
-        assert down.resp is not None or down.gone
-        return down.resp if down.resp is not None else web.StreamResponse()
+    down: Downstream | None = None
+    try:
+        async with open_upstream(app[POOL], provider, request.method, url, raw or None, headers, None) as up:
+            if up.status >= 500:
+                app[UPSTREAMS].failed(target)  # a deployment that keeps failing is taken out, as for routed calls
+            else:
+                app[UPSTREAMS].succeeded(target, None)
+            ctx.streamed = "text/event-stream" in up.headers.get("Content-Type", "")
+            out_headers = {k: up.headers[k] for k in _KEEP_RESPONSE if k in up.headers}
+            out_headers.update(stream_headers(ctx))
+            if not ctx.streamed:
+                data = await up.read()
+                sniffer.body(data)
+                _settle(ctx, route, sniffer)
+                out_headers[COST_HEADER] = format(ctx.cost.normalize(), "f")
+                return web.Response(status=up.status, body=data, headers=out_headers)
+            down = Downstream(request, ctx, out_headers, app[SETTINGS].routing.keepalive_seconds)
+            ctx.status = up.status
+            try:
+                await _relay(ctx, up, down, sniffer)
+            finally:
+                await down.close()
+                _settle(ctx, route, sniffer)
+    except UpstreamError as err:
+        if down is None or down.resp is None:  # nothing reached the client: it gets the error instead
+            raise
+        # the provider's stream broke off after its start reached the client, who gets it as it came:
+        # cut off where the provider cut it (not ended, so the client cannot take it for whole), never
+        # a second response written into the stream
+        ctx.upstream_error = type(err).__name__
+        _cut_off(request)
+    assert down is not None and (down.resp is not None or down.gone)
+    return down.resp if down.resp is not None else web.StreamResponse()
+
+
+async def _relay(ctx: RequestContext, up: UpstreamResponse, down: Downstream, sniffer: UsageSniffer) -> None:
+    """The provider's stream to the client, event by event, its usage read on the way."""
+    cutter = EventCutter()
+    async for chunk in up:
+        block = cutter.feed(chunk)
+        if not block:
+            continue
+        if ctx.ttft is None:
+            ctx.ttft = ctx.elapsed()
+        sniffer.block(block, cutter.separator)
+        if not await down.write(block):
+            return
+    rest = cutter.rest()
+    if rest and not down.gone:
+        await down.write(rest)
+
+
+def _cut_off(request: web.Request) -> None:
+    """Close the client's connection once what was written has gone out."""
+    transport = request.transport
+    if transport is not None:
+        transport.close()
 
 
 def _route(request: web.Request, provider: ProviderSettings, raw: bytes) -> Route:
