@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -231,3 +232,43 @@ async def test_an_answer_after_a_failed_candidate_is_whole(gw: MultiGateway) -> 
     assert gen is not None and gen.finish_reason == "stop"
     again = await gw.client.post("/v1/chat/completions", json=body, headers=auth(key, "fell-back"))
     assert again.headers.get("Idempotent-Replayed") == "true" and await again.read() == raw
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_retried_post_through_the_provider_proxy_gets_the_first_answer(gw: MultiGateway, stream: bool) -> None:
+    key = await gw.new_key()
+    body: dict[str, Any] = {"model": "gpt-4.1-mini", "messages": MSG, "stream": stream}
+    if stream:
+        body["stream_options"] = {"include_usage": True}  # else the stream has no usage to charge
+    first = await gw.client.post("/openai/v1/chat/completions", json=body, headers=auth(key, "proxied-7"))
+    first_body = await first.read()
+    assert first.status == 200 and "Idempotent-Replayed" not in first.headers
+    again = await gw.client.post("/openai/v1/chat/completions", json=body, headers=auth(key, "proxied-7"))
+    assert again.status == 200 and await again.read() == first_body
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.headers["X-Generation-Id"] == first.headers["X-Generation-Id"]
+    assert len(gw.openai.seen) == 1 and await charges(gw) == 1
+    other = await gw.client.post("/openai/v1/chat/completions", json={**body, "seed": 1},
+                                 headers=auth(key, "proxied-7"))
+    assert other.status == 422 and len(gw.openai.seen) == 1
+
+
+async def test_proxied_failures_and_cut_streams_are_not_kept_and_other_methods_are_not_claimed(
+    gw: MultiGateway,
+) -> None:
+    key = await gw.new_key()
+    for _ in range(2):  # the provider's 500, passed through: not an answer to keep
+        resp = await gw.client.post("/openai/v1/chat/completions", json={"model": "broken", "messages": MSG},
+                                    headers=auth(key, "proxied-500"))
+        assert resp.status == 500 and "Idempotent-Replayed" not in resp.headers
+    assert sum(1 for s in gw.openai.seen if s.body.get("model") == "broken") == 2
+    body = {"model": "dies-midstream", "messages": MSG, "stream": True}
+    for _ in range(2):  # a stream the provider cut off (and the gateway in turn)
+        resp = await gw.client.post("/openai/v1/chat/completions", json=body, headers=auth(key, "proxied-cut"))
+        assert resp.status == 200 and "Idempotent-Replayed" not in resp.headers
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await resp.read()
+    assert sum(1 for s in gw.openai.seen if s.body.get("model") == "dies-midstream") == 2
+    # only POSTs claim a key: a GET with one that would be refused (too long) is simply forwarded
+    resp = await gw.client.get("/openai/v1/models", headers=auth(key, "x" * 256))
+    assert resp.status not in (400, 409, 422) and "Idempotent-Replayed" not in resp.headers

@@ -51,7 +51,7 @@ async def admit_bytes(request: web.Request, endpoint: str) -> bytes:
     key = ctx.key = await authenticate(request, app[KEYCACHE], "live", datetime.now(UTC))
     raw = await read_body(request, app[SETTINGS].server.max_body_bytes)
     ctx.body_bytes = len(raw)
-    if endpoint in ROUTED_ENDPOINTS:
+    if endpoint in ROUTED_ENDPOINTS or (endpoint == "proxy" and request.method == "POST"):
         idempotency_key = request.headers.get(IDEMPOTENCY_HEADER)
         if idempotency_key is not None:  # before any limit or money is taken: a replay takes neither
             ctx.idempotent = await app[IDEMPOTENCY].begin(request, key.hash, ctx.request_id, idempotency_key, raw)
