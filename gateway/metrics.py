@@ -3,8 +3,8 @@
 Under gunicorn the CLI sets PROMETHEUS_MULTIPROC_DIR before anything imports prometheus_client, so
 values land in per-process files and /metrics aggregates all workers (multiprocess mode).
 
-What every request counts (its request, duration, time to first token and tokens) is tallied in
-plain integers and floats first and written to the metrics (a locked write into a shared file per
+What every request counts (its request, duration, time to first token, tokens and cost) is tallied in
+plain integers, floats and decimals first and written to the metrics (a locked write into a shared file per
 value in multiprocess mode) by ``flush``: each second, before this worker renders /metrics, and at
 shutdown. So /metrics may show another worker's last second a second late.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from bisect import bisect_left
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -54,6 +55,7 @@ class ModelTally:
     ttft: Tally = field(default_factory=Tally)
     input_tokens: int = 0
     output_tokens: int = 0
+    cost: Decimal = Decimal(0)  # summed exactly; a float only when written (the ledger is the exact record)
 
 
 class Metrics:
@@ -81,6 +83,10 @@ class Metrics:
         self.tokens = Counter(
             "arouter_tokens_total", "Tokens by provider, model and direction", ("provider", "model", "direction"),
             registry=self.registry,
+        )
+        self.cost = Counter(
+            "arouter_cost_usd_total", "What requests cost, in USD, by provider and model (the ledger is exact)",
+            ("provider", "model"), registry=self.registry,
         )
         self.recorder_dropped = Counter(
             "arouter_usage_rows_dropped_total", "Usage rows dropped because the store stayed unavailable",
@@ -110,15 +116,17 @@ class Metrics:
     def request_done(
         self, endpoint: str, provider: str, model: str, status: str, seconds: float,
         ttft: float | None = None, prompt_tokens: int | None = None, completion_tokens: int | None = None,
+        cost: Decimal | None = None,
     ) -> None:
-        """Count one answered request: its duration, and for a routed one its time to first token and tokens."""
+        """Count one answered request: its duration, and for a routed one its time to first token, tokens
+        and cost."""
         labels = (endpoint, provider, model, status)
         tally = self._per_request.get(labels)
         if tally is None:
             tally = self._per_request[labels] = RequestTally()
         tally.count += 1
         tally.latency.add(seconds)
-        if ttft is None and not prompt_tokens and not completion_tokens:
+        if ttft is None and not prompt_tokens and not completion_tokens and not cost:
             return
         per_model = self._per_model.get((provider, model))
         if per_model is None:
@@ -129,6 +137,8 @@ class Metrics:
             per_model.input_tokens += prompt_tokens
         if completion_tokens:
             per_model.output_tokens += completion_tokens
+        if cost:
+            per_model.cost += cost
 
     def flush(self) -> None:
         """Write what requests counted since the last flush into the metrics."""
@@ -144,6 +154,8 @@ class Metrics:
                 self.tokens.labels(provider, model, "input").inc(counts.input_tokens)
             if counts.output_tokens:
                 self.tokens.labels(provider, model, "output").inc(counts.output_tokens)
+            if counts.cost:
+                self.cost.labels(provider, model).inc(float(counts.cost))
 
     def render(self) -> bytes:
         """The exposition text: all workers' values in multiprocess mode, this process's otherwise."""

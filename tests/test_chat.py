@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import orjson
+import pytest
 
 from gateway.state import RECORDER, STORE
 from tests.conftest import Gateway
@@ -164,3 +165,5 @@ async def test_metrics_count_requests_tokens_and_time_to_first_token(gateway: Ga
     # the recorded responses report 11 prompt and 9 completion tokens each
     assert values[f'arouter_tokens_total{{direction="input",{labels}}}'] == 33.0
     assert values[f'arouter_tokens_total{{direction="output",{labels}}}'] == 27.0
+    # each costs 11 x 0.40 + 9 x 1.60 USD per million tokens
+    assert values[f'arouter_cost_usd_total{{{labels}}}'] == pytest.approx(3 * 0.0000188)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from gateway.metrics import LATENCY_BUCKETS, Metrics
@@ -16,10 +18,12 @@ def test_flushed_tallies_equal_observing_each_request() -> None:
     ttft = Histogram("arouter_time_to_first_token_seconds", "x", ("provider", "model"), buckets=LATENCY_BUCKETS,
                      registry=registry)
     tokens = Counter("arouter_tokens_total", "x", ("provider", "model", "direction"), registry=registry)
+    cost = Counter("arouter_cost_usd_total", "x", ("provider", "model"), registry=registry)
     seen = [0.0001, 0.0005, 0.0007, 0.001, 0.3, 2.5, 299.0, 300.0, 301.0, 5000.0]  # on, between and past bounds
     for i, seconds in enumerate(seen):
         status = "200" if i % 3 else "502"
-        metrics.request_done("chat", "openai", "m", status, seconds, seconds / 2 if i % 2 else None, 10 * i, i)
+        metrics.request_done("chat", "openai", "m", status, seconds, seconds / 2 if i % 2 else None, 10 * i, i,
+                             Decimal(i) / 1000)
         requests.labels("chat", "openai", "m", status).inc()
         latency.labels("chat", "openai", "m", status).observe(seconds)
         if i % 2:
@@ -27,6 +31,7 @@ def test_flushed_tallies_equal_observing_each_request() -> None:
         if i:
             tokens.labels("openai", "m", "input").inc(10 * i)
             tokens.labels("openai", "m", "output").inc(i)
+    cost.labels("openai", "m").inc(float(sum(Decimal(i) / 1000 for i in range(len(seen)))))  # summed exactly first
     metrics.request_done("embeddings", "openai", "e", "200", 0.01, None, 7)  # tokens, no time to first token
     requests.labels("embeddings", "openai", "e", "200").inc()
     latency.labels("embeddings", "openai", "e", "200").observe(0.01)
@@ -37,7 +42,7 @@ def test_flushed_tallies_equal_observing_each_request() -> None:
 
     def samples(text: bytes) -> set[str]:
         names = ("arouter_requests_total{", "arouter_request_duration_seconds_",
-                 "arouter_time_to_first_token_seconds_", "arouter_tokens_total{")
+                 "arouter_time_to_first_token_seconds_", "arouter_tokens_total{", "arouter_cost_usd_total{")
         return {line for line in text.decode().splitlines() if "_created{" not in line and line.startswith(names)}
 
     assert not samples(generate_latest(metrics.registry))  # nothing written before a flush

@@ -218,7 +218,7 @@ def observe(request: web.Request, ctx: RequestContext) -> None:
     status = str(ctx.status)
     metrics = app[METRICS]
     metrics.request_done(ctx.endpoint, provider, model, status, elapsed, ctx.ttft, ctx.prompt_tokens,
-                         ctx.completion_tokens)
+                         ctx.completion_tokens, ctx.cost)
     if ctx.upstream_error is not None:
         metrics.upstream_errors.labels(provider, ctx.upstream_error).inc()
     key = ctx.key
