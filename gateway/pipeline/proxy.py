@@ -108,12 +108,12 @@ async def _forward(
                 out_headers[COST_HEADER] = format(ctx.cost.normalize(), "f")
                 return web.Response(status=up.status, body=data, headers=out_headers)
             down = Downstream(request, ctx, out_headers, app[SETTINGS].routing.keepalive_seconds)
-            ctx.status = up.status
             try:
                 await _relay(ctx, up, down, sniffer)
             finally:
                 await down.close()
                 _settle(ctx, route, sniffer)
+            ctx.status = up.status
     except UpstreamError as err:
         if down is None or down.resp is None:  # nothing reached the client: it gets the error instead
             raise
