@@ -29,6 +29,8 @@ from gateway.store.base import (
     Store,
     Transaction,
     TransactionType,
+    UsageGroup,
+    UsageGroupBy,
     _Unset,
 )
 
@@ -45,6 +47,8 @@ __all__ = [
     "Store",
     "Transaction",
     "TransactionType",
+    "UsageGroup",
+    "UsageGroupBy",
     "apply_patch",
     "check_credit",
     "open_store",

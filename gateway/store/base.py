@@ -136,6 +136,28 @@ class KeyUsage:
     monthly: Decimal
 
 
+UsageGroupBy = Literal["model", "provider", "key", "endpoint", "day"]
+USAGE_GROUP_BY: tuple[UsageGroupBy, ...] = ("model", "provider", "key", "endpoint", "day")
+
+
+@dataclass(frozen=True, slots=True)
+class UsageGroup:
+    """Recorded requests of one group (a model, provider, key hash, endpoint or UTC day "YYYY-MM-DD")."""
+
+    group: str
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost: Decimal
+
+
+def ordered_usage(groups: list[UsageGroup], group_by: UsageGroupBy) -> list[UsageGroup]:
+    """Days in order; any other grouping by cost, highest first, then by name (both backends alike)."""
+    if group_by == "day":
+        return sorted(groups, key=lambda g: g.group)
+    return sorted(groups, key=lambda g: (-g.cost, g.group))
+
+
 class Store(Protocol):
     """Persistent state shared by every worker and host. Both backends pass tests/store."""
 
@@ -214,6 +236,13 @@ class Store(Protocol):
 
     async def key_usage(self, key_hash: str, now: datetime) -> KeyUsage:
         """Sum of generation cost for the key: all time, and since the current UTC day/week/month began."""
+        ...
+
+    async def usage_summary(
+        self, key_hashes: Sequence[str], group_by: UsageGroupBy, start: datetime, end: datetime
+    ) -> list[UsageGroup]:
+        """The generations of these keys created in [start, end), counted and summed per group; days
+        in order, other groups by cost, highest first (then by name)."""
         ...
 
     # --- Message Batches (see gateway/batches) ---

@@ -45,7 +45,10 @@ from gateway.store.base import (
     KeyPatch,
     KeyUsage,
     Transaction,
+    UsageGroup,
+    UsageGroupBy,
     batch_counts,
+    ordered_usage,
 )
 from gateway.store.migrations import migrate_postgres
 
@@ -373,6 +376,19 @@ class PostgresStore:
             weekly=quantize_cost(cast(Decimal, rec["weekly"])),
             monthly=quantize_cost(cast(Decimal, rec["monthly"])),
         )
+
+    async def usage_summary(
+        self, key_hashes: Sequence[str], group_by: UsageGroupBy, start: datetime, end: datetime
+    ) -> list[UsageGroup]:
+        """The generations of these keys created in [start, end), counted and summed per group."""
+        rows = await self._pool.fetch(q.SQL_USAGE_SUMMARY[group_by], list(key_hashes), require_utc(start),
+                                      require_utc(end))
+        groups = [
+            UsageGroup(str(r["grp"]), int(r["requests"]), int(r["prompt_tokens"]), int(r["completion_tokens"]),
+                       quantize_cost(cast(Decimal, r["cost"])))
+            for r in rows
+        ]
+        return ordered_usage(groups, group_by)
 
 
     # --- Message Batches ---

@@ -89,6 +89,24 @@ SELECT COALESCE(SUM(cost), 0) AS total,
 FROM generations WHERE key_hash = $1
 """
 
+# One statement per grouping; the grouping expressions are fixed here, never taken from a request.
+_USAGE_GROUPS = {
+    "model": "model",
+    "provider": "provider",
+    "key": "key_hash",
+    "endpoint": "endpoint",
+    "day": "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+}
+SQL_USAGE_SUMMARY = {
+    name: f"""
+SELECT {expr} AS grp, COUNT(*) AS requests, COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens,
+       COALESCE(SUM(completion_tokens), 0) AS completion_tokens, COALESCE(SUM(cost), 0) AS cost
+FROM generations WHERE key_hash = ANY($1::text[]) AND created_at >= $2 AND created_at < $3
+GROUP BY grp
+"""
+    for name, expr in _USAGE_GROUPS.items()
+}
+
 
 # --- Message Batches ---
 BATCH_COLUMNS = "id, tenant_id, key_hash, status, created_at, expires_at, ended_at, cancel_initiated_at"

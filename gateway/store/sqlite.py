@@ -50,7 +50,10 @@ from gateway.store.base import (
     KeyPatch,
     KeyUsage,
     Transaction,
+    UsageGroup,
+    UsageGroupBy,
     batch_counts,
+    ordered_usage,
 )
 from gateway.store.migrations import migrate_sqlite
 
@@ -366,6 +369,19 @@ class SqliteStore:
         rows = await self._fetch(q.SQL_KEY_USAGE, (conv.to_us(day), conv.to_us(week), conv.to_us(month), key_hash))
         total, daily, weekly, monthly = (conv.from_units(int(v)) for v in rows[0])
         return KeyUsage(total=total, daily=daily, weekly=weekly, monthly=monthly)
+
+    async def usage_summary(
+        self, key_hashes: Sequence[str], group_by: UsageGroupBy, start: datetime, end: datetime
+    ) -> list[UsageGroup]:
+        """The generations of these keys created in [start, end), counted and summed per group."""
+        rows = await self._fetch(
+            q.SQL_USAGE_SUMMARY[group_by], (orjson.dumps(list(key_hashes)).decode(), conv.to_us(start), conv.to_us(end))
+        )
+        groups = [
+            UsageGroup(str(grp), int(requests), int(prompt), int(completion), conv.from_units(int(cost)))
+            for grp, requests, prompt, completion, cost in rows
+        ]
+        return ordered_usage(groups, group_by)
 
 
     # --- Message Batches ---

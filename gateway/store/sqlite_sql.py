@@ -58,6 +58,24 @@ SQL_KEY_USAGE = (
     "FROM generations WHERE key_hash = ?"
 )
 
+# One statement per grouping; the grouping expressions are fixed here, never taken from a request.
+# The keys come as one JSON array (any number of them, one parameter); times in microseconds.
+_USAGE_GROUPS = {
+    "model": "model",
+    "provider": "provider",
+    "key": "key_hash",
+    "endpoint": "endpoint",
+    "day": "strftime('%Y-%m-%d', created_at / 1000000, 'unixepoch')",
+}
+SQL_USAGE_SUMMARY = {
+    name: (
+        f"SELECT {expr} AS grp, COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0), "
+        "COALESCE(SUM(cost), 0) FROM generations "
+        "WHERE key_hash IN (SELECT value FROM json_each(?)) AND created_at >= ? AND created_at < ? GROUP BY grp"
+    )
+    for name, expr in _USAGE_GROUPS.items()
+}
+
 
 # --- Message Batches ---
 BATCH_COLUMNS = "id, tenant_id, key_hash, status, created_at, expires_at, ended_at, cancel_initiated_at"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 
 from gateway.errors import InvalidRequest
 
@@ -32,3 +33,16 @@ def bool_param(q: Mapping[str, str], name: str, default: bool) -> bool:
         return False
     raise InvalidRequest(f"'{name}' must be true or false", param=name)
 
+
+
+def time_param(q: Mapping[str, str], name: str, default: datetime) -> datetime:
+    """An ISO 8601 date or time (without an offset: UTC), in UTC; or the default when absent."""
+    raw = q.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        when = datetime.fromisoformat(raw)
+    except ValueError:
+        raise InvalidRequest(f"'{name}' must be an ISO 8601 date or time, like 2026-12-01 or "
+                             "2026-12-01T09:30:00Z", param=name) from None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)

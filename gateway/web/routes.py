@@ -10,7 +10,7 @@ from gateway.pipeline.chat import handle_chat
 from gateway.pipeline.embeddings import handle_embeddings
 from gateway.pipeline.messages import handle_count_tokens, handle_messages
 from gateway.pipeline.proxy import handle_proxy
-from gateway.web import admin, billing, health, models
+from gateway.web import admin, billing, health, models, usage
 
 PROXY_PATH = (
     r"/{provider:(?!(?:v1|v1beta|api|healthz|readyz|metrics|openapi\.yaml)(?:/|$))[a-z0-9][a-z0-9_.-]*}/{path:.*}"
@@ -39,6 +39,7 @@ def add_routes(app: web.Application) -> None:
     r.add_patch("/api/v1/keys/{hash}", admin.update_key)
     r.add_delete("/api/v1/keys/{hash}", admin.delete_key)
     r.add_get("/api/v1/generation", admin.get_generation)
+    r.add_get("/api/v1/usage", usage.usage_summary)
     r.add_post("/api/v1/credits", billing.add_credits)
     r.add_get("/api/v1/balance", billing.get_balance)
     r.add_get("/api/v1/transactions", billing.list_transactions)

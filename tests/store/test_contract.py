@@ -24,6 +24,7 @@ from gateway.store import (
     RateLimits,
     Store,
     Transaction,
+    UsageGroup,
     apply_patch,
     open_store,
     rate_limits_from_json,
@@ -693,6 +694,36 @@ async def test_key_usage_exact_decimal_sums(store: Store) -> None:
     assert usage == KeyUsage(Decimal("0.3"), Decimal("0.3"), Decimal("0.3"), Decimal("0.3"))
     assert usage.total + Decimal("0.7") == Decimal("1")
     assert await store.key_usage("nobody", now) == KeyUsage(Decimal(0), Decimal(0), Decimal(0), Decimal(0))
+
+
+
+async def test_usage_summary_groups_the_keys_generations_in_the_window(store: Store) -> None:
+    day1 = datetime(2024, 5, 14, 23, 59, 59, 999999, tzinfo=UTC)
+    day2 = datetime(2024, 5, 15, 0, 0, tzinfo=UTC)
+    await store.insert_generations([
+        make_gen("a", cost=Decimal("0.1"), created_at=day1),
+        make_gen("b", cost=Decimal("0.2"), created_at=day2, prompt_tokens=1, completion_tokens=None),
+        make_gen("c", key_hash="h2", cost=Decimal("0.0000000001"), created_at=day2, model="anthropic/claude",
+                 provider="anthropic", endpoint="messages"),
+        make_gen("d", key_hash="h3", cost=Decimal("5"), created_at=day2),  # a key not asked for
+        make_gen("e", cost=Decimal("7"), created_at=day2 + timedelta(days=1)),  # at the end: outside
+        make_gen("f", cost=Decimal("9"), created_at=day1 - timedelta(days=1)),  # before the start
+    ])
+    start, end = day1 - timedelta(hours=1), day2 + timedelta(days=1)
+    by_model = await store.usage_summary(["h1", "h2"], "model", start, end)
+    assert by_model == [
+        UsageGroup("openai/gpt-4.1", 2, 11, 20, Decimal("0.3")),  # exact: 0.1 + 0.2, a missing count adds 0
+        UsageGroup("anthropic/claude", 1, 10, 20, Decimal("0.0000000001")),
+    ]
+    assert [g.group for g in await store.usage_summary(["h1", "h2"], "provider", start, end)] == ["openai", "anthropic"]
+    assert [(g.group, g.requests) for g in await store.usage_summary(["h1", "h2"], "key", start, end)] == [
+        ("h1", 2), ("h2", 1)]
+    assert [g.group for g in await store.usage_summary(["h1", "h2"], "endpoint", start, end)] == ["chat", "messages"]
+    by_day = await store.usage_summary(["h1", "h2", "h3"], "day", start, end)  # UTC days, in order
+    assert [(g.group, g.requests, g.cost) for g in by_day] == [
+        ("2024-05-14", 1, Decimal("0.1")), ("2024-05-15", 3, Decimal("5.2000000001"))]
+    assert await store.usage_summary([], "model", start, end) == []
+    assert await store.usage_summary(["nobody"], "day", start, end) == []
 
 
 USEC = timedelta(microseconds=1)

@@ -1,0 +1,70 @@
+"""GET /api/v1/usage: a tenant's (or a key's) recorded usage in a time window, grouped."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from gateway.state import RECORDER
+from tests.conftest import Gateway
+
+CHAT = {"model": "openai/gpt-4.1-mini", "messages": [{"role": "user", "content": "hi"}]}
+ONE = Decimal("0.0000188")  # each answer: 11 x $0.40 + 9 x $1.60 per million tokens
+
+
+async def usage(gw: Gateway, headers: dict[str, str], query: str = "") -> tuple[int, Any]:
+    resp = await gw.client.get(f"/api/v1/usage{query}", headers=headers)
+    return resp.status, orjson.loads(await resp.read())
+
+
+async def test_usage_grouped_for_the_tenant_and_for_one_key(gateway: Gateway) -> None:
+    alpha, alpha_obj = await gateway.new_key(name="alpha")
+    beta, beta_obj = await gateway.new_key(name="beta")
+    for key in (alpha, alpha, beta):
+        resp = await gateway.client.post("/v1/chat/completions", json=CHAT, headers={"Authorization": f"Bearer {key}"})
+        assert resp.status == 200
+    await gateway.app[RECORDER].flush()
+    # a disabled key's usage still counts
+    resp = await gateway.client.patch(f"/api/v1/keys/{beta_obj['hash']}", json={"disabled": True},
+                                      headers=gateway.mgmt)
+    assert resp.status == 200
+
+    status, doc = await usage(gateway, gateway.mgmt)
+    assert status == 200 and doc["group_by"] == "model"
+    assert doc["data"] == [{"model": "openai/gpt-4.1-mini", "requests": 3, "prompt_tokens": 33,
+                            "completion_tokens": 27, "cost": float(3 * ONE)}]
+    assert datetime.fromisoformat(doc["from"]) == datetime.now(UTC).replace(day=1, hour=0, minute=0, second=0,
+                                                                             microsecond=0)
+    status, doc = await usage(gateway, gateway.mgmt, "?group_by=key")
+    assert [(r["key_hash"], r["name"], r["requests"]) for r in doc["data"]] == [
+        (alpha_obj["hash"], "alpha", 2), (beta_obj["hash"], "beta", 1)]  # highest cost first
+    status, doc = await usage(gateway, gateway.mgmt, f"?key={beta_obj['hash']}&group_by=provider")
+    assert doc["data"] == [{"provider": "openai", "requests": 1, "prompt_tokens": 11, "completion_tokens": 9,
+                            "cost": float(ONE)}]
+    status, doc = await usage(gateway, gateway.mgmt, "?group_by=day")
+    assert [(r["day"], r["requests"]) for r in doc["data"]] == [(datetime.now(UTC).strftime("%Y-%m-%d"), 3)]
+    status, doc = await usage(gateway, gateway.mgmt, "?from=2000-01-01&to=2000-01-02T00:00:00Z")
+    assert status == 200 and doc["data"] == []
+
+    # an inference key sees itself only
+    mine = {"Authorization": f"Bearer {alpha}"}
+    status, doc = await usage(gateway, mine, "?group_by=endpoint")
+    assert doc["data"] == [{"endpoint": "chat", "requests": 2, "prompt_tokens": 22, "completion_tokens": 18,
+                            "cost": float(2 * ONE)}]
+    status, doc = await usage(gateway, mine, f"?key={beta_obj['hash']}")
+    assert status == 404
+
+
+async def test_bad_queries_are_400s_that_name_the_parameter(gateway: Gateway) -> None:
+    for query, param in (("?group_by=user", "group_by"), ("?from=yesterday", "from"), ("?to=12/01/2026", "to"),
+                         ("?from=2026-12-02&to=2026-12-01", "from"), ("?from=2026-12-01&to=2026-12-01", "from")):
+        status, doc = await usage(gateway, gateway.mgmt, query)
+        assert status == 400 and doc["error"]["type"] == "invalid_request_error", query
+        assert param in doc["error"]["message"], query
+    status, doc = await usage(gateway, gateway.mgmt, "?key=" + "0" * 64)
+    assert status == 404
+    status, doc = await usage(gateway, {})
+    assert status == 401
