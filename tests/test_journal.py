@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import signal
@@ -121,6 +122,17 @@ def test_a_file_of_the_older_unmapped_format_is_read(tmp_path: Path) -> None:
     reader = Journal(str(tmp_path))
     back, taken = reader.take_orphans()
     assert back == [row(1), row(2)]
+    reader.release(taken)
+
+
+def test_lines_of_an_older_release_without_end_user_are_read(tmp_path: Path) -> None:
+    with_user = dataclasses.replace(row(1), end_user="alice")
+    older = to_line(row(2)).replace(b',"end_user":null', b"")  # as written before the field existed
+    assert b"end_user" not in older
+    (tmp_path / "1-dead-1.jsonl").write_bytes(to_line(with_user) + older)
+    reader = Journal(str(tmp_path))
+    back, taken = reader.take_orphans()
+    assert back == [with_user, row(2)]
     reader.release(taken)
 
 

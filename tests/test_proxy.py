@@ -114,3 +114,15 @@ async def test_a_stream_the_provider_cuts_off_reaches_the_client_cut_off(gw: Mul
     assert got and sent.startswith(got) and len(got) < len(sent)
     gen = await recorded(gw, resp.headers["X-Generation-Id"])
     assert gen.streamed and gen.status == 200 and gen.endpoint == "proxy"
+
+
+async def test_the_end_user_is_recorded_and_the_header_not_forwarded(gw: MultiGateway) -> None:
+    key = await gw.new_key()
+    body = {"model": "gpt-4.1-mini", "messages": [{"role": "user", "content": "hi"}], "user": "in-body"}
+    resp = await gw.client.post("/openai/v1/chat/completions", json=body,
+                                headers={"Authorization": f"Bearer {key}", "X-ARouter-User": "customer-9"})
+    assert resp.status == 200
+    assert "X-ARouter-User" not in gw.openai.seen[-1].headers and gw.openai.seen[-1].body["user"] == "in-body"
+    assert (await recorded(gw, resp.headers["X-Generation-Id"])).end_user == "customer-9"
+    resp = await gw.client.post("/openai/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"})
+    assert (await recorded(gw, resp.headers["X-Generation-Id"])).end_user == "in-body"

@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from gateway.pipeline.inbound import end_user
 from gateway.state import RECORDER
 from tests.conftest import Gateway
 
@@ -59,7 +60,7 @@ async def test_usage_grouped_for_the_tenant_and_for_one_key(gateway: Gateway) ->
 
 
 async def test_bad_queries_are_400s_that_name_the_parameter(gateway: Gateway) -> None:
-    for query, param in (("?group_by=user", "group_by"), ("?from=yesterday", "from"), ("?to=12/01/2026", "to"),
+    for query, param in (("?group_by=tenant", "group_by"), ("?from=yesterday", "from"), ("?to=12/01/2026", "to"),
                          ("?from=2026-12-02&to=2026-12-01", "from"), ("?from=2026-12-01&to=2026-12-01", "from")):
         status, doc = await usage(gateway, gateway.mgmt, query)
         assert status == 400 and doc["error"]["type"] == "invalid_request_error", query
@@ -68,3 +69,39 @@ async def test_bad_queries_are_400s_that_name_the_parameter(gateway: Gateway) ->
     assert status == 404
     status, doc = await usage(gateway, {})
     assert status == 401
+
+
+def test_the_end_user_is_the_header_else_the_body_s_field() -> None:
+    assert end_user("h-1", {"user": "u-1"}) == "h-1"
+    assert end_user(None, {"user": "u-1", "metadata": {"user_id": "m-1"}}) == "u-1"
+    assert end_user("", {"metadata": {"user_id": "m-1"}}) == "m-1"  # Anthropic's
+    assert end_user(None, {"user": 7, "metadata": {"user_id": ["x"]}}) is None  # not strings: nobody
+    assert end_user(None, {"user": "", "metadata": "x"}) is None
+    assert end_user(None, {"user": "x" * 300}) == "x" * 256
+
+
+async def test_requests_record_their_end_user_and_usage_groups_by_it(gateway: Gateway) -> None:
+    key, _ = await gateway.new_key()
+    auth = {"Authorization": f"Bearer {key}"}
+    sent = [
+        ("/v1/chat/completions", {**CHAT, "user": "alice"}, {}),
+        ("/v1/chat/completions", CHAT, {"X-ARouter-User": "bob"}),
+        ("/v1/messages", {"model": "openai/gpt-4.1-mini", "max_tokens": 50, "messages": CHAT["messages"],
+                          "metadata": {"user_id": "alice"}}, {}),
+        ("/v1/chat/completions", CHAT, {}),
+    ]
+    ids = []
+    for path, body, headers in sent:
+        resp = await gateway.client.post(path, json=body, headers={**auth, **headers})
+        assert resp.status == 200, await resp.text()
+        ids.append(resp.headers["X-Generation-Id"])
+    await gateway.app[RECORDER].flush()
+    users = []
+    for gen_id in ids:
+        resp = await gateway.client.get(f"/api/v1/generation?id={gen_id}", headers=auth)
+        users.append((await resp.json())["data"]["user"])
+    assert users == ["alice", "bob", "alice", None]
+    assert "X-ARouter-User" not in gateway.upstream.seen[1].headers  # the gateway's own header stays here
+    status, doc = await usage(gateway, gateway.mgmt, "?group_by=user")
+    assert status == 200 and [(r["user"], r["requests"]) for r in doc["data"]] == [
+        ("alice", 2), ("bob", 1), (None, 1)]  # by cost; at equal cost, named users first

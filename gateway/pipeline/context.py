@@ -74,6 +74,7 @@ class RequestContext:
     finish_reason: str | None = None
     app_title: str | None = None
     app_referer: str | None = None
+    end_user: str | None = None  # who the request was for (see inbound.end_user)
     rate_headers: dict[str, str] = field(default_factory=dict)  # X-RateLimit-* for this key
     upstream_error: str | None = None  # kind of upstream failure, for the metric
     limits: Limits | None = None  # set once the limiter admitted the request (settled after it)

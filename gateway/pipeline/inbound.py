@@ -8,6 +8,7 @@ consumes no limit, and one refused for money (402) none either. Endpoints that a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from aiohttp import web
@@ -101,6 +102,22 @@ def effective_limits(defaults: LimitSettings, own: RateLimits) -> Limits:
     )
 
 
+END_USER_HEADER = "X-ARouter-User"
+END_USER_MAX = 256
+
+
+def end_user(header: str | None, body: Mapping[str, object]) -> str | None:
+    """Who a request is for, as the client names them: the X-ARouter-User header (any API), else
+    OpenAI's ``user`` or Anthropic's ``metadata.user_id``; at most 256 characters; None when unnamed."""
+    named: object = header
+    if not named:
+        named = body.get("user")
+        if not isinstance(named, str) or not named:
+            metadata = body.get("metadata")
+            named = metadata.get("user_id") if isinstance(metadata, dict) else None
+    return named[:END_USER_MAX] if isinstance(named, str) and named else None
+
+
 async def route_request(
     request: web.Request, body: JSONObject, *, streamed: bool, default_provider: str = DEFAULT_PROVIDER
 ) -> Route:
@@ -131,6 +148,7 @@ async def route_request(
     referer = headers.get("HTTP-Referer") or headers.get("Referer")
     ctx.app_title = title[:200] if title else None  # recorded, never forwarded upstream
     ctx.app_referer = referer[:500] if referer else None
+    ctx.end_user = end_user(headers.get(END_USER_HEADER), body)
     if entry is None:
         ctx.hold = await app[ADMISSION].reserve(key, priciest, body, ctx.body_bytes, ctx.request_id)
     else:

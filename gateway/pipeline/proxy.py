@@ -25,7 +25,7 @@ from gateway.auth.policy import check_model_allowed
 from gateway.errors import GatewayError, NotFound, UpstreamError, UpstreamUnreachable
 from gateway.pipeline.context import RequestContext
 from gateway.pipeline.downstream import Downstream
-from gateway.pipeline.inbound import admit_bytes
+from gateway.pipeline.inbound import END_USER_HEADER, admit_bytes, end_user
 from gateway.pipeline.relay import COST_HEADER, stream_headers
 from gateway.pipeline.usage_sniff import UsageSniffer
 from gateway.routing.catalog import Route
@@ -40,7 +40,8 @@ from gateway.upstream.http1 import UpstreamResponse
 _DROP_REQUEST = frozenset(
     h.lower() for h in ("Host", "Authorization", "X-Api-Key", "x-goog-api-key", "Content-Length", "Connection",
                         "Keep-Alive", "Transfer-Encoding", "Upgrade", "Proxy-Authorization", "TE", "Trailer",
-                        "Cookie", "X-Title", "X-OpenRouter-Title", "HTTP-Referer", "Referer", "Accept-Encoding")
+                        "Cookie", "X-Title", "X-OpenRouter-Title", "HTTP-Referer", "Referer", "Accept-Encoding",
+                        "X-ARouter-User")
 )
 # Response headers passed back to the caller.
 _KEEP_RESPONSE = ("Content-Type", "Retry-After")
@@ -57,7 +58,8 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
     raw = await admit_bytes(request, "proxy")
     ctx = request[CTX]
     assert ctx.key is not None
-    route = _route(request, provider, raw)
+    body = _json_object(raw)
+    route = _route(request, provider, body)
     check_model_allowed(ctx.key, provider.name, route.model_id)
     ctx.route, ctx.candidates = route, [route]
     ctx.generation_id = app[IDS].ordered("gen-")
@@ -65,8 +67,8 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
     ctx.app_title = title[:200] if title else None
     referer = request.headers.get("HTTP-Referer")
     ctx.app_referer = referer[:500] if referer else None
+    ctx.end_user = end_user(request.headers.get(END_USER_HEADER), body)
     if route.model is not None:
-        body = _json_object(raw)
         ctx.hold = await app[ADMISSION].reserve(ctx.key, route.model, body, len(raw), ctx.request_id)
         ctx.billed = True
     upstreams = app[UPSTREAMS]
@@ -150,10 +152,10 @@ def _cut_off(request: web.Request) -> None:
         transport.close()
 
 
-def _route(request: web.Request, provider: ProviderSettings, raw: bytes) -> Route:
+def _route(request: web.Request, provider: ProviderSettings, body: dict[str, object]) -> Route:
     """The model this call is for, from the body's "model" or a Gemini path; priced if it is listed."""
     model: str | None = None
-    named = _json_object(raw).get("model")
+    named = body.get("model")
     if isinstance(named, str):
         model = named
     else:

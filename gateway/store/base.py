@@ -110,6 +110,8 @@ class Generation:
     app_title: str | None
     app_referer: str | None
     created_at: datetime
+    # who the request was for, as the client named them; last, with a default: older journal lines lack it
+    end_user: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,15 +138,16 @@ class KeyUsage:
     monthly: Decimal
 
 
-UsageGroupBy = Literal["model", "provider", "key", "endpoint", "day"]
-USAGE_GROUP_BY: tuple[UsageGroupBy, ...] = ("model", "provider", "key", "endpoint", "day")
+UsageGroupBy = Literal["model", "provider", "key", "endpoint", "day", "user"]
+USAGE_GROUP_BY: tuple[UsageGroupBy, ...] = ("model", "provider", "key", "endpoint", "day", "user")
 
 
 @dataclass(frozen=True, slots=True)
 class UsageGroup:
-    """Recorded requests of one group (a model, provider, key hash, endpoint or UTC day "YYYY-MM-DD")."""
+    """Recorded requests of one group (a model, provider, key hash, endpoint, UTC day "YYYY-MM-DD" or
+    end user; None: requests that named no end user)."""
 
-    group: str
+    group: str | None
     requests: int
     prompt_tokens: int
     completion_tokens: int
@@ -154,8 +157,8 @@ class UsageGroup:
 def ordered_usage(groups: list[UsageGroup], group_by: UsageGroupBy) -> list[UsageGroup]:
     """Days in order; any other grouping by cost, highest first, then by name (both backends alike)."""
     if group_by == "day":
-        return sorted(groups, key=lambda g: g.group)
-    return sorted(groups, key=lambda g: (-g.cost, g.group))
+        return sorted(groups, key=lambda g: g.group or "")
+    return sorted(groups, key=lambda g: (-g.cost, g.group is None, g.group or ""))
 
 
 class Store(Protocol):

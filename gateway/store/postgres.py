@@ -115,6 +115,7 @@ def _generation_args(gen: Generation) -> tuple[Any, ...]:
         gen.app_title,
         gen.app_referer,
         require_utc(gen.created_at),
+        gen.end_user,
     )
 
 
@@ -141,6 +142,7 @@ def _generation_from_record(rec: Any) -> Generation:
         app_title=rec["app_title"],
         app_referer=rec["app_referer"],
         created_at=rec["created_at"],
+        end_user=rec["end_user"],
     )
 
 
@@ -384,8 +386,8 @@ class PostgresStore:
         rows = await self._pool.fetch(q.SQL_USAGE_SUMMARY[group_by], list(key_hashes), require_utc(start),
                                       require_utc(end))
         groups = [
-            UsageGroup(str(r["grp"]), int(r["requests"]), int(r["prompt_tokens"]), int(r["completion_tokens"]),
-                       quantize_cost(cast(Decimal, r["cost"])))
+            UsageGroup(None if r["grp"] is None else str(r["grp"]), int(r["requests"]), int(r["prompt_tokens"]),
+                       int(r["completion_tokens"]), quantize_cost(cast(Decimal, r["cost"])))
             for r in rows
         ]
         return ordered_usage(groups, group_by)

@@ -378,7 +378,8 @@ class SqliteStore:
             q.SQL_USAGE_SUMMARY[group_by], (orjson.dumps(list(key_hashes)).decode(), conv.to_us(start), conv.to_us(end))
         )
         groups = [
-            UsageGroup(str(grp), int(requests), int(prompt), int(completion), conv.from_units(int(cost)))
+            UsageGroup(None if grp is None else str(grp), int(requests), int(prompt), int(completion),
+                       conv.from_units(int(cost)))
             for grp, requests, prompt, completion, cost in rows
         ]
         return ordered_usage(groups, group_by)

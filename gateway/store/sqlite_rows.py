@@ -129,6 +129,7 @@ def generation_params(gen: Generation) -> tuple[Any, ...]:
         gen.app_title,
         gen.app_referer,
         to_us(gen.created_at),
+        gen.end_user,
     )
 
 
@@ -155,6 +156,7 @@ def generation_from_row(row: sqlite3.Row) -> Generation:
         app_title=row[18],
         app_referer=row[19],
         created_at=from_us(row[20]),
+        end_user=row[21],
     )
 
 

@@ -214,6 +214,7 @@ def generation_object(gen: Generation) -> dict[str, Any]:
         "finish_reason": gen.finish_reason,
         "app_title": gen.app_title,
         "http_referer": gen.app_referer,
+        "user": gen.end_user,
         "key_hash": gen.key_hash,
         "created_at": gen.created_at,
     }

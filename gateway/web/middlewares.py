@@ -203,6 +203,7 @@ def record(request: web.Request, ctx: RequestContext) -> None:
             finish_reason=ctx.finish_reason,
             app_title=ctx.app_title,
             app_referer=ctx.app_referer,
+            end_user=ctx.end_user,
             created_at=datetime.now(UTC),
         )
     )

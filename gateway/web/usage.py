@@ -18,7 +18,7 @@ from gateway.web.query import time_param
 
 # the field a group's name is reported in
 _FIELDS: dict[str, str] = {"model": "model", "provider": "provider", "key": "key_hash", "endpoint": "endpoint",
-                           "day": "day"}
+                           "day": "day", "user": "user"}
 _PAGE = 500
 
 
@@ -45,7 +45,7 @@ async def usage_summary(request: web.Request) -> web.Response:
     for g in groups:
         row: dict[str, Any] = {field: g.group}
         if group_by == "key":
-            row["name"] = keys.get(g.group)
+            row["name"] = keys.get(g.group or "")
         row.update(requests=g.requests, prompt_tokens=g.prompt_tokens, completion_tokens=g.completion_tokens,
                    cost=money(g.cost))
         data.append(row)

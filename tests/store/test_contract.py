@@ -144,13 +144,16 @@ def migrations_up_to(last: str) -> Callable[[Backend], list[Migration]]:
 
 
 async def insert_generation_raw(store: Store, gen: Generation) -> None:
-    """Insert a generation row only, as a release before the ledger (0003) did."""
+    """Insert a generation row only, as a release before the ledger (0003) did (the columns of 0001)."""
+    columns = sqlite_module.q.GEN_COLUMNS.removesuffix(", end_user")
+    n = columns.count(",") + 1
     if isinstance(store, SqliteStore):
-        await store._conn.execute(sqlite_module.q.SQL_INSERT_GENERATION, sqlite_module.conv.generation_params(gen))
+        sql = f"INSERT INTO generations ({columns}) VALUES ({', '.join('?' * n)})"
+        await store._conn.execute(sql, sqlite_module.conv.generation_params(gen)[:n])
     else:
         assert isinstance(store, PostgresStore)
-        args = postgres_module._columns([postgres_module._generation_args(gen)])
-        await store._pool.fetch(postgres_module.q.SQL_INSERT_GENERATIONS, *args)
+        sql = f"INSERT INTO generations ({columns}) VALUES ({', '.join(f'${i}' for i in range(1, n + 1))})"
+        await store._pool.execute(sql, *postgres_module._generation_args(gen)[:n])
 
 
 async def generation_indexes(store: Store) -> set[str]:
@@ -181,6 +184,7 @@ async def test_migrate_is_idempotent(store_factory: StoreFactory) -> None:
     all_versions = [m.version for m in load_migrations(store.backend)]
     assert all_versions == [
         "0001_init", "0002_key_rate_limits", "0003_ledger", "0004_batches", "0005_drop_unused_generation_index",
+        "0006_generation_end_user",
     ]
     assert await store.migrate() == all_versions  # a fresh database gets every migration, in order
     assert await store.migrate() == []
@@ -204,7 +208,8 @@ async def test_migrate_0002_on_a_database_with_keys(
     with monkeypatch.context() as patched:
         patched.setattr(migrations_module, "load_migrations", migrations_up_to("0002_key_rate_limits"))
         assert await store.migrate() == ["0002_key_rate_limits"]
-    assert await store.migrate() == ["0003_ledger", "0004_batches", "0005_drop_unused_generation_index"]
+    assert await store.migrate() == [
+        "0003_ledger", "0004_batches", "0005_drop_unused_generation_index", "0006_generation_end_user"]
     assert await store.migrate() == []
     assert await other.migrate() == []
     await with_tenants(store, "t1")
@@ -227,7 +232,8 @@ async def test_migrate_0003_on_a_database_with_usage(
     await insert_generation_raw(store, old)
     other = await store_factory()  # opened before the upgrade ran
 
-    assert await store.migrate() == ["0003_ledger", "0004_batches", "0005_drop_unused_generation_index"]
+    assert await store.migrate() == [
+        "0003_ledger", "0004_batches", "0005_drop_unused_generation_index", "0006_generation_end_user"]
     assert await other.migrate() == []
     # existing rows are kept; the ledger starts empty (history is not back-filled) at balance 0
     assert await other.get_key("h1") == key
@@ -724,6 +730,17 @@ async def test_usage_summary_groups_the_keys_generations_in_the_window(store: St
         ("2024-05-14", 1, Decimal("0.1")), ("2024-05-15", 3, Decimal("5.2000000001"))]
     assert await store.usage_summary([], "model", start, end) == []
     assert await store.usage_summary(["nobody"], "day", start, end) == []
+
+
+async def test_end_users_are_kept_and_summed(store: Store) -> None:
+    rows = [make_gen("a", cost=Decimal("1"), end_user="alice"), make_gen("b", cost=Decimal("2"), end_user="bob"),
+            make_gen("c", cost=Decimal("3")), make_gen("d", cost=Decimal("1.5"), end_user="alice")]
+    await store.insert_generations(rows)
+    assert await store.get_generation("t1", "a") == rows[0]
+    assert (await store.get_generation("t1", "c")) == rows[2] and rows[2].end_user is None
+    by_user = await store.usage_summary(["h1"], "user", T0, T0 + timedelta(seconds=1))
+    assert [(g.group, g.requests, g.cost) for g in by_user] == [
+        (None, 1, Decimal("3")), ("alice", 2, Decimal("2.5")), ("bob", 1, Decimal("2"))]
 
 
 USEC = timedelta(microseconds=1)
