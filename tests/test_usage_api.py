@@ -49,6 +49,10 @@ async def test_usage_grouped_for_the_tenant_and_for_one_key(gateway: Gateway) ->
     assert [(r["day"], r["requests"]) for r in doc["data"]] == [(datetime.now(UTC).strftime("%Y-%m-%d"), 3)]
     status, doc = await usage(gateway, gateway.mgmt, "?from=2000-01-01&to=2000-01-02T00:00:00Z")
     assert status == 200 and doc["data"] == []
+    # an offset, escaped or not ("+" in a query string reads as a space)
+    for sent in ("2000-01-01T01:00:00%2B01:00", "2000-01-01T01:00:00+01:00"):
+        status, doc = await usage(gateway, gateway.mgmt, f"?from={sent}&to=2000-01-02")
+        assert status == 200 and datetime.fromisoformat(doc["from"]) == datetime(2000, 1, 1, tzinfo=UTC), sent
 
     # an inference key sees itself only
     mine = {"Authorization": f"Bearer {alpha}"}

@@ -40,9 +40,16 @@ def time_param(q: Mapping[str, str], name: str, default: datetime) -> datetime:
     raw = q.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        when = datetime.fromisoformat(raw)
-    except ValueError:
+    # an offset sent unescaped ("+01:00") arrives as " 01:00"
+    when = _iso(raw) or (_iso(raw.replace(" ", "+")) if " " in raw else None)
+    if when is None:
         raise InvalidRequest(f"'{name}' must be an ISO 8601 date or time, like 2026-12-01 or "
-                             "2026-12-01T09:30:00Z", param=name) from None
+                             "2026-12-01T09:30:00Z", param=name)
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def _iso(text: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
