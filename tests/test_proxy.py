@@ -126,3 +126,12 @@ async def test_the_end_user_is_recorded_and_the_header_not_forwarded(gw: MultiGa
     assert (await recorded(gw, resp.headers["X-Generation-Id"])).end_user == "customer-9"
     resp = await gw.client.post("/openai/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"})
     assert (await recorded(gw, resp.headers["X-Generation-Id"])).end_user == "in-body"
+
+
+async def test_a_stream_keeps_the_providers_status(gw: MultiGateway) -> None:
+    key = await gw.new_key()
+    body = {"model": "sse-refusal", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    resp = await gw.client.post("/openai/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"})
+    assert resp.status == 429 and resp.headers["Content-Type"].startswith("text/event-stream")
+    assert await resp.read() == b'event: error\ndata: {"error": {"message": "slow down"}}\n\n'
+    assert (await recorded(gw, resp.headers["X-Generation-Id"])).status == 429

@@ -39,7 +39,8 @@ class Downstream:
     """One streamed response to the client."""
 
     __slots__ = (
-        "_beat", "_headers", "_keepalive", "_last", "_loop", "_ping", "_pinging", "ctx", "gone", "request", "resp",
+        "_beat", "_headers", "_keepalive", "_last", "_loop", "_ping", "_pinging", "_status", "ctx", "gone", "request",
+        "resp",
     )
 
     def __init__(
@@ -49,8 +50,10 @@ class Downstream:
         headers: dict[str, str],
         keepalive: float,
         ping: bytes | None = KEEPALIVE,
+        status: int = 200,
     ) -> None:
         self.request, self.ctx = request, ctx
+        self._status = status  # the provider's own, for a stream relayed as it came (the proxy)
         self._headers = headers
         self._keepalive = keepalive
         self._ping = ping  # None: the framing has no comments (a JSON array): wait without pinging
@@ -68,9 +71,9 @@ class Downstream:
     async def commit(self) -> _Response:
         """Send the status and headers (once) and start the keep-alive heartbeat."""
         if self.resp is None:
-            self.resp = _Response(headers=self._headers)
+            self.resp = _Response(status=self._status, headers=self._headers)
             await self.resp.prepare(self.request)
-            self.ctx.status = 200
+            self.ctx.status = self._status
             if self._ping is not None:
                 self._beat = self._loop.call_at(self._last + self._keepalive, self._tick)
         return self.resp

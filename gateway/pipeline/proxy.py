@@ -109,7 +109,7 @@ async def _forward(
                 _settle(ctx, route, sniffer)
                 out_headers[COST_HEADER] = format(ctx.cost.normalize(), "f")
                 return web.Response(status=up.status, body=data, headers=out_headers)
-            down = Downstream(request, ctx, out_headers, app[SETTINGS].routing.keepalive_seconds)
+            down = Downstream(request, ctx, out_headers, app[SETTINGS].routing.keepalive_seconds, status=up.status)
             try:
                 await _relay(ctx, up, down, sniffer)
             finally:

@@ -72,6 +72,9 @@ class FakeOpenAI:
             return failure
         if model == "malformed":
             return web.Response(body=b'{"id": "chatcmpl-x", "choices": [', content_type="application/json")
+        if model == "sse-refusal":  # a refusal sent as an event stream, with its own status
+            return web.Response(status=429, body=b'event: error\ndata: {"error": {"message": "slow down"}}\n\n',
+                                content_type="text/event-stream")
         if not body.get("stream"):
             return web.Response(body=fixture("chat.json"), content_type="application/json", headers=OPENAI_HEADERS)
         wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
