@@ -68,6 +68,7 @@ async def test_bad_management_input_is_400(gateway: Gateway) -> None:
         {"name": "x", "allowed_providers": ["nope"]},
         {"name": "x", "allowed_models": "openai/*"},
         {"name": "x", "expires_at": "tomorrow"},
+        {"name": "x", "expires_at": "9999-12-31T23:59:59-01:00"},  # past the year 9999 in UTC
         {"name": "x", "surprise": 1},
     ]
     for body in cases:

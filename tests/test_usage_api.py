@@ -65,7 +65,8 @@ async def test_usage_grouped_for_the_tenant_and_for_one_key(gateway: Gateway) ->
 
 async def test_bad_queries_are_400s_that_name_the_parameter(gateway: Gateway) -> None:
     for query, param in (("?group_by=tenant", "group_by"), ("?from=yesterday", "from"), ("?to=12/01/2026", "to"),
-                         ("?from=2026-12-02&to=2026-12-01", "from"), ("?from=2026-12-01&to=2026-12-01", "from")):
+                         ("?from=2026-12-02&to=2026-12-01", "from"), ("?from=2026-12-01&to=2026-12-01", "from"),
+                         ("?from=0001-01-01T00:00:00%2B01:00", "from"), ("?to=9999-12-31T23:59:59-01:00", "to")):
         status, doc = await usage(gateway, gateway.mgmt, query)
         assert status == 400 and doc["error"]["type"] == "invalid_request_error", query
         assert param in doc["error"]["message"], query

@@ -18,7 +18,7 @@ from gateway.pipeline.inbound import effective_limits
 from gateway.settings import Settings
 from gateway.state import BILLING, CTX, KEYCACHE, SETTINGS, STORE
 from gateway.store.base import ApiKey, Generation, KeyPatch, KeyUsage, LimitReset, RateLimits
-from gateway.web.query import bool_param, int_param
+from gateway.web.query import bool_param, int_param, utc_time
 
 _MAX_LIMIT = Decimal("1000000000")
 _CREATE_FIELDS = frozenset(
@@ -336,8 +336,7 @@ def _expires_at(value: Any) -> datetime | None:
         return None
     if not isinstance(value, str):
         raise InvalidRequest("'expires_at' must be an ISO 8601 timestamp or null", param="expires_at")
-    try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidRequest(f"'expires_at' is not an ISO 8601 timestamp: {value!r}", param="expires_at") from None
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    when = utc_time(value)
+    if when is None:
+        raise InvalidRequest(f"'expires_at' is not an ISO 8601 timestamp: {value!r}", param="expires_at")
+    return when

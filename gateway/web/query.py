@@ -41,15 +41,18 @@ def time_param(q: Mapping[str, str], name: str, default: datetime) -> datetime:
     if raw is None or raw == "":
         return default
     # an offset sent unescaped ("+01:00") arrives as " 01:00"
-    when = _iso(raw) or (_iso(raw.replace(" ", "+")) if " " in raw else None)
+    when = utc_time(raw) or (utc_time(raw.replace(" ", "+")) if " " in raw else None)
     if when is None:
         raise InvalidRequest(f"'{name}' must be an ISO 8601 date or time, like 2026-12-01 or "
                              "2026-12-01T09:30:00Z", param=name)
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    return when
 
 
-def _iso(text: str) -> datetime | None:
+def utc_time(text: str) -> datetime | None:
+    """An ISO 8601 date or time in UTC (without an offset: taken as UTC); None if it is not one, or
+    if it lies outside the years 1 to 9999 once in UTC."""
     try:
-        return datetime.fromisoformat(text)
-    except ValueError:
+        when = datetime.fromisoformat(text)
+        return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
