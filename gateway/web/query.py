@@ -43,8 +43,8 @@ def time_param(q: Mapping[str, str], name: str, default: datetime) -> datetime:
     # an offset sent unescaped ("+01:00") arrives as " 01:00"
     when = utc_time(raw) or (utc_time(raw.replace(" ", "+")) if " " in raw else None)
     if when is None:
-        raise InvalidRequest(f"'{name}' must be an ISO 8601 date or time, like 2026-12-01 or "
-                             "2026-12-01T09:30:00Z", param=name)
+        raise InvalidRequest(f"'{name}' must be an ISO 8601 date or time within the years 1 to 9999 (UTC), like "
+                             "2026-12-01 or 2026-12-01T09:30:00Z", param=name)
     return when
 
 
