@@ -135,3 +135,12 @@ async def test_a_stream_keeps_the_providers_status(gw: MultiGateway) -> None:
     assert resp.status == 429 and resp.headers["Content-Type"].startswith("text/event-stream")
     assert await resp.read() == b'event: error\ndata: {"error": {"message": "slow down"}}\n\n'
     assert (await recorded(gw, resp.headers["X-Generation-Id"])).status == 429
+
+
+async def test_an_empty_stream_is_passed_on_empty(gw: MultiGateway) -> None:
+    key = await gw.new_key()
+    body = {"model": "sse-empty", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    resp = await gw.client.post("/openai/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"})
+    assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/event-stream")
+    assert await resp.read() == b""
+    assert (await recorded(gw, resp.headers["X-Generation-Id"])).status == 200

@@ -141,8 +141,12 @@ async def _relay(ctx: RequestContext, up: UpstreamResponse, down: Downstream, sn
         if not await down.write(block):
             return
     rest = cutter.rest()
-    if rest and not down.gone:
+    if down.gone:
+        return
+    if rest:
         await down.write(rest)
+    elif not down.committed:
+        await down.commit()  # a stream without a single event: its status and headers, an empty body
 
 
 def _cut_off(request: web.Request) -> None:

@@ -72,6 +72,8 @@ class FakeOpenAI:
             return failure
         if model == "malformed":
             return web.Response(body=b'{"id": "chatcmpl-x", "choices": [', content_type="application/json")
+        if model == "sse-empty":  # an event stream with no events at all
+            return web.Response(body=b"", content_type="text/event-stream")
         if model == "sse-refusal":  # a refusal sent as an event stream, with its own status
             return web.Response(status=429, body=b'event: error\ndata: {"error": {"message": "slow down"}}\n\n',
                                 content_type="text/event-stream")
