@@ -128,19 +128,16 @@ async def test_the_end_user_is_recorded_and_the_header_not_forwarded(gw: MultiGa
     assert (await recorded(gw, resp.headers["X-Generation-Id"])).end_user == "in-body"
 
 
-async def test_a_stream_keeps_the_providers_status(gw: MultiGateway) -> None:
+@pytest.mark.parametrize(("model", "status", "answer"), [
+    ("sse-refusal", 429, b'event: error\ndata: {"error": {"message": "slow down"}}\n\n'),  # the provider's status
+    ("sse-empty", 200, b""),  # no event at all: passed on empty
+])
+async def test_a_stream_comes_back_with_the_providers_status_and_bytes(
+    gw: MultiGateway, model: str, status: int, answer: bytes
+) -> None:
     key = await gw.new_key()
-    body = {"model": "sse-refusal", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": True}
     resp = await gw.client.post("/openai/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"})
-    assert resp.status == 429 and resp.headers["Content-Type"].startswith("text/event-stream")
-    assert await resp.read() == b'event: error\ndata: {"error": {"message": "slow down"}}\n\n'
-    assert (await recorded(gw, resp.headers["X-Generation-Id"])).status == 429
-
-
-async def test_an_empty_stream_is_passed_on_empty(gw: MultiGateway) -> None:
-    key = await gw.new_key()
-    body = {"model": "sse-empty", "messages": [{"role": "user", "content": "hi"}], "stream": True}
-    resp = await gw.client.post("/openai/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"})
-    assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/event-stream")
-    assert await resp.read() == b""
-    assert (await recorded(gw, resp.headers["X-Generation-Id"])).status == 200
+    assert resp.status == status and resp.headers["Content-Type"].startswith("text/event-stream")
+    assert await resp.read() == answer
+    assert (await recorded(gw, resp.headers["X-Generation-Id"])).status == status

@@ -115,7 +115,6 @@ async def _forward(
             finally:
                 await down.close()
                 _settle(ctx, route, sniffer)
-            ctx.status = up.status
     except UpstreamError as err:
         if down is None or down.resp is None:  # nothing reached the client: it gets the error instead
             raise
