@@ -107,9 +107,11 @@ async def test_usage_is_recorded_with_exact_cost(gateway: Gateway) -> None:
     # 11 * 0.40 / 1e6 + 9 * 1.60 / 1e6 = 0.0000188
     assert gen.cost == Decimal("0.0000188")
     assert gen.key_hash == data["hash"] and gen.app_referer == "https://app.example" and gen.status == 200
+    assert gen.cached is False  # the provider answered
     got = await gateway.client.get(f"/api/v1/generation?id={gen_id}", headers={"Authorization": f"Bearer {key}"})
     doc = await got.json()
     assert got.status == 200 and doc["data"]["total_cost"] == 0.0000188 and doc["data"]["tokens_prompt"] == 11
+    assert doc["data"]["cached"] is False
 
 
 async def test_stream_from_provider_without_stream_usage(gateway: Gateway) -> None:

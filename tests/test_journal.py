@@ -136,6 +136,19 @@ def test_lines_of_an_older_release_without_end_user_are_read(tmp_path: Path) -> 
     reader.release(taken)
 
 
+def test_a_cached_row_comes_back_and_older_lines_without_cached_read_as_not_cached(tmp_path: Path) -> None:
+    hit = dataclasses.replace(row(1, title="t"), cost=Decimal(0), cached=True)
+    older = to_line(row(2)).replace(b',"cached":false', b"")  # as written before the field existed
+    oldest = to_line(row(3)).replace(b',"end_user":null,"cached":false', b"")  # before end_user too
+    assert b"cached" not in older + oldest and b"end_user" not in oldest
+    (tmp_path / "1-dead-1.jsonl").write_bytes(to_line(hit) + older + oldest)
+    reader = Journal(str(tmp_path))
+    back, taken = reader.take_orphans()
+    assert back == [hit, row(2), row(3)]
+    assert [r.cached for r in back] == [True, False, False]
+    reader.release(taken)
+
+
 WRITER = """
 import sys
 from tests.test_journal import row

@@ -112,6 +112,8 @@ class Generation:
     created_at: datetime
     # who the request was for, as the client named them; last, with a default: older journal lines lack it
     end_user: str | None = None
+    # served from the gateway's response cache (no provider call, cost 0); defaulted like end_user
+    cached: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -116,6 +116,7 @@ def _generation_args(gen: Generation) -> tuple[Any, ...]:
         gen.app_referer,
         require_utc(gen.created_at),
         gen.end_user,
+        gen.cached,
     )
 
 
@@ -143,6 +144,7 @@ def _generation_from_record(rec: Any) -> Generation:
         app_referer=rec["app_referer"],
         created_at=rec["created_at"],
         end_user=rec["end_user"],
+        cached=rec["cached"],
     )
 
 

@@ -43,11 +43,12 @@ SELECT (SELECT COALESCE(MAX(seq), 0) FROM key_changes) AS latest,
 SQL_INSERT_GENERATIONS = """
 INSERT INTO generations (id, request_id, tenant_id, key_hash, endpoint, model, provider, upstream_model,
                          status, streamed, cancelled, prompt_tokens, completion_tokens, total_tokens, cost,
-                         latency_ms, ttft_ms, finish_reason, app_title, app_referer, created_at, end_user)
+                         latency_ms, ttft_ms, finish_reason, app_title, app_referer, created_at, end_user,
+                         cached)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
                      $8::text[], $9::integer[], $10::boolean[], $11::boolean[], $12::integer[], $13::integer[],
                      $14::integer[], $15::numeric[], $16::integer[], $17::integer[], $18::text[], $19::text[],
-                     $20::text[], $21::timestamptz[], $22::text[])
+                     $20::text[], $21::timestamptz[], $22::text[], $23::boolean[])
 ON CONFLICT (id) DO NOTHING
 RETURNING id
 """
@@ -78,7 +79,7 @@ ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3
 SQL_GET_GENERATION = """
 SELECT id, request_id, tenant_id, key_hash, endpoint, model, provider, upstream_model,
        status, streamed, cancelled, prompt_tokens, completion_tokens, total_tokens, cost,
-       latency_ms, ttft_ms, finish_reason, app_title, app_referer, created_at, end_user
+       latency_ms, ttft_ms, finish_reason, app_title, app_referer, created_at, end_user, cached
 FROM generations WHERE id = $1 AND tenant_id = $2
 """
 SQL_KEY_USAGE = """

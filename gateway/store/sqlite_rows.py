@@ -130,6 +130,7 @@ def generation_params(gen: Generation) -> tuple[Any, ...]:
         gen.app_referer,
         to_us(gen.created_at),
         gen.end_user,
+        int(gen.cached),
     )
 
 
@@ -157,6 +158,7 @@ def generation_from_row(row: sqlite3.Row) -> Generation:
         app_referer=row[19],
         created_at=from_us(row[20]),
         end_user=row[21],
+        cached=bool(row[22]),
     )
 
 

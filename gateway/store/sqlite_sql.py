@@ -9,7 +9,7 @@ KEY_COLUMNS = (
 GEN_COLUMNS = (
     "id, request_id, tenant_id, key_hash, endpoint, model, provider, upstream_model, status, streamed, "
     "cancelled, prompt_tokens, completion_tokens, total_tokens, cost, latency_ms, ttft_ms, "
-    "finish_reason, app_title, app_referer, created_at, end_user"
+    "finish_reason, app_title, app_referer, created_at, end_user, cached"
 )
 
 SQL_INSERT_TENANT = "INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING"
@@ -30,7 +30,7 @@ SQL_LATEST_CHANGE = "SELECT COALESCE(MAX(seq), 0) FROM key_changes"
 SQL_CHANGED_KEYS = "SELECT key_hash FROM key_changes WHERE seq > ? GROUP BY key_hash ORDER BY MIN(seq)"
 SQL_INSERT_GENERATION = (
     f"INSERT INTO generations ({GEN_COLUMNS}) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
 )
 SQL_EXISTING_GENERATIONS = "SELECT id FROM generations WHERE id IN ({marks})"
 SQL_CONFLICTING_TRANSACTIONS = (

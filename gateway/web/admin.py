@@ -215,6 +215,7 @@ def generation_object(gen: Generation) -> dict[str, Any]:
         "app_title": gen.app_title,
         "http_referer": gen.app_referer,
         "user": gen.end_user,
+        "cached": gen.cached,
         "key_hash": gen.key_hash,
         "created_at": gen.created_at,
     }

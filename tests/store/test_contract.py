@@ -145,7 +145,7 @@ def migrations_up_to(last: str) -> Callable[[Backend], list[Migration]]:
 
 async def insert_generation_raw(store: Store, gen: Generation) -> None:
     """Insert a generation row only, as a release before the ledger (0003) did (the columns of 0001)."""
-    columns = sqlite_module.q.GEN_COLUMNS.removesuffix(", end_user")
+    columns = sqlite_module.q.GEN_COLUMNS.removesuffix(", end_user, cached")
     n = columns.count(",") + 1
     if isinstance(store, SqliteStore):
         sql = f"INSERT INTO generations ({columns}) VALUES ({', '.join('?' * n)})"
@@ -184,7 +184,7 @@ async def test_migrate_is_idempotent(store_factory: StoreFactory) -> None:
     all_versions = [m.version for m in load_migrations(store.backend)]
     assert all_versions == [
         "0001_init", "0002_key_rate_limits", "0003_ledger", "0004_batches", "0005_drop_unused_generation_index",
-        "0006_generation_end_user",
+        "0006_generation_end_user", "0007_generation_cached",
     ]
     assert await store.migrate() == all_versions  # a fresh database gets every migration, in order
     assert await store.migrate() == []
@@ -209,7 +209,8 @@ async def test_migrate_0002_on_a_database_with_keys(
         patched.setattr(migrations_module, "load_migrations", migrations_up_to("0002_key_rate_limits"))
         assert await store.migrate() == ["0002_key_rate_limits"]
     assert await store.migrate() == [
-        "0003_ledger", "0004_batches", "0005_drop_unused_generation_index", "0006_generation_end_user"]
+        "0003_ledger", "0004_batches", "0005_drop_unused_generation_index", "0006_generation_end_user",
+        "0007_generation_cached"]
     assert await store.migrate() == []
     assert await other.migrate() == []
     await with_tenants(store, "t1")
@@ -233,7 +234,8 @@ async def test_migrate_0003_on_a_database_with_usage(
     other = await store_factory()  # opened before the upgrade ran
 
     assert await store.migrate() == [
-        "0003_ledger", "0004_batches", "0005_drop_unused_generation_index", "0006_generation_end_user"]
+        "0003_ledger", "0004_batches", "0005_drop_unused_generation_index", "0006_generation_end_user",
+        "0007_generation_cached"]
     assert await other.migrate() == []
     # existing rows are kept; the ledger starts empty (history is not back-filled) at balance 0
     assert await other.get_key("h1") == key
@@ -741,6 +743,14 @@ async def test_end_users_are_kept_and_summed(store: Store) -> None:
     by_user = await store.usage_summary(["h1"], "user", T0, T0 + timedelta(seconds=1))
     assert [(g.group, g.requests, g.cost) for g in by_user] == [
         (None, 1, Decimal("3")), ("alice", 2, Decimal("2.5")), ("bob", 1, Decimal("2"))]
+
+
+async def test_cached_is_kept_and_false_by_default(store: Store) -> None:
+    rows = [make_gen("a", cost=Decimal(0), cached=True), make_gen("b", cost=Decimal("2"))]
+    await store.insert_generations(rows)
+    hit, miss = await store.get_generation("t1", "a"), await store.get_generation("t1", "b")
+    assert hit == rows[0] and hit is not None and hit.cached is True  # a real bool on either backend
+    assert miss == rows[1] and miss is not None and miss.cached is False
 
 
 USEC = timedelta(microseconds=1)
