@@ -22,6 +22,10 @@ from gateway.auth.keycache import KeyCache
 from gateway.batches.internal import internal_token
 from gateway.batches.runner import BatchRunner, concurrency_from_env
 from gateway.billing.service import Billing
+from gateway.cache.on_redis import RedisCache
+from gateway.cache.on_sqlite import SqliteCache
+from gateway.cache.service import ResponseCache
+from gateway.cache.store import CacheStore
 from gateway.idempotency.on_redis import RedisIdempotency
 from gateway.idempotency.on_sqlite import SqliteIdempotency
 from gateway.idempotency.service import Idempotency
@@ -39,6 +43,7 @@ from gateway.state import (
     ADMISSION,
     BATCH_RUNNER,
     BILLING,
+    CACHE,
     CATALOG,
     IDEMPOTENCY,
     IDS,
@@ -86,6 +91,8 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
         app.cleanup_ctx.append(_redis_ctx)
     app.cleanup_ctx.append(_limiter_ctx)
     app.cleanup_ctx.append(_idempotency_ctx)
+    if settings.cache.mode != "off":
+        app.cleanup_ctx.append(_cache_ctx)
     app[INTERNAL_TOKEN] = internal_token()
     app.cleanup_ctx.append(_batches_ctx)
     add_routes(app)
@@ -241,6 +248,25 @@ async def _idempotency_ctx(app: web.Application) -> AsyncIterator[None]:
     await idempotency.close()
 
 
+async def _cache_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The response cache: on Redis when configured, else in a file of the host's."""
+    settings = app[SETTINGS]
+    metrics = app[METRICS]
+    store: CacheStore
+    if settings.redis_url:
+        store = RedisCache(app[REDIS])
+    else:
+        store = SqliteCache(cache_path(settings))
+    conf = settings.cache
+    cache = ResponseCache(
+        store, mode=conf.mode, ttl_seconds=conf.ttl_seconds, max_ttl_seconds=conf.max_ttl_seconds,
+        max_entry_bytes=conf.max_entry_bytes, count=lambda outcome: metrics.cache.labels(outcome).inc(),
+    )
+    app[CACHE] = cache
+    yield
+    await cache.close()
+
+
 async def _batches_ctx(app: web.Application) -> AsyncIterator[None]:
     """The Message Batch runner: it calls this gateway's own /v1/messages on loopback."""
     server = app[SETTINGS].server
@@ -267,6 +293,12 @@ def idempotency_path(settings: Settings) -> str:
     """The embedded Idempotency-Key file: beside the hot-counter file."""
     limits = Path(limiter_path(settings))
     return str(limits.with_name(limits.stem + "-idempotency" + (limits.suffix or ".db")))
+
+
+def cache_path(settings: Settings) -> str:
+    """The embedded response cache file: beside the hot-counter file."""
+    limits = Path(limiter_path(settings))
+    return str(limits.with_name(limits.stem + "-cache" + (limits.suffix or ".db")))
 
 
 def journal_dir(settings: Settings) -> str:

@@ -103,6 +103,12 @@ class Metrics:
             "Requests with an Idempotency-Key, by outcome (kept, freed, replayed, conflict, mismatch)",
             ("outcome",), registry=self.registry,
         )
+        self.cache = Counter(
+            "arouter_cache_total",
+            "Requests using the response cache, by outcome (hit, miss, refresh, bypass), and answers kept "
+            "(kept) or not because the cache did not answer (error)",
+            ("outcome",), registry=self.registry,
+        )
         self.limiter_failures = Counter(
             "arouter_ratelimit_backend_failures_total",
             "Rate-limit checks the backend (Redis) could not answer, by the policy applied (open, closed)",

@@ -124,6 +124,16 @@ class RoutingSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class CacheSettings:
+    """The response cache (gateway.cache): which requests use it and how long answers are kept."""
+
+    mode: Literal["off", "opt-in", "on"] = "opt-in"  # opt-in: requests with X-ARouter-Cache: true
+    ttl_seconds: float = 3600.0  # how long an answer is kept unless the request says (X-ARouter-Cache-TTL)
+    max_ttl_seconds: float = 7 * 86400.0  # the longest a request may ask for
+    max_entry_bytes: int = 1024 * 1024  # larger answers are not kept
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     config_path: str
     default_model: str
@@ -139,6 +149,7 @@ class Settings:
     prepaid: bool = False  # [billing] prepaid: refuse (402) what the tenant's balance cannot cover
     journal_dir: str = ""  # [billing] journal_dir: per-worker usage journals; "" = beside the database
     routing: RoutingSettings = RoutingSettings()
+    cache: CacheSettings = CacheSettings()
 
 
 def load_settings(path: str | None = None, environ: Mapping[str, str] | None = None) -> Settings:
@@ -160,7 +171,8 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], where: str = 
     r.only(
         raw,
         "",
-        {"default_model", "server", "database", "redis", "providers", "models", "auth", "limits", "billing", "routing"},
+        {"default_model", "server", "database", "redis", "providers", "models", "auth", "limits", "billing", "routing",
+         "cache"},
     )
     server_raw = r.table(raw, "server")
     r.only(server_raw, "server", {"host", "port", "workers", "max_body_bytes", "access_log", "idempotency_seconds",
@@ -202,6 +214,7 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], where: str = 
         breaker_cooldown=r.number(routing_raw, "routing.breaker_cooldown", 30.0, 0.01, 3600),
         retry_budget=r.number(routing_raw, "routing.retry_budget", 30.0, 0, 3600),
     )
+    cache = r.cache(r.table(raw, "cache"))
     providers: dict[str, ProviderSettings] = {}
     for name, p in r.table(raw, "providers").items():
         providers[name] = r.provider(name, p)
@@ -235,6 +248,7 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], where: str = 
         prepaid=prepaid,
         journal_dir=journal,
         routing=routing,
+        cache=cache,
     )
 
 
@@ -258,6 +272,19 @@ class _Reader:
         if not isinstance(value, dict):
             raise self.fail(key, "must be a table")
         return value
+
+    def cache(self, t: Mapping[str, Any]) -> CacheSettings:
+        self.only(t, "cache", {"mode", "ttl_seconds", "max_ttl_seconds", "max_entry_bytes"})
+        mode = t.get("mode", "opt-in")
+        if mode not in ("off", "opt-in", "on"):
+            raise self.fail("cache.mode", f"must be off, opt-in or on (got {mode!r})")
+        max_ttl = self.number(t, "cache.max_ttl_seconds", 7 * 86400.0, 1.0, 365 * 86400.0)
+        return CacheSettings(
+            mode=mode,
+            ttl_seconds=self.number(t, "cache.ttl_seconds", min(3600.0, max_ttl), 1.0, max_ttl),
+            max_ttl_seconds=max_ttl,
+            max_entry_bytes=self.int_(t, "cache.max_entry_bytes", 1024 * 1024, 0, 64 * 1024 * 1024),
+        )
 
     def string(self, t: Mapping[str, Any], key: str, default: str) -> str:
         value = t.get(key.rsplit(".", 1)[-1], default)

@@ -9,6 +9,7 @@ from gateway.admission.service import Admission
 from gateway.auth.keycache import KeyCache
 from gateway.batches.runner import BatchRunner
 from gateway.billing.service import Billing
+from gateway.cache.service import ResponseCache
 from gateway.idempotency.service import Idempotency
 from gateway.logs import AccessLog
 from gateway.metrics import Metrics
@@ -40,6 +41,8 @@ LIMITS_DUE = web.RequestKey("limits_due", Limits)  # admitted, limits to take wi
 INTERNAL_TOKEN = web.AppKey("internal_token", str)  # authenticates the batch runner's loopback calls
 BATCH_RUNNER = web.AppKey("batch_runner", BatchRunner)  # runs Message Batch requests in the background
 IDEMPOTENCY = web.AppKey("idempotency", Idempotency)  # Idempotency-Key claims and kept answers
+# Optional: absent when [cache] mode = "off".
+CACHE = web.AppKey("cache", ResponseCache)  # the response cache
 
 # Optional: present only when AROUTER_REDIS_URL is set.
 REDIS = web.AppKey("redis", Redis)

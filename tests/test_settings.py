@@ -34,6 +34,17 @@ def test_shipped_config_loads() -> None:
     assert s.aliases["claude-sonnet-4.6"] == "anthropic/claude-sonnet-4.6"
 
 
+def test_the_cache_is_opt_in_by_default_and_configurable() -> None:
+    s = parse_settings(minimal(), {})
+    assert (s.cache.mode, s.cache.ttl_seconds, s.cache.max_ttl_seconds, s.cache.max_entry_bytes) == (
+        "opt-in", 3600.0, 604800.0, 1048576)
+    s = parse_settings(minimal(cache={"mode": "on", "ttl_seconds": 60, "max_ttl_seconds": 120,
+                                      "max_entry_bytes": 10}), {})
+    assert (s.cache.mode, s.cache.ttl_seconds, s.cache.max_ttl_seconds, s.cache.max_entry_bytes) == (
+        "on", 60.0, 120.0, 10)
+    assert parse_settings(minimal(cache={"max_ttl_seconds": 60}), {}).cache.ttl_seconds == 60.0
+
+
 def test_env_interpolation_and_overrides() -> None:
     env = {"K": "secret", "AROUTER_PORT": "9000", "AROUTER_WORKERS": "3", "AROUTER_HOST": "127.0.0.1",
            "AROUTER_DATABASE_URL": "postgresql://u@h/db", "AROUTER_REDIS_URL": "redis://r:6379/0",
@@ -65,6 +76,9 @@ def test_env_interpolation_and_overrides() -> None:
         ({**minimal(), "models": {"gpt": {}}}, 'models."gpt"', "provider/model-id"),
         (minimal(server={"port": 0}), "server.port", "integer from 1 to 65535"),
         (minimal(database={"url": "mysql://x"}), "database.url", "must start with"),
+        (minimal(cache={"mode": "always"}), "cache.mode", "must be off, opt-in or on"),
+        (minimal(cache={"ttl_seconds": 7200, "max_ttl_seconds": 3600}), "cache.ttl_seconds", "from 1"),
+        (minimal(cache={"size": 1}), "cache.size", "unknown key"),
     ],
 )
 def test_bad_config_names_the_key(doc: dict[str, Any], key: str, fragment: str) -> None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from gateway.billing.service import Hold
+from gateway.cache.records import Plan
 from gateway.idempotency.records import Pending
 from gateway.ratelimit.gcra import Limits
 from gateway.routing.catalog import Route
@@ -81,6 +82,9 @@ class RequestContext:
     token_estimate: int = 0
     body_bytes: int = 0
     idempotent: Pending | None = None  # running under an Idempotency-Key it claimed
+    cache: Plan | None = None  # uses the response cache (gateway.cache)
+    cache_status: str | None = None  # what the response says of it: HIT, MISS, REFRESH or BYPASS
+    cache_hit: bool = False  # answered from the cache: no provider call, no charge
     hold: Hold | None = None  # the money reserved for this request
     billed: bool = False  # reserve ran: settle must run however the request ends
     attempts_failed: int = 0  # candidates that failed before the one that answered

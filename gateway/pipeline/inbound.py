@@ -24,7 +24,7 @@ from gateway.ratelimit.limiter import Acquire
 from gateway.routing.catalog import DEFAULT_PROVIDER, Route
 from gateway.routing.plan import plan_routes
 from gateway.settings import LimitSettings
-from gateway.state import ADMISSION, CATALOG, CTX, IDEMPOTENCY, IDS, KEYCACHE, LIMITS_DUE, SETTINGS, UPSTREAMS
+from gateway.state import ADMISSION, CACHE, CATALOG, CTX, IDEMPOTENCY, IDS, KEYCACHE, LIMITS_DUE, SETTINGS, UPSTREAMS
 from gateway.store.base import RateLimits
 
 # Endpoints whose handlers call route_request after admitting: their limits are taken there, with the
@@ -56,6 +56,10 @@ async def admit_bytes(request: web.Request, endpoint: str) -> bytes:
         idempotency_key = request.headers.get(IDEMPOTENCY_HEADER)
         if idempotency_key is not None:  # before any limit or money is taken: a replay takes neither
             ctx.idempotent = await app[IDEMPOTENCY].begin(request, key.hash, ctx.request_id, idempotency_key, raw)
+        if endpoint in ROUTED_ENDPOINTS:
+            cache = app.get(CACHE)
+            if cache is not None:
+                ctx.cache = cache.plan(request, key.tenant_id, endpoint, raw)
     limits = effective_limits(app[SETTINGS].limits, key.rate_limit)
     if not limits.active:
         return raw
@@ -122,7 +126,8 @@ async def route_request(
     request: web.Request, body: JSONObject, *, streamed: bool, default_provider: str = DEFAULT_PROVIDER
 ) -> Route:
     """Resolve the body's model, check the key may use it, open the generation record, take the key's
-    rate limits (when admit left them due) and reserve its cost, in one counter operation.
+    rate limits (when admit left them due) and reserve its cost, in one counter operation; then
+    answer it from the response cache if it uses the cache and its answer is kept (``CacheHit``).
     ``default_provider`` serves bare model names the catalog does not list (see ``Catalog.resolve``)."""
     ctx = request[CTX]
     key = ctx.key
@@ -157,4 +162,6 @@ async def route_request(
         ctx.limits, ctx.token_estimate = limits, estimate_tokens_of(ctx.body_bytes)
         ctx.hold = entry.hold
     ctx.billed = True
+    if ctx.cache is not None:  # admitted and routed: a kept answer may serve it (raises CacheHit)
+        await app[CACHE].lookup(ctx, ctx.cache, streamed=streamed)
     return route

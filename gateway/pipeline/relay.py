@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import orjson
 from aiohttp import web
 
+from gateway.cache.records import HEADER as CACHE_HEADER
 from gateway.errors import GatewayError, UpstreamError
 from gateway.pipeline.context import RequestContext
 from gateway.pipeline.downstream import Downstream
@@ -99,6 +100,8 @@ def stream_headers(ctx: RequestContext) -> dict[str, str]:
     if ctx.route is not None:
         headers["X-ARouter-Provider"] = ctx.route.provider.name
         headers["X-ARouter-Model"] = ctx.route.model_id
+    if ctx.cache_status is not None:
+        headers[CACHE_HEADER] = ctx.cache_status
     return headers
 
 

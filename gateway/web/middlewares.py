@@ -13,6 +13,8 @@ from aiohttp import web
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from gateway.cache.records import HEADER as CACHE_HEADER
+from gateway.cache.service import CacheHit
 from gateway.codec import json_response
 from gateway.errors import (
     GatewayError,
@@ -28,7 +30,7 @@ from gateway.idempotency.records import Pending
 from gateway.idempotency.service import Replayed
 from gateway.pipeline.context import RequestContext
 from gateway.protocols.errors import error_body, protocol_for_path
-from gateway.state import ACCESS_LOG, ADMISSION, BILLING, CTX, IDEMPOTENCY, IDS, METRICS, RECORDER
+from gateway.state import ACCESS_LOG, ADMISSION, BILLING, CACHE, CTX, IDEMPOTENCY, IDS, METRICS, RECORDER
 from gateway.store.base import Generation
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -87,6 +89,8 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
         raise
     except Replayed as replayed:  # the request's Idempotency-Key has an answer already
         resp = replayed.response
+    except CacheHit as hit:  # the response cache has its answer
+        resp = hit.response
     except GatewayError as err:
         if isinstance(err, UpstreamError):
             ctx.upstream_error = type(err).__name__
@@ -108,11 +112,15 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
         resp.headers.update(ctx.rate_headers)
         if ctx.generation_id and "X-Generation-Id" not in resp.headers:
             resp.headers["X-Generation-Id"] = ctx.generation_id
+        if ctx.cache_status is not None:
+            resp.headers[CACHE_HEADER] = ctx.cache_status
     if not ctx.status or not resp.prepared:
         ctx.status = resp.status
     record(request, ctx)
     if not settled:
         _missed(request, ctx)
+    if ctx.cache is not None and not ctx.cache_hit:
+        await request.app[CACHE].keep(ctx, ctx.cache, resp)
     if ctx.idempotent is not None:
         await _keep_answer(request, ctx, resp, ctx.idempotent)
     try:
@@ -131,8 +139,8 @@ async def _settle(request: web.Request, ctx: RequestContext) -> bool:
     to charge may not have been: the operation failed, or found the hold gone."""
     assert ctx.key is not None
     delta = 0
-    if ctx.limits is not None and ctx.total_tokens is not None:
-        delta = ctx.total_tokens - ctx.token_estimate
+    if ctx.limits is not None and ctx.total_tokens is not None:  # a cache hit used no provider tokens
+        delta = (0 if ctx.cache_hit else ctx.total_tokens) - ctx.token_estimate
     try:
         if await request.app[ADMISSION].leave(ctx.key, ctx.limits, delta, ctx.billed, ctx.hold, ctx.cost,
                                               ctx.request_id):
@@ -204,6 +212,7 @@ def record(request: web.Request, ctx: RequestContext) -> None:
             app_title=ctx.app_title,
             app_referer=ctx.app_referer,
             end_user=ctx.end_user,
+            cached=ctx.cache_hit,
             created_at=datetime.now(UTC),
         )
     )

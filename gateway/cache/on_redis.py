@@ -1,0 +1,29 @@
+"""Kept answers on Redis: shared by every worker of every host, one string per slot, expired by Redis."""
+
+from __future__ import annotations
+
+import asyncio
+
+from redis.asyncio import Redis
+
+PREFIX = "arouter:cache:"
+TIMEOUT = 2.0  # seconds a call may take
+
+
+class RedisCache:
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+
+    async def get(self, slot: str) -> bytes | None:
+        async with asyncio.timeout(TIMEOUT):
+            value = await self._redis.get(PREFIX + slot)
+        if value is None:
+            return None
+        return value if isinstance(value, bytes) else value.encode()
+
+    async def put(self, slot: str, entry: bytes, ttl_seconds: float) -> None:
+        async with asyncio.timeout(TIMEOUT):
+            await self._redis.set(PREFIX + slot, entry, px=max(1, int(ttl_seconds * 1000)))
+
+    async def close(self) -> None:
+        pass  # the app's Redis client is closed by the app
