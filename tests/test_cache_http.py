@@ -77,13 +77,17 @@ async def test_a_repeated_request_is_answered_from_the_cache_and_not_charged(gw:
     key = await gw.new_key()
     first = await gw.client.post("/v1/chat/completions", json=CHAT, headers=auth(key, **CACHED))
     assert first.status == 200 and first.headers["X-ARouter-Cache"] == "MISS"
-    first_doc = orjson.loads(await first.read())
+    first_raw = await first.read()
+    first_doc = orjson.loads(first_raw)
     assert Decimal(first.headers["X-ARouter-Cost"]) > 0 and first_doc["usage"]["cost"] > 0
 
     again = await gw.client.post("/v1/chat/completions", json=CHAT, headers=auth(key, **CACHED))
     assert again.status == 200 and again.headers["X-ARouter-Cache"] == "HIT"
-    doc = orjson.loads(await again.read())
+    raw = await again.read()
+    doc = orjson.loads(raw)
     assert len(gw.openai.seen) == 1  # the provider was asked once
+    cost = b'"cost":' + first.headers["X-ARouter-Cost"].encode()
+    assert cost in first_raw and raw == first_raw.replace(cost, b'"cost":0')  # the provider's bytes but the cost
     assert doc["choices"] == first_doc["choices"]
     assert doc["usage"]["prompt_tokens"] == first_doc["usage"]["prompt_tokens"]
     assert doc["usage"]["cost"] == 0 and again.headers["X-ARouter-Cost"] == "0"
@@ -179,12 +183,23 @@ async def test_each_protocol_and_embeddings_are_cached(gw: MultiGateway) -> None
     first = await gw.client.post("/v1/messages", json=anthropic, headers={"x-api-key": key, **CACHED})
     again = await gw.client.post("/v1/messages", json=anthropic, headers={"x-api-key": key, **CACHED})
     assert (first.headers["X-ARouter-Cache"], again.headers["X-ARouter-Cache"]) == ("MISS", "HIT")
-    a, b = await first.json(), await again.json()
-    assert a["content"] == b["content"] and a["usage"] == b["usage"] and len(gw.anthropic.seen) == 1
+    a, b = await first.read(), await again.read()
+    assert b == a.replace(first.headers["X-Generation-Id"].encode(), again.headers["X-Generation-Id"].encode())
+    assert b == a and len(gw.anthropic.seen) == 1  # passed through: Anthropic's own message id
+
+    translated = {"model": "anthropic/claude-sonnet-4.6", "messages": MSG}  # rendered by the gateway
+    first = await gw.client.post("/v1/chat/completions", json=translated, headers=auth(key, **CACHED))
+    again = await gw.client.post("/v1/chat/completions", json=translated, headers=auth(key, **CACHED))
+    a, b = await first.read(), await again.read()
+    old_id, new_id = first.headers["X-Generation-Id"], again.headers["X-Generation-Id"]
+    assert orjson.loads(a)["id"] == old_id and orjson.loads(b)["id"] == new_id  # the body names the hit
+    cost = b'"cost":' + first.headers["X-ARouter-Cost"].encode()
+    assert b == a.replace(old_id.encode(), new_id.encode()).replace(cost, b'"cost":0')
+    assert len(gw.anthropic.seen) == 2
     # a beta header changes what Anthropic answers: another slot
     beta = await gw.client.post("/v1/messages", json=anthropic,
                                 headers={"x-api-key": key, "anthropic-beta": "some-beta", **CACHED})
-    assert beta.headers["X-ARouter-Cache"] == "MISS" and len(gw.anthropic.seen) == 2
+    assert beta.headers["X-ARouter-Cache"] == "MISS" and len(gw.anthropic.seen) == 3
 
     path = "/v1beta/models/gemini-2.5-flash:generateContent"
     gemini = {"contents": [{"parts": [{"text": "hi"}]}]}

@@ -10,6 +10,7 @@ its tenant, endpoint, method, path, query (but the API key), the headers that ch
 from __future__ import annotations
 
 import hashlib
+import re
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ _SKIPPED = frozenset({
     "x-generation-id", "x-arouter-cost", "x-arouter-cache", "age", "retry-after", "x-ratelimit-limit",
     "x-ratelimit-remaining", "x-ratelimit-reset", "idempotent-replayed",
 })
+_COST = re.compile(rb'("cost"\s*:\s*)-?[0-9][0-9.eE+-]*')
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
 
@@ -182,22 +184,26 @@ def _count(value: Any) -> int | None:
 
 
 def hit_body(body: bytes, original_id: str, new_id: str) -> bytes:
-    """The kept body as a hit sends it: the answer's own generation id (where the body carries it) is
-    the hit's, and an OpenAI-shaped ``usage.cost`` is 0 (a hit is not charged). Other bytes as kept."""
-    patch_id = original_id.encode() in body
-    patch_cost = b'"cost"' in body
-    if not (patch_id or patch_cost):
-        return body
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return body
-    if not isinstance(doc, dict):
-        return body
-    own = doc.get("id")
-    if patch_id and isinstance(own, str) and own.endswith(original_id):  # "gen-…", Anthropic's "msg_gen-…"
-        doc["id"] = own[: len(own) - len(original_id)] + new_id
-    usage = doc.get("usage")
-    if isinstance(usage, dict) and "cost" in usage:
-        usage["cost"] = 0
-    return orjson.dumps(doc)
+    """The kept body as a hit sends it, byte for byte but two changes: the generation id of the request
+    that made it, wherever the body carries it (``id``, Anthropic's ``msg_…``, Gemini's ``responseId``),
+    is the hit's; and the ``cost`` in the top-level ``usage`` object (OpenAI-shaped bodies) is 0, since
+    a hit is not charged. An upstream's own ids (``chatcmpl-…``) stay."""
+    out = body.replace(original_id.encode(), new_id.encode()) if original_id else body
+    at = out.rfind(b'"usage"')
+    if at < 0:
+        return out
+    start = out.find(b"{", at)
+    if start < 0:
+        return out
+    depth, end = 0, len(out)
+    for pos in range(start, len(out)):  # the usage object's end (its members hold no strings with braces)
+        char = out[pos]
+        if char == 0x7B:  # {
+            depth += 1
+        elif char == 0x7D:  # }
+            depth -= 1
+            if depth == 0:
+                end = pos
+                break
+    usage = _COST.sub(rb"\g<1>0", out[start:end], count=1)
+    return out[:start] + usage + out[end:]

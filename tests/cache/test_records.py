@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import orjson
 import pytest
 
 from gateway.cache.records import (
@@ -90,11 +89,19 @@ def test_kept_headers_leave_out_what_belongs_to_one_request() -> None:
     assert kept == (("Content-Type", "application/json"), ("X-ARouter-Provider", "openai"))
 
 
-def test_a_hit_body_has_its_own_id_and_no_cost() -> None:
-    doc = orjson.loads(hit_body(ENTRY.body, "gen-1-old", "gen-2-new"))
-    assert doc == {"id": "gen-2-new", "usage": {"cost": 0, "prompt_tokens": 3}}
-    anthropic = b'{"id":"msg_gen-1-old","type":"message","usage":{"input_tokens":3}}'
-    assert orjson.loads(hit_body(anthropic, "gen-1-old", "gen-2-new"))["id"] == "msg_gen-2-new"
-    upstream_id = b'{"id":"chatcmpl-9","usage":{"prompt_tokens":3}}'
-    assert hit_body(upstream_id, "gen-1-old", "gen-2-new") == upstream_id  # nothing to change: the same bytes
-    assert hit_body(b"not json gen-1-old", "gen-1-old", "gen-2-new") == b"not json gen-1-old"
+def test_a_hit_body_has_its_own_id_and_no_cost_and_is_otherwise_the_same_bytes() -> None:
+    assert hit_body(ENTRY.body, "gen-1-old", "gen-2-new") == b'{"id":"gen-2-new","usage":{"cost":0,"prompt_tokens":3}}'
+    upstream = (b'{\n  "id": "chatcmpl-9",\n  "choices": [{"message": {"content": "cost: 5"}}],\n'
+                b'  "usage": {"cost":0.0000188,"prompt_tokens": 11,\n'
+                b'    "prompt_tokens_details": {"cached_tokens": 0}},\n'
+                b'  "system_fingerprint": null\n}')
+    assert hit_body(upstream, "gen-1-old", "gen-2-new") == upstream.replace(b'"cost":0.0000188', b'"cost":0')
+    rendered = b'{"id":"gen-1-old","usage":{"prompt_tokens":3,"cost":1.5E-7},"provider":"anthropic"}'
+    assert hit_body(rendered, "gen-1-old", "gen-2-new") == (
+        b'{"id":"gen-2-new","usage":{"prompt_tokens":3,"cost":0},"provider":"anthropic"}')
+    anthropic = b'{"id":"msg_gen-1-old","type":"message","usage":{"input_tokens":3,"output_tokens":2}}'
+    assert hit_body(anthropic, "gen-1-old", "gen-2-new") == anthropic.replace(b"gen-1-old", b"gen-2-new")
+    gemini = b'{"candidates":[],"usageMetadata":{"promptTokenCount":3},"responseId":"gen-1-old"}'
+    assert hit_body(gemini, "gen-1-old", "gen-2-new") == gemini.replace(b"gen-1-old", b"gen-2-new")
+    embeddings = b'{"object":"list","data":[{"embedding":[0.1]}],"usage":{"prompt_tokens":5,"total_tokens":5}}'
+    assert hit_body(embeddings, "gen-1-old", "gen-2-new") == embeddings
