@@ -105,7 +105,7 @@ class Metrics:
         )
         self.cache = Counter(
             "arouter_cache_total",
-            "Requests using the response cache, by outcome (hit, miss, refresh, bypass), and answers kept "
+            "Requests using the response cache, by outcome (hit, miss, refresh), and answers kept "
             "(kept) or not because the cache did not answer (error)",
             ("outcome",), registry=self.registry,
         )

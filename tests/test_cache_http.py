@@ -3,6 +3,7 @@ of the same tenant is answered from the cache, free, without reaching a provider
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -164,17 +165,72 @@ async def test_cache_control_asks_for_a_fresh_answer_or_none(gw: MultiGateway, c
     assert resp.headers["X-ARouter-Cache"] == "HIT" and len(gw.openai.seen) == 2
 
 
-async def test_streams_and_failures_are_not_kept(gw: MultiGateway) -> None:
+@pytest.mark.parametrize("model", ["openai/gpt-4.1-mini", "anthropic/claude-sonnet-4.6"])
+async def test_a_stream_is_kept_and_sent_again_whole(gw: MultiGateway, model: str) -> None:
     key = await gw.new_key()
-    for _ in range(2):
-        resp = await gw.client.post("/v1/chat/completions", json={**CHAT, "stream": True}, headers=auth(key, **CACHED))
-        assert resp.status == 200 and resp.headers["X-ARouter-Cache"] == "BYPASS"
-        assert b"data: [DONE]" in await resp.read()
+    body = {"model": model, "messages": MSG, "stream": True, "stream_options": {"include_usage": True}}
+    first = await gw.client.post("/v1/chat/completions", json=body, headers=auth(key, **CACHED))
+    assert first.status == 200 and first.headers["X-ARouter-Cache"] == "MISS"
+    a = await first.read()
+    assert a.endswith(b"data: [DONE]\n\n") and b": ARouter PROCESSING" not in a
+    again = await gw.client.post("/v1/chat/completions", json=body, headers=auth(key, **CACHED))
+    assert again.status == 200 and again.headers["X-ARouter-Cache"] == "HIT"
+    assert again.headers["Content-Type"] == first.headers["Content-Type"]
+    b = await again.read()
+    old_id, new_id = first.headers["X-Generation-Id"], again.headers["X-Generation-Id"]
+    usage = [orjson.loads(line[6:]) for line in a.split(b"\n\n") if line.startswith(b"data: {")][-1]["usage"]
+    cost = re.findall(rb'"cost":[-0-9.eE+]+', a)[-1]  # in the usage chunk, as the gateway wrote it
+    assert usage["cost"] > 0 and orjson.loads(b"{" + cost + b"}")["cost"] == usage["cost"]
+    assert b == a.replace(old_id.encode(), new_id.encode()).replace(cost, b'"cost":0')  # the same events
+    assert len(gw.openai.seen) + len(gw.anthropic.seen) == 1
+    plain = {k: v for k, v in body.items() if k != "stream"}  # the JSON answer is another request
+    resp = await gw.client.post("/v1/chat/completions", json=plain, headers=auth(key, **CACHED))
+    assert resp.headers["X-ARouter-Cache"] == "MISS" and resp.content_type == "application/json"
+    hit = await generation(gw, new_id)
+    assert hit["cached"] is True and hit["streamed"] is True and Decimal(str(hit["total_cost"])) == 0
+
+
+async def test_native_streams_are_kept(gw: MultiGateway) -> None:
+    key = await gw.new_key()
+    anthropic = {"model": "anthropic/claude-sonnet-4.6", "max_tokens": 50, "messages": MSG, "stream": True}
+    path = "/v1beta/models/gemini-2.5-flash:streamGenerateContent"
+    gemini = {"contents": [{"parts": [{"text": "hi"}]}]}
+    calls = [("/v1/messages", anthropic, {"x-api-key": key}), (path + "?alt=sse", gemini, {"x-goog-api-key": key}),
+             (path, gemini, {"x-goog-api-key": key})]  # Gemini's stream as one JSON array
+    for url, body, headers in calls:
+        first = await gw.client.post(url, json=body, headers={**headers, **CACHED})
+        again = await gw.client.post(url, json=body, headers={**headers, **CACHED})
+        assert (first.headers["X-ARouter-Cache"], again.headers["X-ARouter-Cache"]) == ("MISS", "HIT"), url
+        assert await again.read() == await first.read() and again.content_type == first.content_type, url
+    assert len(gw.anthropic.seen) == 1 and len(gw.gemini.seen) == 2
+
+
+async def test_failures_and_streams_that_did_not_end_well_are_not_kept(gw: MultiGateway) -> None:
+    key = await gw.new_key()
     bad = {"model": "openai/bad-request", "messages": MSG}
     for _ in range(2):
         resp = await gw.client.post("/v1/chat/completions", json=bad, headers=auth(key, **CACHED))
         assert resp.status == 400 and resp.headers["X-ARouter-Cache"] == "MISS"
+    cut = {"model": "openai/dies-midstream", "messages": MSG, "stream": True}
+    for _ in range(2):  # the provider broke off: the stream ended with an error event
+        resp = await gw.client.post("/v1/chat/completions", json=cut, headers=auth(key, **CACHED))
+        assert resp.status == 200 and b'"finish_reason":"error"' in await resp.read()
+        assert resp.headers["X-ARouter-Cache"] == "MISS"
     assert len(gw.openai.seen) == 4
+    assert cache_metric(await (await gw.client.get("/metrics")).text()) == {"miss": 4.0}
+
+
+async def test_a_stream_with_an_idempotency_key_is_kept_for_both(gw: MultiGateway) -> None:
+    key = await gw.new_key()
+    body = {**CHAT, "stream": True}
+    first = await gw.client.post("/v1/chat/completions", json=body,
+                                 headers=auth(key, **CACHED, **{"Idempotency-Key": "k-1"}))
+    a = await first.read()
+    replay = await gw.client.post("/v1/chat/completions", json=body,
+                                  headers=auth(key, **CACHED, **{"Idempotency-Key": "k-1"}))
+    assert replay.headers["Idempotent-Replayed"] == "true" and await replay.read() == a
+    hit = await gw.client.post("/v1/chat/completions", json=body, headers=auth(key, **CACHED))
+    assert hit.headers["X-ARouter-Cache"] == "HIT" and len(await hit.read()) == len(a) and len(gw.openai.seen) == 1
 
 
 async def test_each_protocol_and_embeddings_are_cached(gw: MultiGateway) -> None:

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import orjson
 
-HEADER = "X-ARouter-Cache"  # request: true / false; response: HIT, MISS, REFRESH or BYPASS
+HEADER = "X-ARouter-Cache"  # request: true / false; response: HIT, MISS or REFRESH
 TTL_HEADER = "X-ARouter-Cache-TTL"  # request: seconds to keep this answer
 Mode = Literal["off", "opt-in", "on"]
 _MAGIC = b"ARC1"

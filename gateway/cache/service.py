@@ -4,8 +4,9 @@ A request uses the cache when its ``X-ARouter-Cache`` header says so (``mode = "
 default) or unless it says not to (``mode = "on"``). It is looked up once the request is admitted
 (its key's limits taken, its model allowed); a hit is answered from the entry without reaching a
 provider and is not charged (its usage row says ``cached``, cost 0). A miss runs as usual and its
-answer, when a whole 200 JSON answer within ``max_entry_bytes``, is kept for the request's TTL before
-it is sent, so the next identical request finds it. Streamed requests are not cached (``BYPASS``).
+answer, when a whole 200 within ``max_entry_bytes`` (a stream's too, when it ended well), is kept
+for the request's TTL before it is sent (a stream's before its end), so the next identical request
+finds it; a kept stream is sent again whole, at once.
 A store that does not answer makes a lookup a miss and a keep a no-op: the cache never fails a request.
 """
 
@@ -33,6 +34,7 @@ from gateway.cache.records import (
 )
 from gateway.cache.store import CacheStore
 from gateway.errors import InvalidRequest
+from gateway.pipeline.capture import widened
 from gateway.pipeline.context import RequestContext
 
 log = logging.getLogger("arouter.cache")
@@ -59,7 +61,7 @@ class ResponseCache:
         self.max_ttl_seconds = max_ttl_seconds
         self.max_entry_bytes = max_entry_bytes
         self._clock = clock  # Unix seconds: when an entry was kept, its Age on a hit
-        self._count = count  # hit, miss, refresh, bypass, kept, error
+        self._count = count  # hit, miss, refresh, kept, error
 
     def plan(self, request: web.Request, tenant: str, endpoint: str, body: bytes) -> Plan | None:
         """The request's use of the cache (None: it does not use it); 400 for a header it cannot read."""
@@ -74,11 +76,9 @@ class ResponseCache:
 
     async def lookup(self, ctx: RequestContext, plan: Plan, *, streamed: bool) -> None:
         """Look for the request's answer once it is admitted and routed: raise ``CacheHit`` with it,
-        or note what the response will say (MISS, REFRESH; BYPASS for a stream, which is not cached)."""
+        or note what the response will say (MISS, REFRESH) and, for a stream, hold what it sends."""
         if streamed:
-            ctx.cache, ctx.cache_status = None, "BYPASS"
-            self._count("bypass")
-            return
+            ctx.sent = widened(ctx.sent, self.max_entry_bytes)
         if not plan.lookup:
             ctx.cache_status = "REFRESH"
             self._count("refresh")
@@ -126,14 +126,19 @@ class ResponseCache:
         return resp
 
     async def keep(self, ctx: RequestContext, plan: Plan, resp: web.StreamResponse) -> None:
-        """Keep a miss's answer (a whole 200 with a body within ``max_entry_bytes``) for the next."""
+        """Keep a miss's answer for the next: a whole 200 (a stream that ended well: not cut short,
+        left or ended in error) within ``max_entry_bytes``."""
         route = ctx.route
         if (
-            resp.status != 200 or resp.prepared or not isinstance(resp, web.Response) or route is None
-            or ctx.upstream_error is not None or ctx.generation_id is None
+            resp.status != 200 or route is None or ctx.upstream_error is not None or ctx.generation_id is None
+            or ctx.cancelled or ctx.finish_reason == "error"
         ):
             return
-        body = resp.body
+        body: object
+        if resp.prepared:  # a stream: what it sent
+            body = ctx.sent.body() if ctx.sent is not None else None
+        else:
+            body = resp.body if isinstance(resp, web.Response) else None
         if not isinstance(body, bytes) or len(body) > self.max_entry_bytes:
             return
         entry = Entry(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import orjson
@@ -94,25 +94,10 @@ def unpack(data: bytes) -> Stored | None:
     return Stored(status, headers, data[8 + size :])
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Pending:
-    """A request running under a key it claimed: the slot, the owner (its request id) and, for a
-    stream, the bytes sent so far (the answer to keep), up to ``limit`` bytes: past it they are let go
-    (``over``) and the key will be freed, not kept."""
+    """A request running under a key it claimed: the slot and the owner (its request id). A stream's
+    answer to keep is what it sent (``RequestContext.sent``)."""
 
     slot: str
     owner: str
-    limit: int
-    sent: list[bytes] = field(default_factory=list)
-    size: int = 0
-    over: bool = False
-
-    def keep(self, data: bytes) -> None:
-        if self.over:
-            return
-        self.size += len(data)
-        if self.size > self.limit:
-            self.over = True
-            self.sent.clear()
-        else:
-            self.sent.append(data)

@@ -67,7 +67,7 @@ class Idempotency:
             self.running_seconds,
         )
         if claim.state == "new":
-            return Pending(where, owner, self.max_bytes)
+            return Pending(where, owner)
         if claim.state == "mismatch":
             self._count("mismatch")
             raise Unprocessable(f"this {HEADER} was already used for a different request; use a new key")

@@ -11,6 +11,7 @@ from decimal import Decimal
 from gateway.billing.service import Hold
 from gateway.cache.records import Plan
 from gateway.idempotency.records import Pending
+from gateway.pipeline.capture import Capture
 from gateway.ratelimit.gcra import Limits
 from gateway.routing.catalog import Route
 from gateway.store.base import ApiKey
@@ -83,8 +84,9 @@ class RequestContext:
     body_bytes: int = 0
     idempotent: Pending | None = None  # running under an Idempotency-Key it claimed
     cache: Plan | None = None  # uses the response cache (gateway.cache)
-    cache_status: str | None = None  # what the response says of it: HIT, MISS, REFRESH or BYPASS
+    cache_status: str | None = None  # what the response says of it: HIT, MISS or REFRESH
     cache_hit: bool = False  # answered from the cache: no provider call, no charge
+    sent: Capture | None = None  # a stream's bytes, held for the Idempotency-Key or the cache to keep
     hold: Hold | None = None  # the money reserved for this request
     billed: bool = False  # reserve ran: settle must run however the request ends
     attempts_failed: int = 0  # candidates that failed before the one that answered

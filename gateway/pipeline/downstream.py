@@ -82,9 +82,9 @@ class Downstream:
         """Write bytes (committing first if needed); False once the client has gone."""
         resp = self.resp or await self.commit()
         self._last = self._loop.time()
-        pending = self.ctx.idempotent
-        if pending is not None and data is not self._ping:  # the answer an Idempotency-Key keeps
-            pending.keep(data)
+        sent = self.ctx.sent
+        if sent is not None and data is not self._ping:  # the answer an Idempotency-Key or the cache keeps
+            sent.keep(data)
         try:
             await resp.write(data)
         except ConnectionResetError:
@@ -98,8 +98,8 @@ class Downstream:
         the request has been accounted (its journal line written first, as for every answer)."""
         resp = self.resp or await self.commit()
         resp.tail += data
-        if self.ctx.idempotent is not None:
-            self.ctx.idempotent.keep(data)
+        if self.ctx.sent is not None:
+            self.ctx.sent.keep(data)
         return True
 
     async def first_block(self, reader: UpstreamResponse, cutter: EventCutter, limit: float) -> bytes:

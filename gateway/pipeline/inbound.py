@@ -18,6 +18,7 @@ from gateway.auth.policy import authenticate
 from gateway.codec import JSONObject, parse_object, read_body
 from gateway.errors import RateLimited
 from gateway.idempotency.records import HEADER as IDEMPOTENCY_HEADER
+from gateway.pipeline.capture import Capture
 from gateway.pipeline.context import RequestContext
 from gateway.ratelimit.gcra import Decision, Limits
 from gateway.ratelimit.limiter import Acquire
@@ -55,7 +56,9 @@ async def admit_bytes(request: web.Request, endpoint: str) -> bytes:
     if endpoint in ROUTED_ENDPOINTS or (endpoint == "proxy" and request.method == "POST"):
         idempotency_key = request.headers.get(IDEMPOTENCY_HEADER)
         if idempotency_key is not None:  # before any limit or money is taken: a replay takes neither
-            ctx.idempotent = await app[IDEMPOTENCY].begin(request, key.hash, ctx.request_id, idempotency_key, raw)
+            idempotency = app[IDEMPOTENCY]
+            ctx.idempotent = await idempotency.begin(request, key.hash, ctx.request_id, idempotency_key, raw)
+            ctx.sent = Capture(idempotency.max_bytes)
         if endpoint in ROUTED_ENDPOINTS:
             cache = app.get(CACHE)
             if cache is not None:

@@ -162,7 +162,8 @@ async def _keep_answer(request: web.Request, ctx: RequestContext, resp: web.Stre
     key. A stream's answer is what it wrote; it is whole unless the client left or it ended in error."""
     whole = not ctx.cancelled and ctx.finish_reason != "error" and ctx.upstream_error is None
     if resp.prepared:
-        body, whole = b"".join(pending.sent), whole and not pending.over
+        sent = ctx.sent.body() if ctx.sent is not None else None
+        body, whole = sent or b"", whole and sent is not None
     elif isinstance(resp, web.Response) and isinstance(resp.body, bytes):
         body = resp.body
     else:

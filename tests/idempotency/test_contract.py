@@ -11,8 +11,9 @@ from redis.asyncio import Redis
 
 from gateway.idempotency.on_redis import PREFIX, RedisIdempotency
 from gateway.idempotency.on_sqlite import SqliteIdempotency
-from gateway.idempotency.records import Claim, Pending, Stored, fingerprint, pack, slot, unpack
+from gateway.idempotency.records import Claim, Stored, fingerprint, pack, slot, unpack
 from gateway.idempotency.store import IdempotencyStore
+from gateway.pipeline.capture import Capture, widened
 from tests.conftest import REDIS_URL
 
 
@@ -126,11 +127,12 @@ def test_fingerprints_and_packing() -> None:
 
 
 def test_a_stream_past_the_limit_is_let_go() -> None:
-    pending = Pending("slot", "req_1", limit=10)
-    pending.keep(b"12345")
-    pending.keep(b"67890")
-    assert pending.sent == [b"12345", b"67890"] and not pending.over
-    pending.keep(b"!")
-    assert pending.over and pending.sent == []  # nothing held past the limit
-    pending.keep(b"more")
-    assert pending.sent == [] and pending.over
+    capture = Capture(limit=10)
+    capture.keep(b"12345")
+    capture.keep(b"67890")
+    assert capture.sent == [b"12345", b"67890"] and not capture.over and capture.body() == b"1234567890"
+    capture.keep(b"!")
+    assert capture.over and capture.sent == [] and capture.body() is None  # nothing held past the limit
+    capture.keep(b"more")
+    assert capture.sent == [] and capture.over
+    assert widened(None, 5).limit == 5 and widened(Capture(20), 5).limit == 20 and widened(Capture(5), 20).limit == 20
