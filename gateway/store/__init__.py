@@ -19,6 +19,7 @@ from typing import Any
 
 from gateway.store.base import (
     UNSET,
+    Alert,
     ApiKey,
     Generation,
     KeyKind,
@@ -37,6 +38,7 @@ from gateway.store.base import (
 __all__ = [
     "COST_QUANTUM",
     "UNSET",
+    "Alert",
     "ApiKey",
     "Generation",
     "KeyKind",

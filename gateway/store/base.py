@@ -131,6 +131,19 @@ class Transaction:
 
 
 @dataclass(frozen=True, slots=True)
+class Alert:
+    """A budget alert sent (or being sent) to the webhook: at most one per tenant, subject, period and threshold."""
+
+    tenant_id: str
+    subject: str  # "key:<key hash>" or "balance"
+    period: str  # the key's spend window ("d:2026-12-07", "w:2026-12-07", "m:2026-12", "total"); "" for the balance
+    threshold: str  # a share of a key's limit ("0.8") or a balance in USD ("10")
+    kind: str  # "key.spend_threshold" or "balance.below"
+    body: str  # the JSON document sent
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class KeyUsage:
     """Spend of one key: total and since the start of the current day, week (Monday) and month (UTC)."""
 
@@ -222,6 +235,8 @@ class Store(Protocol):
         """Insert a credit transaction and raise the tenant's balance; return the new balance.
 
         Idempotent on ``txn.id``: a repeated id changes nothing and returns the current balance.
+        A credit actually inserted also deletes the tenant's alerts with subject ``"balance"``, in the
+        same transaction: it re-arms the low-balance alerts (a repeated id deletes nothing).
         """
         ...
 
@@ -248,6 +263,23 @@ class Store(Protocol):
     ) -> list[UsageGroup]:
         """The generations of these keys created in [start, end), counted and summed per group; days
         in order, other groups by cost, highest first (then by name)."""
+        ...
+
+    # --- Budget alerts (see gateway/alerts) ---
+
+    async def claim_alert(self, alert: Alert) -> bool:
+        """Insert the alert unless the tenant has one with the same subject, period and threshold;
+        True when this call inserted it. Atomic: of concurrent claims of one alert exactly one wins."""
+        ...
+
+    async def release_alert(self, alert: Alert) -> None:
+        """Delete the tenant's alert with this subject, period and threshold (its delivery failed: a
+        later check may claim it again); nothing happens if there is none."""
+        ...
+
+    async def list_alerts(self, tenant_id: str, *, offset: int, limit: int) -> list[Alert]:
+        """The tenant's alerts, newest first (created_at descending, then subject, threshold and
+        period ascending)."""
         ...
 
     # --- Message Batches (see gateway/batches) ---

@@ -35,6 +35,7 @@ from gateway.store import postgres_sql as q
 from gateway.store.base import (
     CANCELED_RESULT,
     EXPIRED_RESULT,
+    Alert,
     ApiKey,
     Batch,
     BatchItem,
@@ -170,6 +171,30 @@ def _transaction_from_record(rec: Any) -> Transaction:
         description=rec["description"],
         generation_id=rec["generation_id"],
         key_hash=rec["key_hash"],
+        created_at=rec["created_at"],
+    )
+
+
+def _alert_args(alert: Alert) -> tuple[Any, ...]:
+    return (
+        alert.tenant_id,
+        alert.subject,
+        alert.period,
+        alert.threshold,
+        alert.kind,
+        alert.body,
+        require_utc(alert.created_at),
+    )
+
+
+def _alert_from_record(rec: Any) -> Alert:
+    return Alert(
+        tenant_id=rec["tenant_id"],
+        subject=rec["subject"],
+        period=rec["period"],
+        threshold=rec["threshold"],
+        kind=rec["kind"],
+        body=rec["body"],
         created_at=rec["created_at"],
     )
 
@@ -336,7 +361,8 @@ class PostgresStore:
         """Insert a credit transaction and raise the tenant's balance; return the new balance.
 
         Idempotent on ``txn.id``; ValueError for a non-credit or non-positive amount, LookupError
-        for an unknown tenant.
+        for an unknown tenant. A credit actually inserted also deletes the tenant's ``"balance"``
+        alerts in the same transaction (re-arms the low-balance alerts); a repeated id does not.
         """
         txn = check_credit(txn)
         async with self._pool.acquire() as conn, conn.transaction():
@@ -344,6 +370,7 @@ class PostgresStore:
                 balance = await conn.fetchval(q.SQL_GET_BALANCE, txn.tenant_id)
             else:
                 balance = await conn.fetchval(q.SQL_ADD_BALANCE, txn.tenant_id, txn.amount)
+                await conn.execute(q.SQL_REARM_BALANCE_ALERTS, txn.tenant_id)
             if balance is None:
                 raise LookupError(f"no tenant {txn.tenant_id!r}")  # rolls the credit back
         return quantize_cost(cast(Decimal, balance))
@@ -393,6 +420,23 @@ class PostgresStore:
             for r in rows
         ]
         return ordered_usage(groups, group_by)
+
+
+    # --- Budget alerts ---
+
+    async def claim_alert(self, alert: Alert) -> bool:
+        """Insert the alert unless one with its (tenant, subject, period, threshold) exists; True if inserted
+        (INSERT ... ON CONFLICT DO NOTHING: a concurrent claim waits for the other's commit, then skips)."""
+        return _rowcount(await self._pool.execute(q.SQL_CLAIM_ALERT, *_alert_args(alert))) > 0
+
+    async def release_alert(self, alert: Alert) -> None:
+        """Delete the alert with this (tenant, subject, period, threshold), if any."""
+        await self._pool.execute(q.SQL_RELEASE_ALERT, alert.tenant_id, alert.subject, alert.period, alert.threshold)
+
+    async def list_alerts(self, tenant_id: str, *, offset: int, limit: int) -> list[Alert]:
+        """The tenant's alerts, newest first (created_at descending, then subject, threshold, period)."""
+        recs = await self._pool.fetch(q.SQL_LIST_ALERTS, tenant_id, limit, offset)
+        return [_alert_from_record(rec) for rec in recs]
 
 
     # --- Message Batches ---

@@ -110,6 +110,21 @@ GROUP BY grp
 }
 
 
+# --- Budget alerts ---
+# subject, threshold and period are ordered byte-wise (COLLATE "C"), as SQLite does, whatever the
+# database's collation.
+ALERT_COLUMNS = "tenant_id, subject, period, threshold, kind, body, created_at"
+SQL_CLAIM_ALERT = f"""
+INSERT INTO alerts ({ALERT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING
+"""
+SQL_RELEASE_ALERT = "DELETE FROM alerts WHERE tenant_id = $1 AND subject = $2 AND period = $3 AND threshold = $4"
+SQL_LIST_ALERTS = f"""
+SELECT {ALERT_COLUMNS} FROM alerts WHERE tenant_id = $1
+ORDER BY created_at DESC, subject COLLATE "C", threshold COLLATE "C", period COLLATE "C" LIMIT $2 OFFSET $3
+"""
+SQL_REARM_BALANCE_ALERTS = "DELETE FROM alerts WHERE tenant_id = $1 AND subject = 'balance'"
+
+
 # --- Message Batches ---
 BATCH_COLUMNS = "id, tenant_id, key_hash, status, created_at, expires_at, ended_at, cancel_initiated_at"
 SQL_INSERT_BATCH = f"INSERT INTO batches ({BATCH_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"

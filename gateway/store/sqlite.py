@@ -40,6 +40,7 @@ from gateway.store import sqlite_sql as q
 from gateway.store.base import (
     CANCELED_RESULT,
     EXPIRED_RESULT,
+    Alert,
     ApiKey,
     Batch,
     BatchItem,
@@ -326,7 +327,8 @@ class SqliteStore:
         """Insert a credit transaction and raise the tenant's balance; return the new balance.
 
         Idempotent on ``txn.id``; ValueError for a non-credit or non-positive amount, LookupError
-        for an unknown tenant.
+        for an unknown tenant. A credit actually inserted also deletes the tenant's ``"balance"``
+        alerts in the same transaction (re-arms the low-balance alerts); a repeated id does not.
         """
         txn = check_credit(txn)
         async with self._write() as conn:
@@ -338,6 +340,7 @@ class SqliteStore:
             if not inserted:
                 return conv.from_units(rows[0][0])
             await conn.execute(q.SQL_ADD_BALANCE, (conv.to_units(txn.amount), txn.tenant_id))
+            await conn.execute(q.SQL_REARM_BALANCE_ALERTS, (txn.tenant_id,))
             (row,) = await conn.execute_fetchall(q.SQL_GET_BALANCE, (txn.tenant_id,))
         return conv.from_units(row[0])
 
@@ -383,6 +386,25 @@ class SqliteStore:
             for grp, requests, prompt, completion, cost in rows
         ]
         return ordered_usage(groups, group_by)
+
+
+    # --- Budget alerts ---
+
+    async def claim_alert(self, alert: Alert) -> bool:
+        """Insert the alert unless one with its (tenant, subject, period, threshold) exists; True if inserted."""
+        params = conv.alert_params(alert)
+        async with self._write() as conn, conn.execute(q.SQL_CLAIM_ALERT, params) as cursor:
+            return cursor.rowcount > 0
+
+    async def release_alert(self, alert: Alert) -> None:
+        """Delete the alert with this (tenant, subject, period, threshold), if any."""
+        async with self._write() as conn:
+            await conn.execute(q.SQL_RELEASE_ALERT, (alert.tenant_id, alert.subject, alert.period, alert.threshold))
+
+    async def list_alerts(self, tenant_id: str, *, offset: int, limit: int) -> list[Alert]:
+        """The tenant's alerts, newest first (created_at descending, then subject, threshold, period)."""
+        rows = await self._fetch(q.SQL_LIST_ALERTS, (tenant_id, limit, offset))
+        return [conv.alert_from_row(row) for row in rows]
 
 
     # --- Message Batches ---

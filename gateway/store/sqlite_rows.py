@@ -18,6 +18,7 @@ from gateway.store import (
     usage_transaction_id,
 )
 from gateway.store.base import (
+    Alert,
     ApiKey,
     Batch,
     Generation,
@@ -198,6 +199,30 @@ def transaction_from_row(row: sqlite3.Row) -> Transaction:
         generation_id=row[5],
         key_hash=row[6],
         created_at=from_us(row[7]),
+    )
+
+
+def alert_params(alert: Alert) -> tuple[Any, ...]:
+    return (
+        alert.tenant_id,
+        alert.subject,
+        alert.period,
+        alert.threshold,
+        alert.kind,
+        alert.body,
+        to_us(alert.created_at),
+    )
+
+
+def alert_from_row(row: sqlite3.Row) -> Alert:
+    return Alert(
+        tenant_id=row[0],
+        subject=row[1],
+        period=row[2],
+        threshold=row[3],
+        kind=row[4],
+        body=row[5],
+        created_at=from_us(row[6]),
     )
 
 

@@ -78,6 +78,17 @@ SQL_USAGE_SUMMARY = {
 }
 
 
+# --- Budget alerts ---
+ALERT_COLUMNS = "tenant_id, subject, period, threshold, kind, body, created_at"
+SQL_CLAIM_ALERT = f"INSERT INTO alerts ({ALERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+SQL_RELEASE_ALERT = "DELETE FROM alerts WHERE tenant_id = ? AND subject = ? AND period = ? AND threshold = ?"
+SQL_LIST_ALERTS = (
+    f"SELECT {ALERT_COLUMNS} FROM alerts WHERE tenant_id = ? "
+    "ORDER BY created_at DESC, subject, threshold, period LIMIT ? OFFSET ?"
+)
+SQL_REARM_BALANCE_ALERTS = "DELETE FROM alerts WHERE tenant_id = ? AND subject = 'balance'"
+
+
 # --- Message Batches ---
 BATCH_COLUMNS = "id, tenant_id, key_hash, status, created_at, expires_at, ended_at, cancel_initiated_at"
 SQL_INSERT_BATCH = f"INSERT INTO batches ({BATCH_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"

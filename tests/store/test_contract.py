@@ -33,7 +33,7 @@ from gateway.store import (
 from gateway.store import migrations as migrations_module
 from gateway.store import postgres as postgres_module
 from gateway.store import sqlite as sqlite_module
-from gateway.store.base import Batch, BatchCounts
+from gateway.store.base import Alert, Batch, BatchCounts
 from gateway.store.migrations import Backend, Migration, load_migrations, split_sqlite_script
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SqliteStore
@@ -156,16 +156,16 @@ async def insert_generation_raw(store: Store, gen: Generation) -> None:
         await store._pool.execute(sql, *postgres_module._generation_args(gen)[:n])
 
 
-async def generation_indexes(store: Store) -> set[str]:
-    """Names of the indexes on the generations table."""
+async def generation_indexes(store: Store, table: str = "generations") -> set[str]:
+    """Names of the indexes on the generations table (or another one)."""
     if isinstance(store, SqliteStore):
         rows = await store._conn.execute_fetchall(
-            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'generations'"
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?", (table,)
         )
         return {str(r[0]) for r in rows}
     assert isinstance(store, PostgresStore)
     rows = await store._pool.fetch(
-        "SELECT indexname FROM pg_indexes WHERE tablename = 'generations' AND schemaname = current_schema()"
+        "SELECT indexname FROM pg_indexes WHERE tablename = $1 AND schemaname = current_schema()", table
     )
     return {str(r[0]) for r in rows}
 
@@ -184,7 +184,7 @@ async def test_migrate_is_idempotent(store_factory: StoreFactory) -> None:
     all_versions = [m.version for m in load_migrations(store.backend)]
     assert all_versions == [
         "0001_init", "0002_key_rate_limits", "0003_ledger", "0004_batches", "0005_drop_unused_generation_index",
-        "0006_generation_end_user", "0007_generation_cached",
+        "0006_generation_end_user", "0007_generation_cached", "0008_alerts",
     ]
     assert await store.migrate() == all_versions  # a fresh database gets every migration, in order
     assert await store.migrate() == []
@@ -210,7 +210,7 @@ async def test_migrate_0002_on_a_database_with_keys(
         assert await store.migrate() == ["0002_key_rate_limits"]
     assert await store.migrate() == [
         "0003_ledger", "0004_batches", "0005_drop_unused_generation_index", "0006_generation_end_user",
-        "0007_generation_cached"]
+        "0007_generation_cached", "0008_alerts"]
     assert await store.migrate() == []
     assert await other.migrate() == []
     await with_tenants(store, "t1")
@@ -235,7 +235,7 @@ async def test_migrate_0003_on_a_database_with_usage(
 
     assert await store.migrate() == [
         "0003_ledger", "0004_batches", "0005_drop_unused_generation_index", "0006_generation_end_user",
-        "0007_generation_cached"]
+        "0007_generation_cached", "0008_alerts"]
     assert await other.migrate() == []
     # existing rows are kept; the ledger starts empty (history is not back-filled) at balance 0
     assert await other.get_key("h1") == key
@@ -1020,6 +1020,167 @@ async def test_list_transactions_order_pagination_tenants(store: Store) -> None:
     assert await store.list_transactions("t1", offset=0, limit=0) == []
     assert [t.id for t in await store.list_transactions("t2", offset=0, limit=10)] == ["txn_x"]
     assert await store.list_transactions("ghost", offset=0, limit=10) == []
+
+
+# --- budget alerts -------------------------------------------------------------------------------
+
+
+def make_alert(
+    subject: str = "key:h1",
+    period: str = "d:2024-05-01",
+    threshold: str = "0.8",
+    tenant_id: str = "t1",
+    *,
+    created_at: datetime = T0,
+    **overrides: object,
+) -> Alert:
+    kind = "balance.below" if subject == "balance" else "key.spend_threshold"
+    alert = Alert(
+        tenant_id=tenant_id,
+        subject=subject,
+        period=period,
+        threshold=threshold,
+        kind=kind,
+        body=f'{{"type":"{kind}","subject":"{subject}","threshold":"{threshold}"}}',
+        created_at=created_at,
+    )
+    return dataclasses.replace(alert, **overrides)  # type: ignore[arg-type]
+
+
+async def test_alerts_table_has_its_tenant_index(store: Store) -> None:
+    assert "alerts_tenant_created_idx" in await generation_indexes(store, "alerts")
+
+
+async def test_claim_alert_once_per_tenant_subject_period_threshold(store: Store) -> None:
+    first = make_alert()
+    assert await store.claim_alert(first) is True
+    # the same 4-tuple again: refused, whatever its other fields
+    assert await store.claim_alert(first) is False
+    again = dataclasses.replace(first, body='{"other":true}', created_at=T0 + timedelta(hours=1))
+    assert await store.claim_alert(again) is False
+    # any part of the 4-tuple different: a new alert
+    assert await store.claim_alert(make_alert(period="w:2024-04-29")) is True
+    assert await store.claim_alert(make_alert(threshold="0.9")) is True
+    assert await store.claim_alert(make_alert(subject="key:h2")) is True
+    assert await store.claim_alert(make_alert(tenant_id="t2")) is True
+    assert await store.claim_alert(make_alert("balance", "", "10")) is True
+    assert await store.claim_alert(make_alert("balance", "", "10")) is False
+    assert await store.list_alerts("t1", offset=0, limit=10) == [
+        make_alert("balance", "", "10"),  # same created_at: subject, then threshold, then period
+        first,  # the first claim's row is kept, not the refused one
+        make_alert(period="w:2024-04-29"),
+        make_alert(threshold="0.9"),
+        make_alert(subject="key:h2"),
+    ]
+
+
+async def test_release_alert_lets_it_be_claimed_again(store: Store) -> None:
+    alert = make_alert()
+    other = make_alert(threshold="0.9")
+    assert await store.claim_alert(alert) and await store.claim_alert(other)
+    await store.release_alert(dataclasses.replace(alert, body="ignored", created_at=T0 + timedelta(days=1)))
+    assert await store.list_alerts("t1", offset=0, limit=10) == [other]  # only that 4-tuple is deleted
+    await store.release_alert(alert)  # not there: nothing happens
+    await store.release_alert(make_alert(tenant_id="t2"))
+    later = dataclasses.replace(alert, created_at=T0 + timedelta(minutes=5))
+    assert await store.claim_alert(later) is True
+    assert await store.claim_alert(later) is False
+    assert await store.list_alerts("t1", offset=0, limit=10) == [later, other]
+
+
+async def test_alert_round_trip(store: Store) -> None:
+    minus3 = timezone(timedelta(hours=-3))
+    alert = make_alert(
+        "key:" + "ab" * 32,
+        "m:2024-05",
+        "0.95",
+        created_at=datetime(2024, 5, 1, 9, 0, 0, 7, tzinfo=minus3),
+        body='{"type":"key.spend_threshold","spend":"9.5","limit":"10","note":"caf\u00e9 ☃"}',
+    )
+    assert await store.claim_alert(alert)
+    (got,) = await store.list_alerts("t1", offset=0, limit=10)
+    assert got == dataclasses.replace(alert, created_at=datetime(2024, 5, 1, 12, 0, 0, 7, tzinfo=UTC))
+    assert got.created_at.utcoffset() == timedelta(0)
+    balance = make_alert("balance", "", "10", created_at=T0 - timedelta(days=1))
+    assert await store.claim_alert(balance)
+    assert (await store.list_alerts("t1", offset=1, limit=1)) == [balance]
+
+
+async def test_claim_alert_rejects_naive_datetimes(store: Store) -> None:
+    with pytest.raises(ValueError):
+        await store.claim_alert(make_alert(created_at=datetime(2024, 5, 1)))
+    assert await store.list_alerts("t1", offset=0, limit=10) == []
+
+
+async def test_list_alerts_order_pagination_tenants(store: Store) -> None:
+    newest = make_alert("key:h1", "total", "1", created_at=T0 + timedelta(hours=1))
+    # same created_at: subject, then threshold, then period ascending
+    same = [
+        make_alert("balance", "", "10"),
+        make_alert("balance", "", "5"),
+        make_alert("key:h1", "d:2024-05-01", "0.8"),
+        make_alert("key:h1", "m:2024-05", "0.8"),
+        make_alert("key:h1", "d:2024-05-01", "0.9"),
+        make_alert("key:h2", "d:2024-05-01", "0.5"),
+    ]
+    oldest = make_alert("key:h3", "w:2024-04-29", "0.5", created_at=T0 - timedelta(microseconds=1))
+    elsewhere = make_alert("key:h9", tenant_id="t2", created_at=T0 + timedelta(days=1))
+    for alert in [oldest, *reversed(same), elsewhere, newest]:
+        assert await store.claim_alert(alert)
+    expected = [newest, *same, oldest]
+    assert await store.list_alerts("t1", offset=0, limit=100) == expected
+    assert await store.list_alerts("t1", offset=1, limit=3) == expected[1:4]
+    assert await store.list_alerts("t1", offset=6, limit=3) == expected[6:]
+    assert await store.list_alerts("t1", offset=8, limit=3) == []
+    assert await store.list_alerts("t1", offset=0, limit=0) == []
+    assert await store.list_alerts("t2", offset=0, limit=10) == [elsewhere]
+    assert await store.list_alerts("ghost", offset=0, limit=10) == []
+
+
+async def test_credit_rearms_only_that_tenants_balance_alerts(store: Store) -> None:
+    await with_tenants(store, "t1", "t2")
+    low10 = make_alert("balance", "", "10")
+    low5 = make_alert("balance", "", "5", created_at=T0 + timedelta(seconds=1))
+    key_alert = make_alert("key:h1", "d:2024-05-01", "0.8")
+    not_balance = make_alert("key:balance", "total", "0.8")
+    theirs = make_alert("balance", "", "10", tenant_id="t2")
+    for alert in (low10, low5, key_alert, not_balance, theirs):
+        assert await store.claim_alert(alert)
+
+    assert await store.add_credit(credit("txn_c1", "5")) == Decimal("5")
+    assert await store.list_alerts("t1", offset=0, limit=10) == [not_balance, key_alert]  # key alerts stay
+    assert await store.list_alerts("t2", offset=0, limit=10) == [theirs]  # another tenant's stay
+    assert await store.claim_alert(low10) is True  # re-armed: may be sent again
+
+    # a repeated credit id changes nothing, so it re-arms nothing
+    assert await store.add_credit(credit("txn_c1", "5")) == Decimal("5")
+    assert await store.list_alerts("t1", offset=0, limit=10) == [low10, not_balance, key_alert]
+
+    # a rejected credit (bad amount, unknown tenant) deletes nothing either
+    with pytest.raises(ValueError):
+        await store.add_credit(credit("txn_bad", "0"))
+    assert await store.claim_alert(make_alert("balance", "", "10", tenant_id="ghost"))
+    with pytest.raises(LookupError):
+        await store.add_credit(credit("txn_c2", "1", tenant_id="ghost"))
+    assert await store.list_alerts("ghost", offset=0, limit=10) == [make_alert("balance", "", "10", tenant_id="ghost")]
+    assert await store.list_alerts("t1", offset=0, limit=10) == [low10, not_balance, key_alert]
+
+    assert await store.add_credit(credit("txn_c3", "1", tenant_id="t2")) == Decimal("1")
+    assert await store.list_alerts("t2", offset=0, limit=10) == []
+    assert await store.list_alerts("t1", offset=0, limit=10) == [low10, not_balance, key_alert]
+
+
+async def test_concurrent_claims_of_one_alert_have_one_winner(store_factory: StoreFactory) -> None:
+    stores = [await store_factory() for _ in range(2)]
+    await stores[0].migrate()
+    for round in range(10):
+        alert = make_alert(threshold=f"0.{round}")
+        results = await asyncio.gather(stores[0].claim_alert(alert), stores[1].claim_alert(alert))
+        assert sorted(results) == [False, True]
+    # and on one store object
+    alert = make_alert("balance", "", "10")
+    assert sorted(await asyncio.gather(stores[0].claim_alert(alert), stores[0].claim_alert(alert))) == [False, True]
+    assert len(await stores[1].list_alerts("t1", offset=0, limit=100)) == 11
 
 
 # --- SQLite concurrency --------------------------------------------------------------------------
