@@ -17,6 +17,8 @@ from gateway.admission.counters import Counters
 from gateway.admission.on_redis import RedisCounters
 from gateway.admission.on_sqlite import SqliteCounters
 from gateway.admission.service import Admission
+from gateway.alerts.service import Alerts
+from gateway.alerts.webhook import Webhook
 from gateway.auth.apikey import hash_key, label_for
 from gateway.auth.keycache import KeyCache
 from gateway.batches.internal import internal_token
@@ -41,6 +43,7 @@ from gateway.settings import Settings, load_settings
 from gateway.state import (
     ACCESS_LOG,
     ADMISSION,
+    ALERTS,
     BATCH_RUNNER,
     BILLING,
     CACHE,
@@ -86,6 +89,8 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
     app[TOKENIZER] = Tokenizer()
     app.cleanup_ctx.append(_metrics_ctx)
     app.cleanup_ctx.append(_store_ctx(store))
+    if settings.alerts.webhook_url:
+        app.cleanup_ctx.append(_alerts_ctx)
     app.cleanup_ctx.append(_pool_ctx)
     if settings.redis_url:
         app.cleanup_ctx.append(_redis_ctx)
@@ -246,6 +251,20 @@ async def _idempotency_ctx(app: web.Application) -> AsyncIterator[None]:
     app[IDEMPOTENCY] = idempotency
     yield
     await idempotency.close()
+
+
+async def _alerts_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Budget alerts: checked in the background, POSTed to the configured webhook."""
+    conf = app[SETTINGS].alerts
+    metrics = app[METRICS]
+    alerts = Alerts(
+        app[STORE], conf, Webhook(conf.webhook_url, conf.secret, conf.timeout_seconds),
+        flush=app[RECORDER].flush, count=lambda kind, outcome: metrics.alerts.labels(kind, outcome).inc(),
+    )
+    app[ALERTS] = alerts
+    alerts.start()
+    yield
+    await alerts.close()
 
 
 async def _cache_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -109,6 +109,11 @@ class Metrics:
             "(kept) or not because the cache did not answer (error)",
             ("outcome",), registry=self.registry,
         )
+        self.alerts = Counter(
+            "arouter_alerts_total",
+            "Budget alerts by kind (key.spend_threshold, balance.below) and outcome (sent, failed: tried again)",
+            ("kind", "outcome"), registry=self.registry,
+        )
         self.limiter_failures = Counter(
             "arouter_ratelimit_backend_failures_total",
             "Rate-limit checks the backend (Redis) could not answer, by the policy applied (open, closed)",

@@ -134,6 +134,18 @@ class CacheSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AlertSettings:
+    """Budget alerts (gateway.alerts): POSTed to ``webhook_url`` once per threshold and period."""
+
+    webhook_url: str = ""  # "" = no alerts
+    secret: str = ""  # when set, each delivery is signed (X-ARouter-Signature)
+    key_thresholds: tuple[Decimal, ...] = (Decimal("0.8"), Decimal("0.95"), Decimal("1"))  # shares of a key's limit
+    balance_thresholds: tuple[Decimal, ...] = ()  # USD: a tenant's balance below each
+    check_seconds: float = 10.0  # how often a worker checks the keys and tenants it charged
+    timeout_seconds: float = 5.0  # one delivery attempt
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     config_path: str
     default_model: str
@@ -150,6 +162,7 @@ class Settings:
     journal_dir: str = ""  # [billing] journal_dir: per-worker usage journals; "" = beside the database
     routing: RoutingSettings = RoutingSettings()
     cache: CacheSettings = CacheSettings()
+    alerts: AlertSettings = AlertSettings()
 
 
 def load_settings(path: str | None = None, environ: Mapping[str, str] | None = None) -> Settings:
@@ -172,7 +185,7 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], where: str = 
         raw,
         "",
         {"default_model", "server", "database", "redis", "providers", "models", "auth", "limits", "billing", "routing",
-         "cache"},
+         "cache", "alerts"},
     )
     server_raw = r.table(raw, "server")
     r.only(server_raw, "server", {"host", "port", "workers", "max_body_bytes", "access_log", "idempotency_seconds",
@@ -215,6 +228,7 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], where: str = 
         retry_budget=r.number(routing_raw, "routing.retry_budget", 30.0, 0, 3600),
     )
     cache = r.cache(r.table(raw, "cache"))
+    alerts = r.alerts(r.table(raw, "alerts"))
     providers: dict[str, ProviderSettings] = {}
     for name, p in r.table(raw, "providers").items():
         providers[name] = r.provider(name, p)
@@ -249,6 +263,7 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], where: str = 
         journal_dir=journal,
         routing=routing,
         cache=cache,
+        alerts=alerts,
     )
 
 
@@ -285,6 +300,45 @@ class _Reader:
             max_ttl_seconds=max_ttl,
             max_entry_bytes=self.int_(t, "cache.max_entry_bytes", 1024 * 1024, 0, 64 * 1024 * 1024),
         )
+
+    def alerts(self, t: Mapping[str, Any]) -> AlertSettings:
+        self.only(t, "alerts", {"webhook_url", "secret", "key_thresholds", "balance_thresholds", "check_seconds",
+                                "timeout_seconds"})
+        url = self.string(t, "alerts.webhook_url", "")
+        if url and not url.startswith(("http://", "https://")):
+            raise self.fail("alerts.webhook_url", f"must be an http(s) URL (got {url!r})")
+        shares = self.decimals(t, "alerts.key_thresholds", ("0.8", "0.95", "1"))
+        if any(not 0 < share <= 1 for share in shares):
+            raise self.fail("alerts.key_thresholds", "each must be a share of the key's limit: more than 0, at most 1")
+        amounts = self.decimals(t, "alerts.balance_thresholds", ())
+        if any(amount < 0 for amount in amounts):
+            raise self.fail("alerts.balance_thresholds", "each must be a balance in USD, 0 or more")
+        return AlertSettings(
+            webhook_url=url,
+            secret=self.string(t, "alerts.secret", ""),
+            key_thresholds=shares,
+            balance_thresholds=amounts,
+            check_seconds=self.number(t, "alerts.check_seconds", 10.0, 0.05, 3600.0),
+            timeout_seconds=self.number(t, "alerts.timeout_seconds", 5.0, 0.1, 60.0),
+        )
+
+    def decimals(self, t: Mapping[str, Any], key: str, default: tuple[str, ...]) -> tuple[Decimal, ...]:
+        """A list of numbers (JSON numbers or decimal strings), sorted, each at most once."""
+        value = t.get(key.rsplit(".", 1)[-1], list(default))
+        if not isinstance(value, list):
+            raise self.fail(key, "must be a list of numbers")
+        out: set[Decimal] = set()
+        for item in value:
+            if isinstance(item, bool) or not isinstance(item, int | float | str):
+                raise self.fail(key, f"must be a list of numbers (got {item!r})")
+            try:
+                number = Decimal(str(item))
+            except InvalidOperation:
+                raise self.fail(key, f"{item!r} is not a number") from None
+            if not number.is_finite():
+                raise self.fail(key, f"{item!r} is not a number")
+            out.add(number)
+        return tuple(sorted(out))
 
     def string(self, t: Mapping[str, Any], key: str, default: str) -> str:
         value = t.get(key.rsplit(".", 1)[-1], default)

@@ -6,6 +6,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from gateway.admission.service import Admission
+from gateway.alerts.service import Alerts
 from gateway.auth.keycache import KeyCache
 from gateway.batches.runner import BatchRunner
 from gateway.billing.service import Billing
@@ -41,6 +42,8 @@ LIMITS_DUE = web.RequestKey("limits_due", Limits)  # admitted, limits to take wi
 INTERNAL_TOKEN = web.AppKey("internal_token", str)  # authenticates the batch runner's loopback calls
 BATCH_RUNNER = web.AppKey("batch_runner", BatchRunner)  # runs Message Batch requests in the background
 IDEMPOTENCY = web.AppKey("idempotency", Idempotency)  # Idempotency-Key claims and kept answers
+# Optional: absent without [alerts] webhook_url.
+ALERTS = web.AppKey("alerts", Alerts)  # budget alerts
 # Optional: absent when [cache] mode = "off".
 CACHE = web.AppKey("cache", ResponseCache)  # the response cache
 

@@ -45,6 +45,17 @@ def test_the_cache_is_opt_in_by_default_and_configurable() -> None:
     assert parse_settings(minimal(cache={"max_ttl_seconds": 60}), {}).cache.ttl_seconds == 60.0
 
 
+def test_alerts_are_off_without_a_webhook_and_read_their_thresholds() -> None:
+    s = parse_settings(minimal(), {})
+    assert s.alerts.webhook_url == "" and s.alerts.key_thresholds == (Decimal("0.8"), Decimal("0.95"), Decimal("1"))
+    s = parse_settings(minimal(alerts={"webhook_url": "https://hooks.example/x", "secret": "${S}",
+                                       "key_thresholds": [1, 0.5, 0.5], "balance_thresholds": ["10", 2.5]}),
+                       {"S": "whsec"})
+    assert (s.alerts.webhook_url, s.alerts.secret) == ("https://hooks.example/x", "whsec")
+    assert s.alerts.key_thresholds == (Decimal("0.5"), Decimal("1"))  # sorted, once each
+    assert s.alerts.balance_thresholds == (Decimal("2.5"), Decimal("10"))
+
+
 def test_env_interpolation_and_overrides() -> None:
     env = {"K": "secret", "AROUTER_PORT": "9000", "AROUTER_WORKERS": "3", "AROUTER_HOST": "127.0.0.1",
            "AROUTER_DATABASE_URL": "postgresql://u@h/db", "AROUTER_REDIS_URL": "redis://r:6379/0",
@@ -79,6 +90,13 @@ def test_env_interpolation_and_overrides() -> None:
         (minimal(cache={"mode": "always"}), "cache.mode", "must be off, opt-in or on"),
         (minimal(cache={"ttl_seconds": 7200, "max_ttl_seconds": 3600}), "cache.ttl_seconds", "from 1"),
         (minimal(cache={"size": 1}), "cache.size", "unknown key"),
+        (minimal(alerts={"webhook_url": "ftp://x"}), "alerts.webhook_url", "http(s) URL"),
+        (minimal(alerts={"key_thresholds": [0.8, 1.5]}), "alerts.key_thresholds", "at most 1"),
+        (minimal(alerts={"key_thresholds": [0]}), "alerts.key_thresholds", "more than 0"),
+        (minimal(alerts={"key_thresholds": "0.8"}), "alerts.key_thresholds", "list of numbers"),
+        (minimal(alerts={"balance_thresholds": ["ten"]}), "alerts.balance_thresholds", "not a number"),
+        (minimal(alerts={"balance_thresholds": ["-1"]}), "alerts.balance_thresholds", "0 or more"),
+        (minimal(alerts={"check_seconds": 0}), "alerts.check_seconds", "from 0.05"),
     ],
 )
 def test_bad_config_names_the_key(doc: dict[str, Any], key: str, fragment: str) -> None:

@@ -30,7 +30,7 @@ from gateway.idempotency.records import Pending
 from gateway.idempotency.service import Replayed
 from gateway.pipeline.context import RequestContext
 from gateway.protocols.errors import error_body, protocol_for_path
-from gateway.state import ACCESS_LOG, ADMISSION, BILLING, CACHE, CTX, IDEMPOTENCY, IDS, METRICS, RECORDER
+from gateway.state import ACCESS_LOG, ADMISSION, ALERTS, BILLING, CACHE, CTX, IDEMPOTENCY, IDS, METRICS, RECORDER
 from gateway.store.base import Generation
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -190,7 +190,12 @@ def record(request: web.Request, ctx: RequestContext) -> None:
     if route is None or key is None or ctx.generation_id is None:
         return
     elapsed = ctx.elapsed()
-    request.app[RECORDER].record(
+    app = request.app
+    if ctx.cost > 0:
+        alerts = app.get(ALERTS)
+        if alerts is not None:
+            alerts.note(key)
+    app[RECORDER].record(
         Generation(
             id=ctx.generation_id,
             request_id=ctx.request_id,
