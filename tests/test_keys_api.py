@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from decimal import Decimal
 from typing import Any
 
 from gateway.app import create_app
@@ -201,3 +202,92 @@ async def test_management_keys_cannot_be_changed_through_the_api(gateway: Gatewa
     assert stored.name == "AROUTER_MANAGEMENT_KEY"
     await gateway.app[KEYCACHE].poll_once()  # what every worker's poll would see
     assert (await gateway.client.get("/api/v1/keys", headers=gateway.mgmt)).status == 200
+
+
+async def test_end_user_limit_create_get_patch_clear(gateway: Gateway) -> None:
+    key, data = await gateway.new_key(end_user_limit="2.50", end_user_limit_reset="daily", limit=100)
+    assert data["end_user_limit"] == 2.5 and data["end_user_limit_reset"] == "daily"
+    assert data["limit"] == 100 and data["limit_reset"] is None  # the key's own limit is its own pair
+    path = f"/api/v1/keys/{data['hash']}"
+    got = (await (await gateway.client.get(path, headers=gateway.mgmt)).json())["data"]
+    assert got["end_user_limit"] == 2.5 and got["end_user_limit_reset"] == "daily"
+    stored = await gateway.app[STORE].get_key(data["hash"])
+    assert stored is not None and stored.end_user_limit == Decimal("2.50") and stored.end_user_limit_reset == "daily"
+    listed = (await (await gateway.client.get("/api/v1/keys", headers=gateway.mgmt)).json())["data"]
+    assert [(k["end_user_limit"], k["end_user_limit_reset"]) for k in listed] == [(2.5, "daily")]
+    own = (await (await gateway.client.get("/api/v1/key", headers=bearer(key))).json())["data"]
+    assert own["end_user_limit"] == 2.5 and own["end_user_limit_reset"] == "daily"
+    _, bare = await gateway.new_key()  # not given: no per-end-user limit
+    assert bare["end_user_limit"] is None and bare["end_user_limit_reset"] is None
+    _, nulls = await gateway.new_key(end_user_limit=None, end_user_limit_reset="never")
+    assert nulls["end_user_limit"] is None and nulls["end_user_limit_reset"] is None
+
+    steps: list[tuple[dict[str, Any], Any, Any]] = [
+        ({"end_user_limit": 10, "end_user_limit_reset": "monthly"}, 10, "monthly"),  # change both
+        ({"name": "renamed"}, 10, "monthly"),  # not given: unchanged
+        ({"end_user_limit": "0.000001"}, 0.000001, "monthly"),  # a decimal string, exact
+        ({"end_user_limit_reset": "weekly"}, 0.000001, "weekly"),
+        ({"end_user_limit_reset": "never"}, 0.000001, None),  # never: stored as null (lifetime)
+        ({"end_user_limit": 0, "end_user_limit_reset": "daily"}, 0, "daily"),  # 0 is a limit
+        ({"end_user_limit_reset": None}, 0, None),
+        ({"end_user_limit": None}, None, None),  # cleared
+    ]
+    for body, limit, reset in steps:
+        resp = await gateway.client.patch(path, json=body, headers=gateway.mgmt)
+        assert resp.status == 200, (body, await resp.text())
+        patched = (await resp.json())["data"]
+        assert (patched["end_user_limit"], patched["end_user_limit_reset"]) == (limit, reset), body
+        assert patched["limit"] == 100, body
+        got = (await (await gateway.client.get(path, headers=gateway.mgmt)).json())["data"]
+        assert (got["end_user_limit"], got["end_user_limit_reset"]) == (limit, reset), body
+    raw = await (await gateway.client.patch(path, json={"end_user_limit": "12.340"}, headers=gateway.mgmt)).text()
+    assert '"end_user_limit":12.34,' in raw  # money: an exact JSON number
+
+
+async def test_end_user_limit_patch_reaches_the_key_cache(gateway: Gateway) -> None:
+    key, data = await gateway.new_key()
+    assert (await gateway.client.get("/v1/models", headers=bearer(key))).status == 200  # now cached
+    cached = await gateway.app[KEYCACHE].get(data["hash"])
+    assert cached is not None and cached.end_user_limit is None
+    body = {"end_user_limit": 3, "end_user_limit_reset": "weekly"}
+    resp = await gateway.client.patch(f"/api/v1/keys/{data['hash']}", json=body, headers=gateway.mgmt)
+    assert resp.status == 200
+    cached = await gateway.app[KEYCACHE].get(data["hash"])
+    assert cached is not None and (cached.end_user_limit, cached.end_user_limit_reset) == (Decimal(3), "weekly")
+
+
+async def test_bad_end_user_limit_is_400_naming_the_field(gateway: Gateway) -> None:
+    _, data = await gateway.new_key(end_user_limit=5, end_user_limit_reset="daily")
+    path = f"/api/v1/keys/{data['hash']}"
+    cases: list[tuple[str, Any]] = [
+        ("end_user_limit", -1),
+        ("end_user_limit", "-0.01"),
+        ("end_user_limit", "abc"),
+        ("end_user_limit", ""),
+        ("end_user_limit", True),
+        ("end_user_limit", False),
+        ("end_user_limit", "NaN"),
+        ("end_user_limit", "Infinity"),
+        ("end_user_limit", 1e12),  # over the most a limit may be
+        ("end_user_limit", [1]),
+        ("end_user_limit", {"usd": 1}),
+        ("end_user_limit_reset", "yearly"),
+        ("end_user_limit_reset", "Daily"),
+        ("end_user_limit_reset", ""),
+        ("end_user_limit_reset", 1),
+        ("end_user_limit_reset", True),
+        ("end_user_limit_reset", ["daily"]),
+    ]
+    for field, value in cases:
+        for resp in (
+            await gateway.client.post("/api/v1/keys", json={"name": "x", field: value}, headers=gateway.mgmt),
+            await gateway.client.patch(path, json={field: value}, headers=gateway.mgmt),
+        ):
+            assert resp.status == 400, (resp.method, field, value)
+            error = (await resp.json())["error"]
+            assert error["type"] == "invalid_request_error" and error["param"] == field, (resp.method, field, value)
+            assert field in error["message"], error
+    got = (await (await gateway.client.get(path, headers=gateway.mgmt)).json())["data"]
+    assert (got["end_user_limit"], got["end_user_limit_reset"]) == (5, "daily")  # nothing changed
+    listed = (await (await gateway.client.get("/api/v1/keys", headers=gateway.mgmt)).json())["data"]
+    assert [k["hash"] for k in listed] == [data["hash"]]  # no bad key was created

@@ -64,6 +64,9 @@ class ApiKey:
     created_at: datetime
     updated_at: datetime
     rate_limit: RateLimits = RateLimits()  # overrides of the configured [limits]
+    # USD each end user named by this key's requests may spend per window; None = no per-end-user cap
+    end_user_limit: Decimal | None = None
+    end_user_limit_reset: LimitReset | None = None  # the window of end_user_limit; None = lifetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +81,8 @@ class KeyPatch:
     allowed_models: tuple[str, ...] | None | _Unset = UNSET
     expires_at: datetime | None | _Unset = UNSET
     rate_limit: RateLimits | _Unset = UNSET  # replaces the key's overrides as a whole
+    end_user_limit: Decimal | None | _Unset = UNSET
+    end_user_limit_reset: LimitReset | None | _Unset = UNSET
 
 
 @dataclass(slots=True)
@@ -263,6 +268,11 @@ class Store(Protocol):
     ) -> list[UsageGroup]:
         """The generations of these keys created in [start, end), counted and summed per group; days
         in order, other groups by cost, highest first (then by name)."""
+        ...
+
+    async def end_user_spend(self, key_hash: str, end_user: str, since: datetime) -> Decimal:
+        """Sum of the cost of the key's generations made for this end user and created at or after
+        ``since`` (0 when none); exact, like ``key_usage``. Reads the (key_hash, created_at) index."""
         ...
 
     # --- Budget alerts (see gateway/alerts) ---

@@ -90,6 +90,8 @@ def _key_from_record(rec: Any) -> ApiKey:
         created_at=rec["created_at"],
         updated_at=rec["updated_at"],
         rate_limit=rate_limits_from_json(rec["rate_limit"]),
+        end_user_limit=rec["end_user_limit"],
+        end_user_limit_reset=rec["end_user_limit_reset"],
     )
 
 
@@ -273,6 +275,8 @@ class PostgresStore:
             require_utc(key.created_at),
             require_utc(key.updated_at),
             rate_limits_to_json(key.rate_limit),
+            _check_limit(key.end_user_limit),
+            key.end_user_limit_reset,
         )
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(q.SQL_INSERT_KEY, *args)
@@ -311,6 +315,8 @@ class PostgresStore:
                 _opt_utc(key.expires_at),
                 key.updated_at,
                 rate_limits_to_json(key.rate_limit),
+                _check_limit(key.end_user_limit),
+                key.end_user_limit_reset,
             )
             await conn.execute(q.SQL_LOCK_CHANGES)
             await conn.execute(q.SQL_INSERT_CHANGE, key_hash, key.updated_at)
@@ -407,6 +413,11 @@ class PostgresStore:
             weekly=quantize_cost(cast(Decimal, rec["weekly"])),
             monthly=quantize_cost(cast(Decimal, rec["monthly"])),
         )
+
+    async def end_user_spend(self, key_hash: str, end_user: str, since: datetime) -> Decimal:
+        """Sum of the cost of the key's generations for this end user created at or after ``since``."""
+        spent = await self._pool.fetchval(q.SQL_END_USER_SPEND, key_hash, require_utc(since), end_user)
+        return quantize_cost(cast(Decimal, spent))
 
     async def usage_summary(
         self, key_hashes: Sequence[str], group_by: UsageGroupBy, start: datetime, end: datetime

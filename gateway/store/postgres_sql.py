@@ -8,28 +8,33 @@ INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT (id) 
 """
 SQL_INSERT_KEY = """
 INSERT INTO api_keys (hash, tenant_id, kind, name, label, disabled, spend_limit, limit_reset,
-                      allowed_providers, allowed_models, expires_at, created_at, updated_at, rate_limit)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                      allowed_providers, allowed_models, expires_at, created_at, updated_at, rate_limit,
+                      end_user_limit, end_user_limit_reset)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
 """
 SQL_GET_KEY = """
 SELECT hash, tenant_id, kind, name, label, disabled, spend_limit, limit_reset,
-       allowed_providers, allowed_models, expires_at, created_at, updated_at, rate_limit
+       allowed_providers, allowed_models, expires_at, created_at, updated_at, rate_limit,
+       end_user_limit, end_user_limit_reset
 FROM api_keys WHERE hash = $1
 """
 SQL_LOCK_TENANT_KEY = """
 SELECT hash, tenant_id, kind, name, label, disabled, spend_limit, limit_reset,
-       allowed_providers, allowed_models, expires_at, created_at, updated_at, rate_limit
+       allowed_providers, allowed_models, expires_at, created_at, updated_at, rate_limit,
+       end_user_limit, end_user_limit_reset
 FROM api_keys WHERE hash = $1 AND tenant_id = $2 FOR UPDATE
 """
 SQL_LIST_KEYS = """
 SELECT hash, tenant_id, kind, name, label, disabled, spend_limit, limit_reset,
-       allowed_providers, allowed_models, expires_at, created_at, updated_at, rate_limit
+       allowed_providers, allowed_models, expires_at, created_at, updated_at, rate_limit,
+       end_user_limit, end_user_limit_reset
 FROM api_keys WHERE tenant_id = $1 AND kind = $2 AND ($3 OR NOT disabled)
 ORDER BY created_at, hash LIMIT $4 OFFSET $5
 """
 SQL_UPDATE_KEY = """
 UPDATE api_keys SET name = $3, disabled = $4, spend_limit = $5, limit_reset = $6, allowed_providers = $7,
-                    allowed_models = $8, expires_at = $9, updated_at = $10, rate_limit = $11
+                    allowed_models = $8, expires_at = $9, updated_at = $10, rate_limit = $11,
+                    end_user_limit = $12, end_user_limit_reset = $13
 WHERE hash = $1 AND tenant_id = $2
 """
 SQL_DELETE_KEY = "DELETE FROM api_keys WHERE hash = $1 AND tenant_id = $2 RETURNING hash"
@@ -88,6 +93,10 @@ SELECT COALESCE(SUM(cost), 0) AS total,
        COALESCE(SUM(cost) FILTER (WHERE created_at >= $3), 0) AS weekly,
        COALESCE(SUM(cost) FILTER (WHERE created_at >= $4), 0) AS monthly
 FROM generations WHERE key_hash = $1
+"""
+# The (key_hash, created_at) index finds the key's rows since the time; end_user is checked on those.
+SQL_END_USER_SPEND = """
+SELECT COALESCE(SUM(cost), 0) FROM generations WHERE key_hash = $1 AND created_at >= $2 AND end_user = $3
 """
 
 # One statement per grouping; the grouping expressions are fixed here, never taken from a request.

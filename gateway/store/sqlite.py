@@ -216,6 +216,8 @@ class SqliteStore:
                     conv.opt_us(key.expires_at),
                     conv.to_us(key.updated_at),
                     rate_limits_to_json(key.rate_limit),
+                    conv.limit_to_text(key.end_user_limit),
+                    key.end_user_limit_reset,
                     key_hash,
                     tenant_id,
                 ),
@@ -372,6 +374,11 @@ class SqliteStore:
         rows = await self._fetch(q.SQL_KEY_USAGE, (conv.to_us(day), conv.to_us(week), conv.to_us(month), key_hash))
         total, daily, weekly, monthly = (conv.from_units(int(v)) for v in rows[0])
         return KeyUsage(total=total, daily=daily, weekly=weekly, monthly=monthly)
+
+    async def end_user_spend(self, key_hash: str, end_user: str, since: datetime) -> Decimal:
+        """Sum of the cost of the key's generations for this end user created at or after ``since``."""
+        rows = await self._fetch(q.SQL_END_USER_SPEND, (key_hash, conv.to_us(since), end_user))
+        return conv.from_units(int(rows[0][0]))
 
     async def usage_summary(
         self, key_hashes: Sequence[str], group_by: UsageGroupBy, start: datetime, end: datetime

@@ -81,6 +81,8 @@ def key_params(key: ApiKey) -> tuple[Any, ...]:
         to_us(key.created_at),
         to_us(key.updated_at),
         rate_limits_to_json(key.rate_limit),
+        limit_to_text(key.end_user_limit),
+        key.end_user_limit_reset,
     )
 
 
@@ -100,6 +102,8 @@ def key_from_row(row: sqlite3.Row) -> ApiKey:
         created_at=from_us(row[11]),
         updated_at=from_us(row[12]),
         rate_limit=rate_limits_from_json(row[13]),
+        end_user_limit=None if row[14] is None else Decimal(row[14]),
+        end_user_limit_reset=row[15],
     )
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 KEY_COLUMNS = (
     "hash, tenant_id, kind, name, label, disabled, spend_limit, limit_reset, "
-    "allowed_providers, allowed_models, expires_at, created_at, updated_at, rate_limit"
+    "allowed_providers, allowed_models, expires_at, created_at, updated_at, rate_limit, "
+    "end_user_limit, end_user_limit_reset"
 )
 GEN_COLUMNS = (
     "id, request_id, tenant_id, key_hash, endpoint, model, provider, upstream_model, status, streamed, "
@@ -13,7 +14,7 @@ GEN_COLUMNS = (
 )
 
 SQL_INSERT_TENANT = "INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING"
-SQL_INSERT_KEY = f"INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+SQL_INSERT_KEY = f"INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 SQL_GET_KEY = f"SELECT {KEY_COLUMNS} FROM api_keys WHERE hash = ?"
 SQL_GET_TENANT_KEY = f"SELECT {KEY_COLUMNS} FROM api_keys WHERE hash = ? AND tenant_id = ?"
 SQL_LIST_KEYS = (
@@ -22,7 +23,8 @@ SQL_LIST_KEYS = (
 )
 SQL_UPDATE_KEY = (
     "UPDATE api_keys SET name = ?, disabled = ?, spend_limit = ?, limit_reset = ?, allowed_providers = ?, "
-    "allowed_models = ?, expires_at = ?, updated_at = ?, rate_limit = ? WHERE hash = ? AND tenant_id = ?"
+    "allowed_models = ?, expires_at = ?, updated_at = ?, rate_limit = ?, end_user_limit = ?, "
+    "end_user_limit_reset = ? WHERE hash = ? AND tenant_id = ?"
 )
 SQL_DELETE_KEY = "DELETE FROM api_keys WHERE hash = ? AND tenant_id = ?"
 SQL_INSERT_CHANGE = "INSERT INTO key_changes (key_hash, changed_at) VALUES (?, ?)"
@@ -56,6 +58,10 @@ SQL_KEY_USAGE = (
     "COALESCE(SUM(CASE WHEN created_at >= ? THEN cost ELSE 0 END), 0), "
     "COALESCE(SUM(CASE WHEN created_at >= ? THEN cost ELSE 0 END), 0) "
     "FROM generations WHERE key_hash = ?"
+)
+# The (key_hash, created_at) index finds the key's rows since the time; end_user is checked on those.
+SQL_END_USER_SPEND = (
+    "SELECT COALESCE(SUM(cost), 0) FROM generations WHERE key_hash = ? AND created_at >= ? AND end_user = ?"
 )
 
 # One statement per grouping; the grouping expressions are fixed here, never taken from a request.

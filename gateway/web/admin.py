@@ -21,9 +21,10 @@ from gateway.store.base import ApiKey, Generation, KeyPatch, KeyUsage, LimitRese
 from gateway.web.query import bool_param, int_param, utc_time
 
 _MAX_LIMIT = Decimal("1000000000")
-_CREATE_FIELDS = frozenset(
-    {"name", "allowed_providers", "allowed_models", "limit", "limit_reset", "expires_at", "rate_limit"}
-)
+_CREATE_FIELDS = frozenset({
+    "name", "allowed_providers", "allowed_models", "limit", "limit_reset", "expires_at", "rate_limit",
+    "end_user_limit", "end_user_limit_reset",
+})
 _RATE_FIELDS = ("requests_per_minute", "requests_per_day", "tokens_per_minute", "concurrency")
 _PATCH_FIELDS = _CREATE_FIELDS | {"disabled"}
 
@@ -53,6 +54,8 @@ async def create_key(request: web.Request) -> web.Response:
         created_at=now,
         updated_at=now,
         rate_limit=_rate_limit(body.get("rate_limit"), RateLimits()),
+        end_user_limit=_limit(body.get("end_user_limit"), "end_user_limit"),
+        end_user_limit_reset=_limit_reset(body.get("end_user_limit_reset"), "end_user_limit_reset"),
     )
     store = request.app[STORE]
     await store.insert_key(key)
@@ -85,7 +88,8 @@ async def get_key(request: web.Request) -> web.Response:
 
 
 async def update_key(request: web.Request) -> web.Response:
-    """PATCH /api/v1/keys/{hash}: change name, disabled, limit, limit_reset, allow-lists, expiry."""
+    """PATCH /api/v1/keys/{hash}: change name, disabled, limit, limit_reset, end_user_limit,
+    end_user_limit_reset, allow-lists, rate limits, expiry."""
     mgmt = await _management_key(request)
     body = await read_json(request, request.app[SETTINGS].server.max_body_bytes)
     _only(body, _PATCH_FIELDS)
@@ -104,6 +108,10 @@ async def update_key(request: web.Request) -> web.Response:
         fields["limit"] = _limit(body["limit"])
     if "limit_reset" in body:
         fields["limit_reset"] = _limit_reset(body["limit_reset"])
+    if "end_user_limit" in body:
+        fields["end_user_limit"] = _limit(body["end_user_limit"], "end_user_limit")
+    if "end_user_limit_reset" in body:
+        fields["end_user_limit_reset"] = _limit_reset(body["end_user_limit_reset"], "end_user_limit_reset")
     if "allowed_providers" in body:
         fields["allowed_providers"] = _within_providers(mgmt, _providers(request, body["allowed_providers"]))
     if "allowed_models" in body:
@@ -175,6 +183,8 @@ def key_object(key: ApiKey, usage: KeyUsage, settings: Settings) -> dict[str, An
         "limit": None if key.limit is None else money(key.limit),
         "limit_remaining": None if remaining is None else money(remaining),
         "limit_reset": key.limit_reset,
+        "end_user_limit": None if key.end_user_limit is None else money(key.end_user_limit),
+        "end_user_limit_reset": key.end_user_limit_reset,
         "allowed_providers": None if key.allowed_providers is None else list(key.allowed_providers),
         "allowed_models": None if key.allowed_models is None else list(key.allowed_models),
         "usage": money(usage.total),
@@ -240,17 +250,18 @@ def _only(body: Mapping[str, Any], allowed: frozenset[str]) -> None:
             raise InvalidRequest(f"unknown field '{name}' (allowed: {', '.join(sorted(allowed))})", param=name)
 
 
-def _limit(value: Any) -> Decimal | None:
+def _limit(value: Any, name: str = "limit") -> Decimal | None:
+    """A USD cap from a JSON number or decimal string, 0 to _MAX_LIMIT; null is no cap."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise InvalidRequest("'limit' must be a number of USD or null", param="limit")
+        raise InvalidRequest(f"'{name}' must be a number of USD or null", param=name)
     try:
         limit = Decimal(str(value))
     except InvalidOperation:
-        raise InvalidRequest(f"'limit' is not a number: {value!r}", param="limit") from None
+        raise InvalidRequest(f"'{name}' is not a number: {value!r}", param=name) from None
     if not limit.is_finite() or limit < 0 or limit > _MAX_LIMIT:
-        raise InvalidRequest(f"'limit' must be from 0 to {_MAX_LIMIT} USD", param="limit")
+        raise InvalidRequest(f"'{name}' must be from 0 to {_MAX_LIMIT} USD", param=name)
     return limit
 
 
@@ -298,11 +309,12 @@ def _within_models(mgmt: ApiKey, wanted: tuple[str, ...] | None) -> tuple[str, .
     return wanted
 
 
-def _limit_reset(value: Any) -> LimitReset | None:
+def _limit_reset(value: Any, name: str = "limit_reset") -> LimitReset | None:
+    """A cap's window; "never" and null are both stored as None (the key's lifetime)."""
     if value is None or value == "never":
         return None
     if value not in ("daily", "weekly", "monthly"):
-        raise InvalidRequest("'limit_reset' must be daily, weekly, monthly, never or null", param="limit_reset")
+        raise InvalidRequest(f"'{name}' must be daily, weekly, monthly, never or null", param=name)
     return cast(LimitReset, value)
 
 

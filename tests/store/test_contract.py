@@ -156,6 +156,23 @@ async def insert_generation_raw(store: Store, gen: Generation) -> None:
         await store._pool.execute(sql, *postgres_module._generation_args(gen)[:n])
 
 
+async def insert_key_raw(store: Store, key: ApiKey) -> None:
+    """Insert a key with the columns of 0002 (before 0009's end-user limit), as an older release did."""
+    columns = sqlite_module.q.KEY_COLUMNS.removesuffix(", end_user_limit, end_user_limit_reset")
+    n = columns.count(",") + 1
+    if isinstance(store, SqliteStore):
+        sql = f"INSERT INTO api_keys ({columns}) VALUES ({', '.join('?' * n)})"
+        await store._conn.execute(sql, sqlite_module.conv.key_params(key)[:n])
+    else:
+        assert isinstance(store, PostgresStore)
+        sql = f"INSERT INTO api_keys ({columns}) VALUES ({', '.join(f'${i}' for i in range(1, n + 1))})"
+        await store._pool.execute(
+            sql, key.hash, key.tenant_id, key.kind, key.name, key.label, key.disabled, key.limit, key.limit_reset,
+            postgres_module._names_to_json(key.allowed_providers), postgres_module._names_to_json(key.allowed_models),
+            key.expires_at, key.created_at, key.updated_at, rate_limits_to_json(key.rate_limit),
+        )
+
+
 async def generation_indexes(store: Store, table: str = "generations") -> set[str]:
     """Names of the indexes on the generations table (or another one)."""
     if isinstance(store, SqliteStore):
@@ -184,7 +201,7 @@ async def test_migrate_is_idempotent(store_factory: StoreFactory) -> None:
     all_versions = [m.version for m in load_migrations(store.backend)]
     assert all_versions == [
         "0001_init", "0002_key_rate_limits", "0003_ledger", "0004_batches", "0005_drop_unused_generation_index",
-        "0006_generation_end_user", "0007_generation_cached", "0008_alerts",
+        "0006_generation_end_user", "0007_generation_cached", "0008_alerts", "0009_key_end_user_limit",
     ]
     assert await store.migrate() == all_versions  # a fresh database gets every migration, in order
     assert await store.migrate() == []
@@ -210,7 +227,7 @@ async def test_migrate_0002_on_a_database_with_keys(
         assert await store.migrate() == ["0002_key_rate_limits"]
     assert await store.migrate() == [
         "0003_ledger", "0004_batches", "0005_drop_unused_generation_index", "0006_generation_end_user",
-        "0007_generation_cached", "0008_alerts"]
+        "0007_generation_cached", "0008_alerts", "0009_key_end_user_limit"]
     assert await store.migrate() == []
     assert await other.migrate() == []
     await with_tenants(store, "t1")
@@ -228,14 +245,14 @@ async def test_migrate_0003_on_a_database_with_usage(
         assert await store.migrate() == ["0001_init", "0002_key_rate_limits"]
     await with_tenants(store, "t1")
     key = make_key("h1", limit=Decimal("5"), rate_limit=RateLimits(requests_per_minute=7))
-    await store.insert_key(key)
+    await insert_key_raw(store, key)
     old = make_gen("gen-old", cost=Decimal("0.5"))
     await insert_generation_raw(store, old)
     other = await store_factory()  # opened before the upgrade ran
 
     assert await store.migrate() == [
         "0003_ledger", "0004_batches", "0005_drop_unused_generation_index", "0006_generation_end_user",
-        "0007_generation_cached", "0008_alerts"]
+        "0007_generation_cached", "0008_alerts", "0009_key_end_user_limit"]
     assert await other.migrate() == []
     # existing rows are kept; the ledger starts empty (history is not back-filled) at balance 0
     assert await other.get_key("h1") == key
@@ -249,6 +266,26 @@ async def test_migrate_0003_on_a_database_with_usage(
     assert await other.add_credit(credit("txn_c1", "1")) == Decimal("0.75")
     assert await store.balance("t1") == Decimal("0.75")
     assert [t.id for t in await store.list_transactions("t1", offset=0, limit=10)] == ["txn_gen-new", "txn_c1"]
+
+
+async def test_migrate_0009_on_a_database_with_keys(
+    store_factory: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await store_factory()
+    with monkeypatch.context() as patched:
+        patched.setattr(migrations_module, "load_migrations", migrations_up_to("0008_alerts"))
+        assert (await store.migrate())[-1] == "0008_alerts"
+    await with_tenants(store, "t1")
+    key = make_key("h1", limit=Decimal("5"), limit_reset="weekly", rate_limit=RateLimits(concurrency=1))
+    await insert_key_raw(store, key)
+    other = await store_factory()  # opened before the upgrade ran
+    assert await store.migrate() == ["0009_key_end_user_limit"]
+    assert await other.migrate() == []
+    got = await other.get_key("h1")  # an existing key has no per-end-user limit
+    assert got == key and got is not None and got.end_user_limit is None and got.end_user_limit_reset is None
+    patched_key = await other.update_key("t1", "h1", KeyPatch(end_user_limit=Decimal("1.5")), T0)
+    assert patched_key == dataclasses.replace(key, end_user_limit=Decimal("1.5"), updated_at=T0)
+    assert await store.get_key("h1") == patched_key
 
 
 async def test_concurrent_migrate_applies_each_version_once(store_factory: StoreFactory) -> None:
@@ -313,6 +350,8 @@ async def test_key_round_trip_every_field(store: Store) -> None:
         expires_at=datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=UTC),
         created_at=T0,
         updated_at=T0 + timedelta(seconds=1, microseconds=7),
+        end_user_limit=Decimal("2.50"),
+        end_user_limit_reset="weekly",
     )
     cents = make_key("h-cents", limit=Decimal("0.05"), limit_reset="daily", allowed_providers=(), allowed_models=())
     bare = make_key("h-bare")
@@ -348,6 +387,75 @@ async def test_key_rate_limit_round_trip(store: Store) -> None:
     got_none = await store.get_key("h-none")
     assert got_none is not None and got_none.rate_limit == RateLimits()
     assert await store.list_keys("t1", kind="live", offset=0, limit=10, include_disabled=True) == keys
+
+
+async def test_key_end_user_limit_round_trip(store: Store) -> None:
+    await with_tenants(store, "t1")
+    assert make_key("h0").end_user_limit is None and make_key("h0").end_user_limit_reset is None  # defaults
+    keys = [
+        make_key("h-daily", end_user_limit=Decimal("0.05"), end_user_limit_reset="daily"),
+        make_key("h-weekly", end_user_limit=Decimal("1000000000"), end_user_limit_reset="weekly",
+                 created_at=T0 + timedelta(seconds=1)),
+        make_key("h-monthly", end_user_limit=Decimal("12.3456789012345"), end_user_limit_reset="monthly",
+                 created_at=T0 + timedelta(seconds=2)),
+        make_key("h-lifetime", end_user_limit=Decimal("0"), created_at=T0 + timedelta(seconds=3)),
+        make_key("h-reset-only", end_user_limit_reset="daily", created_at=T0 + timedelta(seconds=4)),
+        make_key("h-none", limit=Decimal("7"), limit_reset="daily", created_at=T0 + timedelta(seconds=5)),
+    ]
+    for key in keys:
+        await store.insert_key(key)
+    for key in keys:
+        assert await store.get_key(key.hash) == key
+    monthly = await store.get_key("h-monthly")
+    assert monthly is not None and str(monthly.end_user_limit) == "12.3456789012345"  # exact, not a float
+    lifetime = await store.get_key("h-lifetime")
+    assert lifetime is not None and lifetime.end_user_limit == 0 and lifetime.end_user_limit_reset is None
+    none = await store.get_key("h-none")  # the key's own limit is a separate pair
+    assert none is not None and none.end_user_limit is None and none.end_user_limit_reset is None
+    assert await store.list_keys("t1", kind="live", offset=0, limit=10, include_disabled=True) == keys
+
+
+@pytest.mark.parametrize("bad", [Decimal("NaN"), Decimal("Infinity")])
+async def test_non_finite_end_user_limit_is_rejected(store: Store, bad: Decimal) -> None:
+    await with_tenants(store, "t1")
+    with pytest.raises(ValueError, match="finite"):
+        await store.insert_key(make_key("h1", end_user_limit=bad))
+    assert await store.get_key("h1") is None
+    await store.insert_key(make_key("h1"))
+    with pytest.raises(ValueError, match="finite"):
+        await store.update_key("t1", "h1", KeyPatch(end_user_limit=bad), T0)
+    assert await store.get_key("h1") == make_key("h1")
+
+
+async def test_update_key_sets_changes_and_clears_the_end_user_limit(store: Store) -> None:
+    assert KeyPatch().end_user_limit is UNSET and KeyPatch().end_user_limit_reset is UNSET
+    await with_tenants(store, "t1")
+    original = make_key("h1", limit=Decimal("9"), limit_reset="monthly")
+    await store.insert_key(original)
+    seq, _ = await store.key_changes_since(-1)
+    steps: list[tuple[KeyPatch, Decimal | None, str | None]] = [
+        (KeyPatch(end_user_limit=Decimal("2"), end_user_limit_reset="daily"), Decimal("2"), "daily"),  # set
+        (KeyPatch(name="renamed"), Decimal("2"), "daily"),  # UNSET leaves both
+        (KeyPatch(end_user_limit=Decimal("3.75")), Decimal("3.75"), "daily"),  # change one, the other stays
+        (KeyPatch(end_user_limit_reset="monthly"), Decimal("3.75"), "monthly"),
+        (KeyPatch(end_user_limit_reset=None), Decimal("3.75"), None),  # clear the window: lifetime
+        (KeyPatch(end_user_limit=None), None, None),  # clear the limit
+        (KeyPatch(end_user_limit=Decimal("0"), end_user_limit_reset="weekly"), Decimal("0"), "weekly"),
+        (KeyPatch(end_user_limit=None, end_user_limit_reset=None), None, None),  # clear both at once
+    ]
+    for i, (patch, limit, reset) in enumerate(steps):
+        now = T0 + timedelta(minutes=i + 1)
+        updated = await store.update_key("t1", "h1", patch, now)
+        assert updated is not None, patch
+        assert (updated.end_user_limit, updated.end_user_limit_reset) == (limit, reset), patch
+        assert updated.updated_at == now
+        # the key's own limit is never touched by these fields
+        assert (updated.limit, updated.limit_reset) == (Decimal("9"), "monthly")
+        assert await store.get_key("h1") == updated, patch
+        assert await store.list_keys("t1", kind="live", offset=0, limit=9, include_disabled=True) == [updated]
+    # every update is a key change: every worker's key cache reloads the key
+    latest, changed = await store.key_changes_since(seq)
+    assert latest > seq and changed == ["h1"]
 
 
 async def test_balance_and_the_recent_credits_it_counts(store: Store) -> None:
@@ -491,6 +599,10 @@ PATCHES: list[tuple[KeyPatch, dict[str, object]]] = [
     (KeyPatch(limit=None), {"limit": None}),
     (KeyPatch(limit_reset="weekly"), {"limit_reset": "weekly"}),
     (KeyPatch(limit_reset=None), {"limit_reset": None}),
+    (KeyPatch(end_user_limit=Decimal("0.25")), {"end_user_limit": Decimal("0.25")}),
+    (KeyPatch(end_user_limit=None), {"end_user_limit": None}),
+    (KeyPatch(end_user_limit_reset="monthly"), {"end_user_limit_reset": "monthly"}),
+    (KeyPatch(end_user_limit_reset=None), {"end_user_limit_reset": None}),
     (KeyPatch(allowed_providers=("gemini",)), {"allowed_providers": ("gemini",)}),
     (KeyPatch(allowed_providers=None), {"allowed_providers": None}),
     (KeyPatch(allowed_models=("x/*", "y/z")), {"allowed_models": ("x/*", "y/z")}),
@@ -523,6 +635,8 @@ async def test_update_key_patches_only_given_fields(store: Store, patch: KeyPatc
         allowed_models=("openai/*",),
         expires_at=T0 + timedelta(days=30),
         rate_limit=RateLimits(requests_per_minute=60, concurrency=0),
+        end_user_limit=Decimal("4"),
+        end_user_limit_reset="daily",
     )
     await store.insert_key(original)
     now = T0 + timedelta(hours=1)
@@ -743,6 +857,64 @@ async def test_end_users_are_kept_and_summed(store: Store) -> None:
     by_user = await store.usage_summary(["h1"], "user", T0, T0 + timedelta(seconds=1))
     assert [(g.group, g.requests, g.cost) for g in by_user] == [
         (None, 1, Decimal("3")), ("alice", 2, Decimal("2.5")), ("bob", 1, Decimal("2"))]
+
+
+async def test_end_user_spend_sums_one_end_user_of_one_key_since_a_time(store: Store) -> None:
+    since = T0 + timedelta(hours=1)
+    await store.insert_generations([
+        make_gen("a", cost=Decimal("0.1"), created_at=since, end_user="alice"),  # at `since`: counted
+        make_gen("b", cost=Decimal("0.2"), created_at=since + timedelta(days=3), end_user="alice"),
+        make_gen("c", cost=Decimal("0.0000000001"), created_at=since + timedelta(days=40), end_user="alice"),
+        make_gen("d", cost=Decimal("5"), created_at=since - USEC, end_user="alice"),  # earlier
+        make_gen("e", cost=Decimal("7"), created_at=since, end_user="bob"),  # another end user
+        make_gen("f", cost=Decimal("11"), created_at=since, end_user="Alice"),  # another (exact match)
+        make_gen("g", cost=Decimal("13"), created_at=since),  # no end user
+        make_gen("h", key_hash="h2", cost=Decimal("17"), created_at=since, end_user="alice"),  # another key
+        # another tenant's key
+        make_gen("i", key_hash="h3", tenant_id="t2", cost=Decimal("19"), created_at=since, end_user="alice"),
+        make_gen("j", cost=Decimal("0"), created_at=since, end_user="alice", cached=True),  # free
+    ])
+    spent = await store.end_user_spend("h1", "alice", since)
+    assert spent == Decimal("0.3000000001") and isinstance(spent, Decimal)  # exact: 0.1 + 0.2 + 1e-10
+    assert spent + Decimal("0.6999999999") == Decimal("1")
+    assert await store.end_user_spend("h1", "alice", since - USEC) == Decimal("5.3000000001")
+    assert await store.end_user_spend("h1", "alice", since + USEC) == Decimal("0.2000000001")
+    assert await store.end_user_spend("h1", "alice", since + timedelta(days=41)) == Decimal(0)
+    # the same instant in another zone
+    east = since.astimezone(timezone(timedelta(hours=5)))
+    assert await store.end_user_spend("h1", "alice", east) == Decimal("0.3000000001")
+    assert await store.end_user_spend("h1", "bob", since) == Decimal("7")
+    assert await store.end_user_spend("h1", "Alice", since) == Decimal("11")
+    assert await store.end_user_spend("h2", "alice", since) == Decimal("17")
+    assert await store.end_user_spend("h1", "carol", since) == Decimal(0)  # none: 0
+    assert await store.end_user_spend("nobody", "alice", since) == Decimal(0)
+    assert await store.end_user_spend("h1", "", since) == Decimal(0)
+    with pytest.raises(ValueError, match="naive"):
+        await store.end_user_spend("h1", "alice", datetime(2024, 5, 1))
+
+
+async def test_end_user_spend_searches_the_key_created_index(store: Store) -> None:
+    """The sum reads the key's rows since the time through (key_hash, created_at), not the whole table."""
+    await store.insert_generations([
+        make_gen(f"g{i}", key_hash=f"k{i % 20}", created_at=T0 + timedelta(minutes=i), end_user=f"u{i % 3}")
+        for i in range(200)
+    ])
+    if isinstance(store, SqliteStore):
+        plan = await store._conn.execute_fetchall(
+            "EXPLAIN QUERY PLAN " + sqlite_module.q.SQL_END_USER_SPEND, ("k1", sqlite_module.conv.to_us(T0), "u1"))
+        assert [str(row[3]) for row in plan] == [
+            "SEARCH generations USING INDEX generations_key_created_idx (key_hash=? AND created_at>?)"]
+        return
+    assert isinstance(store, PostgresStore)
+    async with store._pool.acquire() as conn, conn.transaction():
+        # A table this small fits one page and the planner rightly reads it whole; with that way off,
+        # the plan shows whether the index can serve both conditions (else it is still a Seq Scan).
+        await conn.execute("SET LOCAL enable_seqscan = off")
+        plan = "\n".join(r[0] for r in await conn.fetch(
+            "EXPLAIN (COSTS OFF) " + postgres_module.q.SQL_END_USER_SPEND, "k1", T0, "u1"))
+    assert "Seq Scan" not in plan, plan
+    assert "generations_key_created_idx" in plan, plan
+    assert "Index Cond: ((key_hash = 'k1'::text) AND (created_at >= " in plan, plan  # both, in the index
 
 
 async def test_cached_is_kept_and_false_by_default(store: Store) -> None:
