@@ -28,6 +28,10 @@ from gateway.cache.on_redis import RedisCache
 from gateway.cache.on_sqlite import SqliteCache
 from gateway.cache.service import ResponseCache
 from gateway.cache.store import CacheStore
+from gateway.endusers.counters import SpendCounters
+from gateway.endusers.on_redis import RedisSpendCounters
+from gateway.endusers.on_sqlite import SqliteSpendCounters
+from gateway.endusers.service import EndUserLimits
 from gateway.idempotency.on_redis import RedisIdempotency
 from gateway.idempotency.on_sqlite import SqliteIdempotency
 from gateway.idempotency.service import Idempotency
@@ -48,6 +52,7 @@ from gateway.state import (
     BILLING,
     CACHE,
     CATALOG,
+    END_USERS,
     IDEMPOTENCY,
     IDS,
     INTERNAL_TOKEN,
@@ -96,6 +101,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
         app.cleanup_ctx.append(_redis_ctx)
     app.cleanup_ctx.append(_limiter_ctx)
     app.cleanup_ctx.append(_idempotency_ctx)
+    app.cleanup_ctx.append(_end_users_ctx)
     if settings.cache.mode != "off":
         app.cleanup_ctx.append(_cache_ctx)
     app[INTERNAL_TOKEN] = internal_token()
@@ -253,6 +259,20 @@ async def _idempotency_ctx(app: web.Application) -> AsyncIterator[None]:
     await idempotency.close()
 
 
+async def _end_users_ctx(app: web.Application) -> AsyncIterator[None]:
+    """End users' spend counters: on Redis when configured, else in a file of the host's."""
+    settings = app[SETTINGS]
+    counters: SpendCounters
+    if settings.redis_url:
+        counters = RedisSpendCounters(app[REDIS])
+    else:
+        counters = SqliteSpendCounters(beside_limits(settings, "-endusers"))
+    limits = EndUserLimits(counters, app[STORE])
+    app[END_USERS] = limits
+    yield
+    await limits.close()
+
+
 async def _alerts_ctx(app: web.Application) -> AsyncIterator[None]:
     """Budget alerts: checked in the background, POSTed to the configured webhook."""
     conf = app[SETTINGS].alerts
@@ -310,14 +330,18 @@ def limiter_path(settings: Settings) -> str:
 
 def idempotency_path(settings: Settings) -> str:
     """The embedded Idempotency-Key file: beside the hot-counter file."""
-    limits = Path(limiter_path(settings))
-    return str(limits.with_name(limits.stem + "-idempotency" + (limits.suffix or ".db")))
+    return beside_limits(settings, "-idempotency")
 
 
 def cache_path(settings: Settings) -> str:
     """The embedded response cache file: beside the hot-counter file."""
+    return beside_limits(settings, "-cache")
+
+
+def beside_limits(settings: Settings, suffix: str) -> str:
+    """A file of the host's beside the hot-counter file: its name with ``suffix`` added."""
     limits = Path(limiter_path(settings))
-    return str(limits.with_name(limits.stem + "-cache" + (limits.suffix or ".db")))
+    return str(limits.with_name(limits.stem + suffix + (limits.suffix or ".db")))
 
 
 def journal_dir(settings: Settings) -> str:

@@ -11,6 +11,7 @@ from gateway.auth.keycache import KeyCache
 from gateway.batches.runner import BatchRunner
 from gateway.billing.service import Billing
 from gateway.cache.service import ResponseCache
+from gateway.endusers.service import EndUserLimits
 from gateway.idempotency.service import Idempotency
 from gateway.logs import AccessLog
 from gateway.metrics import Metrics
@@ -42,6 +43,7 @@ LIMITS_DUE = web.RequestKey("limits_due", Limits)  # admitted, limits to take wi
 INTERNAL_TOKEN = web.AppKey("internal_token", str)  # authenticates the batch runner's loopback calls
 BATCH_RUNNER = web.AppKey("batch_runner", BatchRunner)  # runs Message Batch requests in the background
 IDEMPOTENCY = web.AppKey("idempotency", Idempotency)  # Idempotency-Key claims and kept answers
+END_USERS = web.AppKey("end_users", EndUserLimits)  # spend limits per end user of a key
 # Optional: absent without [alerts] webhook_url.
 ALERTS = web.AppKey("alerts", Alerts)  # budget alerts
 # Optional: absent when [cache] mode = "off".

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
 import pytest
@@ -50,6 +50,41 @@ async def scratch_redis() -> AsyncIterator[ScratchRedis]:
     redis = ScratchRedis()
     yield redis
     await redis.close()
+
+
+class Clock:
+    """Unix seconds that move only when a test moves them (``now``)."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Closable(Protocol):
+    async def close(self) -> None: ...
+
+
+C = TypeVar("C", bound=Closable)
+
+
+@asynccontextmanager
+async def host_file_or_redis(backend: str, on_file: Callable[[], C], on_redis: Callable[[Redis], C],
+                             prefix: str) -> AsyncIterator[C]:
+    """A store of the host's file (``backend`` "sqlite") or on Redis, for a contract test run on both;
+    on Redis the keys under ``prefix + "test-"`` are deleted afterwards."""
+    if backend == "sqlite":
+        made = on_file()
+        yield made
+        await made.close()
+        return
+    redis = Redis.from_url(REDIS_URL)
+    yield on_redis(redis)
+    keys = [k async for k in redis.scan_iter(match=prefix + "test-*")]
+    if keys:
+        await redis.delete(*keys)
+    await redis.aclose()
 
 
 def config_dict(upstream_url: str, **extra_providers: dict[str, Any]) -> dict[str, Any]:

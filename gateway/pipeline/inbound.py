@@ -25,7 +25,19 @@ from gateway.ratelimit.limiter import Acquire
 from gateway.routing.catalog import DEFAULT_PROVIDER, Route
 from gateway.routing.plan import plan_routes
 from gateway.settings import LimitSettings
-from gateway.state import ADMISSION, CACHE, CATALOG, CTX, IDEMPOTENCY, IDS, KEYCACHE, LIMITS_DUE, SETTINGS, UPSTREAMS
+from gateway.state import (
+    ADMISSION,
+    CACHE,
+    CATALOG,
+    CTX,
+    END_USERS,
+    IDEMPOTENCY,
+    IDS,
+    KEYCACHE,
+    LIMITS_DUE,
+    SETTINGS,
+    UPSTREAMS,
+)
 from gateway.store.base import RateLimits
 
 # Endpoints whose handlers call route_request after admitting: their limits are taken there, with the
@@ -128,9 +140,10 @@ def end_user(header: str | None, body: Mapping[str, object]) -> str | None:
 async def route_request(
     request: web.Request, body: JSONObject, *, streamed: bool, default_provider: str = DEFAULT_PROVIDER
 ) -> Route:
-    """Resolve the body's model, check the key may use it, open the generation record, take the key's
-    rate limits (when admit left them due) and reserve its cost, in one counter operation; then
-    answer it from the response cache if it uses the cache and its answer is kept (``CacheHit``).
+    """Resolve the body's model, check the key may use it and its end user may still spend, open the
+    generation record, take the key's rate limits (when admit left them due) and reserve its cost, in
+    one counter operation; then answer it from the response cache if it uses the cache and its answer
+    is kept (``CacheHit``).
     ``default_provider`` serves bare model names the catalog does not list (see ``Catalog.resolve``)."""
     ctx = request[CTX]
     key = ctx.key
@@ -139,6 +152,10 @@ async def route_request(
     candidates = plan_routes(body, app[CATALOG], key, app[UPSTREAMS].latency, default_provider)
     # hold what the most expensive candidate could cost: whichever answers is covered
     priciest = max(candidates, key=lambda r: (r.model.prompt + r.model.completion) if r.model else -1).model
+    headers = request.headers
+    ctx.end_user = end_user(headers.get(END_USER_HEADER), body)
+    if key.end_user_limit is not None and ctx.end_user is not None:  # a 402 here takes nothing, is not recorded
+        await app[END_USERS].check(key, ctx.end_user)
     limits = request.get(LIMITS_DUE)
     entry: Entry | None = None
     if limits is not None:
@@ -151,12 +168,10 @@ async def route_request(
     ctx.candidates = candidates
     ctx.streamed = streamed
     ctx.generation_id = app[IDS].ordered("gen-")
-    headers = request.headers
     title = headers.get("X-Title") or headers.get("X-OpenRouter-Title")
     referer = headers.get("HTTP-Referer") or headers.get("Referer")
     ctx.app_title = title[:200] if title else None  # recorded, never forwarded upstream
     ctx.app_referer = referer[:500] if referer else None
-    ctx.end_user = end_user(headers.get(END_USER_HEADER), body)
     if entry is None:
         ctx.hold = await app[ADMISSION].reserve(key, priciest, body, ctx.body_bytes, ctx.request_id)
     else:

@@ -30,7 +30,19 @@ from gateway.idempotency.records import Pending
 from gateway.idempotency.service import Replayed
 from gateway.pipeline.context import RequestContext
 from gateway.protocols.errors import error_body, protocol_for_path
-from gateway.state import ACCESS_LOG, ADMISSION, ALERTS, BILLING, CACHE, CTX, IDEMPOTENCY, IDS, METRICS, RECORDER
+from gateway.state import (
+    ACCESS_LOG,
+    ADMISSION,
+    ALERTS,
+    BILLING,
+    CACHE,
+    CTX,
+    END_USERS,
+    IDEMPOTENCY,
+    IDS,
+    METRICS,
+    RECORDER,
+)
 from gateway.store.base import Generation
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -141,8 +153,14 @@ async def _settle(request: web.Request, ctx: RequestContext) -> bool:
     delta = 0
     if ctx.limits is not None and ctx.total_tokens is not None:  # a cache hit used no provider tokens
         delta = (0 if ctx.cache_hit else ctx.total_tokens) - ctx.token_estimate
+    key = ctx.key
+    if key.end_user_limit is not None and ctx.end_user is not None and ctx.cost > 0:
+        try:
+            await request.app[END_USERS].charge(key, ctx.end_user, ctx.cost)
+        except Exception:  # the ledger has the cost: the end user's counter is read from it when next loaded
+            log.exception("end user spend charge failed", extra={"fields": {"request_id": ctx.request_id}})
     try:
-        if await request.app[ADMISSION].leave(ctx.key, ctx.limits, delta, ctx.billed, ctx.hold, ctx.cost,
+        if await request.app[ADMISSION].leave(key, ctx.limits, delta, ctx.billed, ctx.hold, ctx.cost,
                                               ctx.request_id):
             return True
     except Exception:  # the ledger row is still written; the hold and the slot expire by themselves

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -13,30 +14,14 @@ from redis.asyncio import Redis
 from gateway.cache.on_redis import PREFIX, RedisCache
 from gateway.cache.on_sqlite import SWEEP, SqliteCache
 from gateway.cache.store import CacheStore
-from tests.conftest import REDIS_URL
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.conftest import REDIS_URL, Clock, host_file_or_redis
 
 
 @pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[CacheStore]:
-    if request.param == "sqlite":
-        sqlite = SqliteCache(str(tmp_path / "cache.db"), clock=Clock())
-        yield sqlite
-        await sqlite.close()
-        return
-    redis = Redis.from_url(REDIS_URL)
-    yield RedisCache(redis)
-    keys = [k async for k in redis.scan_iter(match=PREFIX + "test-*")]
-    if keys:
-        await redis.delete(*keys)
-    await redis.aclose()
+    on_file = partial(SqliteCache, str(tmp_path / "cache.db"), clock=Clock())
+    async with host_file_or_redis(request.param, on_file, RedisCache, PREFIX) as made:
+        yield made
 
 
 def new_slot() -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -14,31 +15,14 @@ from gateway.idempotency.on_sqlite import SqliteIdempotency
 from gateway.idempotency.records import Claim, Stored, fingerprint, pack, slot, unpack
 from gateway.idempotency.store import IdempotencyStore
 from gateway.pipeline.capture import Capture, widened
-from tests.conftest import REDIS_URL
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.conftest import REDIS_URL, Clock, host_file_or_redis
 
 
 @pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[IdempotencyStore]:
-    if request.param == "sqlite":
-        sqlite = SqliteIdempotency(str(tmp_path / "idempotency.db"), clock=Clock())
-        yield sqlite
-        await sqlite.close()
-        return
-    redis = Redis.from_url(REDIS_URL)
-    on_redis = RedisIdempotency(redis)
-    yield on_redis
-    keys = [k async for k in redis.scan_iter(match=PREFIX + "test-*")]
-    if keys:
-        await redis.delete(*keys)
-    await redis.aclose()
+    on_file = partial(SqliteIdempotency, str(tmp_path / "idempotency.db"), clock=Clock())
+    async with host_file_or_redis(request.param, on_file, RedisIdempotency, PREFIX) as made:
+        yield made
 
 
 def new_slot() -> str:
