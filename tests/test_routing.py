@@ -394,7 +394,7 @@ async def test_the_provider_proxy_moves_on_only_when_nothing_was_sent(
     gateway: Gateway, db_url: str, aiohttp_client: Any
 ) -> None:
     """A deployment that cannot be connected to is tried no further (nothing of the request left, so
-    another may take it); an answer, even a 5xx, comes back as the provider sent it, once."""
+    another may take it); an answer, a 500 included, comes back as the provider sent it, once."""
     client, auth = await with_a_dead_deployment(gateway, db_url, aiohttp_client, dead_weight=1000, retries=2,
                                                 breaker_failures=1)
     for _ in range(3):
@@ -404,3 +404,38 @@ async def test_the_provider_proxy_moves_on_only_when_nothing_was_sent(
     assert client.app[UPSTREAMS]._health[("openai", 0)].open_until > 0  # the dead deployment is out
     resp = await client.post("/openai/v1/chat/completions", json={"model": "broken", "messages": MSG}, headers=auth)
     assert resp.status == 500 and gateway.upstream.calls["broken"] == 1  # passed through, not tried again
+
+
+@pytest.mark.parametrize("model, status", [("limited-then-ok", 429), ("flaky", 503)])
+async def test_the_provider_proxy_tries_again_a_call_the_provider_did_not_take(
+    gateway: Gateway, db_url: str, aiohttp_client: Any, model: str, status: int
+) -> None:
+    """A 429 or 503 says the provider did not take the call: tried again, paced by its Retry-After
+    (capped by retry_max_wait), within provider.retries; the answer of the try that took it comes back."""
+    url = gateway.upstream.url  # type: ignore[attr-defined]
+    client, auth = await client_for(gateway, db_url, aiohttp_client, providers={"openai": provider(url, retries=2)})
+    resp = await client.post("/openai/v1/chat/completions", json={"model": model, "messages": MSG}, headers=auth)
+    assert resp.status == 200 and (await resp.json())["object"] == "chat.completion"
+    assert gateway.upstream.calls[model] == (2 if status == 429 else 3)  # flaky refuses twice
+    await client.app[RECORDER].flush()
+    gen = await client.app[STORE].get_generation("default", resp.headers["X-Generation-Id"])
+    assert gen is not None and gen.status == 200
+
+
+async def test_the_provider_proxy_passes_a_refusal_on_when_no_try_is_left(
+    gateway: Gateway, db_url: str, aiohttp_client: Any
+) -> None:
+    url = gateway.upstream.url  # type: ignore[attr-defined]
+    client, auth = await client_for(gateway, db_url, aiohttp_client, providers={"openai": provider(url, retries=2)})
+    resp = await client.post("/openai/v1/chat/completions", json={"model": "rate-limited", "messages": MSG},
+                             headers=auth)
+    assert resp.status == 429 and resp.headers["Retry-After"] == "7"  # the provider's own answer
+    assert gateway.upstream.calls["rate-limited"] == 3  # the first try and two more
+    gateway.upstream.flaky_failures = 5
+    resp = await client.post("/openai/v1/chat/completions", json={"model": "flaky", "messages": MSG}, headers=auth)
+    assert resp.status == 503 and gateway.upstream.calls["flaky"] == 3
+    client, auth = await client_for(gateway, db_url, aiohttp_client,
+                                    providers={"openai": provider(url, retries=2)}, routing={"retry_budget": 0})
+    resp = await client.post("/openai/v1/chat/completions", json={"model": "rate-limited", "messages": MSG},
+                             headers=auth)
+    assert resp.status == 429 and gateway.upstream.calls["rate-limited"] == 4  # no budget for a wait: once

@@ -8,13 +8,16 @@ gateway key is checked (an inference key; the key's provider and model allow-lis
 spend apply) and replaced by the provider's credential in that provider's header; the query string
 goes along without ``key``. Status, body and stream come back as the provider sent them; usage is
 still read (``usage`` / ``usageMetadata``, JSON or SSE), priced when the model is in the catalog,
-recorded and billed. The gateway's own paths (/v1, /v1beta, /api, /healthz, /readyz, /metrics,
+recorded and billed. A call is tried again only when nothing of it was taken (no connection, or
+the provider's 429, 503 or 529). The gateway's own paths (/v1, /v1beta, /api, /healthz, /readyz, /metrics,
 /openapi.yaml) are never taken: no provider may have those names.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from urllib.parse import urlsplit
 
 import orjson
@@ -34,6 +37,7 @@ from gateway.settings import ProviderSettings
 from gateway.sse import EventCutter
 from gateway.state import ADMISSION, CATALOG, CTX, IDS, POOL, SETTINGS, UPSTREAMS
 from gateway.upstream.call import credential_headers, open_upstream
+from gateway.upstream.fallback import backoff
 from gateway.upstream.http1 import UpstreamResponse
 
 # Request headers that belong to this hop or to the gateway, never forwarded.
@@ -43,6 +47,10 @@ _DROP_REQUEST = frozenset(
                         "Cookie", "X-Title", "X-OpenRouter-Title", "HTTP-Referer", "Referer", "Accept-Encoding",
                         "X-ARouter-User")
 )
+# Answers of a provider that did not take the call (rate limited, unavailable, Anthropic's overloaded):
+# tried again like routed calls. Any other answer, 500 included, comes back once: the call may have
+# been carried out (a file uploaded, a batch made), and the proxy cannot know the provider's endpoint.
+NOT_TAKEN = frozenset({429, 503, 529})
 # Response headers passed back to the caller.
 _KEEP_RESPONSE = ("Content-Type", "Retry-After")
 _GEMINI_MODEL = re.compile(r"/models/([^/:]+)")
@@ -72,22 +80,41 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
         ctx.hold = await app[ADMISSION].reserve(ctx.key, route.model, body, len(raw), ctx.request_id)
         ctx.billed = True
     upstreams = app[UPSTREAMS]
+    deadline = time.monotonic() + app[SETTINGS].routing.retry_budget
     attempt = 0
-    while True:  # another deployment only when no connection could be made: nothing of the request left
+    while True:  # tried again only when nothing of the request left, or the provider said it did not take it
         target = upstreams.pick(provider)
+        last = attempt >= provider.retries
         try:
-            return await _forward(request, ctx, route, target, raw)
+            return await _forward(request, ctx, route, target, raw, refusal_ends=last)
         except UpstreamUnreachable:
             upstreams.failed(target)
-            if attempt >= provider.retries:
+            if last:
                 raise
-            attempt += 1
+        except _NotTaken as refused:
+            wait = backoff(attempt, refused, provider.retry_max_wait)
+            if time.monotonic() + wait > deadline:  # no time left for another try: the provider's answer
+                return refused.response
+            await asyncio.sleep(wait)
+        attempt += 1
+
+
+class _NotTaken(UpstreamError):
+    """The provider answered that it did not take the call (429, 503, 529): ``response`` is its
+    answer, passed on if no try is left; its Retry-After paces the next."""
+
+    def __init__(self, response: web.Response, provider: str) -> None:
+        retry_after = response.headers.get("Retry-After")
+        super().__init__("not taken", provider=provider, upstream_status=response.status,
+                         headers={"Retry-After": retry_after} if retry_after is not None else None)
+        self.response = response
 
 
 async def _forward(
-    request: web.Request, ctx: RequestContext, route: Route, target: Target, raw: bytes
+    request: web.Request, ctx: RequestContext, route: Route, target: Target, raw: bytes, *, refusal_ends: bool
 ) -> web.StreamResponse:
-    """One try at one deployment; its answer, as the provider sent it, goes back to the client."""
+    """One try at one deployment; its answer, as the provider sent it, goes back to the client (a
+    refusal only if ``refusal_ends``; else it is raised as ``_NotTaken`` for another try)."""
     app = request.app
     provider = target.provider
     url = _url(provider, request)
@@ -103,6 +130,9 @@ async def _forward(
             ctx.streamed = "text/event-stream" in up.headers.get("Content-Type", "")
             out_headers = {k: up.headers[k] for k in _KEEP_RESPONSE if k in up.headers}
             out_headers.update(stream_headers(ctx))
+            if up.status in NOT_TAKEN and not refusal_ends:
+                raise _NotTaken(web.Response(status=up.status, body=await up.read(), headers=out_headers),
+                                provider.name)
             if not ctx.streamed:
                 data = await up.read()
                 sniffer.body(data)
