@@ -124,6 +124,7 @@ ANTHROPIC = "anthropic/claude-sonnet-4.6"
 GEMINI_BODY = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
 ENDPOINTS: dict[str, tuple[str, dict[str, Any], str]] = {  # endpoint: (path, body, header carrying the key)
     "chat": ("/v1/chat/completions", {"messages": MSG}, "Authorization"),
+    "responses": ("/v1/responses", {"input": "hi"}, "Authorization"),
     "embeddings": ("/v1/embeddings", {"model": "openai/text-embedding-3-small", "input": "x"}, "Authorization"),
     "messages": ("/v1/messages", {"model": ANTHROPIC, "max_tokens": 5, "messages": MSG}, "x-api-key"),
     "count_tokens": ("/v1/messages/count_tokens", {"model": ANTHROPIC, "messages": MSG}, "x-api-key"),

@@ -42,7 +42,7 @@ from gateway.store.base import RateLimits
 
 # Endpoints whose handlers call route_request after admitting: their limits are taken there, with the
 # money. Any other endpoint's are taken at admission (so one missing here is limited, only less cheaply).
-ROUTED_ENDPOINTS = frozenset({"chat", "messages", "embeddings", "gemini_generate", "gemini_embed"})
+ROUTED_ENDPOINTS = frozenset({"chat", "responses", "messages", "embeddings", "gemini_generate", "gemini_embed"})
 
 
 async def admit(request: web.Request, endpoint: str) -> JSONObject:

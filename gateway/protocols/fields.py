@@ -3,9 +3,11 @@ whose message and ``param`` name the JSON path ("messages[2].content: expected a
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
+from gateway.core.request import ImagePart, ResponseFormat
 from gateway.errors import InvalidRequest
 
 JSONObject = dict[str, Any]
@@ -77,3 +79,30 @@ def opt_bool(body: Mapping[str, Any], key: str, path: str = "") -> bool | None:
 def opt_obj(body: Mapping[str, Any], key: str, path: str = "") -> JSONObject | None:
     value = body.get(key)
     return None if value is None else dict(obj(value, path + key))
+
+
+_DATA_URL = re.compile(r"^data:(?P<mt>[\w.+-]+/[\w.+-]+)?(?:;[^,;]*)*;base64,(?P<data>.*)$", re.DOTALL)
+
+
+def image_url(
+    url: str, path: str, *, detail: str | None = None, cache_control: Mapping[str, Any] | None = None
+) -> ImagePart:
+    """An OpenAI-style image URL: http(s) as given, or a base64 ``data:`` URL split into media type and data."""
+    if url.startswith("data:"):
+        match = _DATA_URL.match(url)
+        if match is None:
+            raise fail(path, "expected a base64 data URL (data:<media type>;base64,<data>)")
+        return ImagePart(data=match["data"], media_type=match["mt"], detail=detail, cache_control=cache_control)
+    return ImagePart(url=url, detail=detail, cache_control=cache_control)
+
+
+def schema_format(spec: Mapping[str, Any], path: str) -> ResponseFormat:
+    """A ``json_schema`` response format from OpenAI's fields (``schema``, ``name``, ``description``,
+    ``strict``) in ``spec``; ``path`` prefixes their names in errors."""
+    return ResponseFormat(
+        type="json_schema",
+        schema=opt_obj(spec, "schema", path) or {"type": "object"},
+        name=opt_str(spec, "name", path),
+        description=opt_str(spec, "description", path),
+        strict=opt_bool(spec, "strict", path),
+    )

@@ -10,6 +10,7 @@ from gateway.pipeline.chat import handle_chat
 from gateway.pipeline.embeddings import handle_embeddings
 from gateway.pipeline.messages import handle_count_tokens, handle_messages
 from gateway.pipeline.proxy import handle_proxy
+from gateway.pipeline.responses import handle_responses
 from gateway.web import admin, alerts, billing, health, models, usage
 
 PROXY_PATH = (
@@ -26,6 +27,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/openapi.yaml", health.openapi)
     r.add_post("/v1/chat/completions", handle_chat)
     r.add_post("/v1/embeddings", handle_embeddings)
+    r.add_post("/v1/responses", handle_responses)
     r.add_post("/v1/messages", handle_messages)
     r.add_post("/v1/messages/count_tokens", handle_count_tokens)
     batches.add_routes(app)  # /v1/messages/batches...

@@ -11,7 +11,6 @@ tools), assistant ``reasoning_details`` (passed back for thinking signatures), a
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any, get_args
 
@@ -36,6 +35,7 @@ from gateway.core.request import (
 )
 from gateway.protocols.fields import array as _list
 from gateway.protocols.fields import fail as _fail
+from gateway.protocols.fields import image_url, schema_format
 from gateway.protocols.fields import obj as _obj
 from gateway.protocols.fields import opt_bool as _opt_bool
 from gateway.protocols.fields import opt_int as _opt_int
@@ -50,7 +50,6 @@ OPENAI_ONLY_PARAMS = (
     "service_tier", "modalities", "audio", "store", "web_search_options", "verbosity",
 )
 _EFFORTS: tuple[str, ...] = get_args(ReasoningEffort)
-_DATA_URL = re.compile(r"^data:(?P<mt>[\w.+-]+/[\w.+-]+)?(?:;[^,;]*)*;base64,(?P<data>.*)$", re.DOTALL)
 
 
 def parse_chat_request(body: Mapping[str, Any]) -> ChatRequest:
@@ -158,12 +157,7 @@ def _parse_content(raw: Any, path: str, *, allow_images: bool = True) -> tuple[C
 
 
 def _image(url: str, detail: str | None, cache: JSONObject | None, path: str) -> ImagePart:
-    if url.startswith("data:"):
-        match = _DATA_URL.match(url)
-        if match is None:
-            raise _fail(path, "expected a base64 data URL (data:<media type>;base64,<data>)")
-        return ImagePart(data=match["data"], media_type=match["mt"], detail=detail, cache_control=cache)
-    return ImagePart(url=url, detail=detail, cache_control=cache)
+    return image_url(url, path, detail=detail, cache_control=cache)
 
 
 def _parse_assistant(msg: Mapping[str, Any], path: str) -> Message:
@@ -254,15 +248,8 @@ def _parse_response_format(raw: Any) -> ResponseFormat | None:
     if kind == "json_object":
         return ResponseFormat(type="json_object")
     if kind == "json_schema":
-        spec = _obj(fmt.get("json_schema"), "response_format.json_schema")
-        p = "response_format.json_schema."
-        return ResponseFormat(
-            type="json_schema",
-            schema=_opt_obj(spec, "schema", p) or {"type": "object"},
-            name=_opt_str(spec, "name", p),
-            description=_opt_str(spec, "description", p),
-            strict=_opt_bool(spec, "strict", p),
-        )
+        return schema_format(_obj(fmt.get("json_schema"), "response_format.json_schema"),
+                             "response_format.json_schema.")
     raise _fail("response_format.type", "expected text, json_object or json_schema")
 
 
