@@ -31,5 +31,8 @@ async def test_js_sdks_smoke(aiohttp_server: Any, aiohttp_client: Any, tmp_path:
     result = orjson.loads(out.splitlines()[-1])
     assert result["openai"] == "Hello! How can I help you today?"
     assert result["openai_stream_from_anthropic"] == "Hello! How can I help?"
+    assert result["openai_responses_from_gemini"] == "Hello! How can I help you today?"
+    assert result["openai_responses_stream_from_anthropic"] == "Hello! How can I help?"
+    assert result["openai_responses_stream_completed"] == "completed"
     assert result["anthropic"]
     assert result["gemini"]

@@ -21,6 +21,16 @@ const stream = await openai.chat.completions.create({
 for await (const chunk of stream) streamed += chunk.choices[0]?.delta?.content ?? "";
 out.openai_stream_from_anthropic = streamed;
 
+const response = await openai.responses.create({ model: "google/gemini-2.5-flash", input: "hi" });
+out.openai_responses_from_gemini = response.output_text;
+let responded = "";
+const events = await openai.responses.create({ model: "anthropic/claude-sonnet-4.6", input: "hi", stream: true });
+for await (const event of events) {
+  if (event.type === "response.output_text.delta") responded += event.delta;
+  if (event.type === "response.completed") out.openai_responses_stream_completed = event.response.status;
+}
+out.openai_responses_stream_from_anthropic = responded;
+
 const anthropic = new Anthropic({ baseURL: base, apiKey: key, maxRetries: 0 });
 const message = await anthropic.messages.create({
   model: "claude-sonnet-4.6",
