@@ -70,6 +70,17 @@ class ApiKey:
 
 
 @dataclass(frozen=True, slots=True)
+class DeletedKey:
+    """What is kept of a deleted inference key: enough to name its generations in usage reports."""
+
+    hash: str
+    tenant_id: str
+    name: str
+    label: str
+    deleted_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class KeyPatch:
     """Fields a PATCH may change; UNSET leaves a field as it is."""
 
@@ -217,7 +228,20 @@ class Store(Protocol):
         ...
 
     async def delete_key(self, tenant_id: str, key_hash: str) -> bool:
-        """Delete a key of this tenant and record a key change; False if no such key."""
+        """Delete a key of this tenant and record a key change; False if no such key.
+
+        Deleting an inference (``"live"``) key also leaves its tombstone, a ``DeletedKey`` (deleted_at:
+        now), in the same transaction; a tombstone already there for the hash is kept as it is. The
+        key's generations stay: usage reports still count them, named by the tombstone.
+        """
+        ...
+
+    async def list_deleted_keys(self, tenant_id: str) -> list[DeletedKey]:
+        """The tombstones of the tenant's deleted inference keys, oldest deletion first (deleted_at, then hash)."""
+        ...
+
+    async def get_deleted_key(self, key_hash: str) -> DeletedKey | None:
+        """The tombstone of the deleted inference key with this hash (of any tenant), or None."""
         ...
 
     async def key_changes_since(self, seq: int) -> tuple[int, list[str]]:

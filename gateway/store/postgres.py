@@ -40,6 +40,7 @@ from gateway.store.base import (
     Batch,
     BatchItem,
     BatchResult,
+    DeletedKey,
     Generation,
     ItemState,
     KeyKind,
@@ -92,6 +93,16 @@ def _key_from_record(rec: Any) -> ApiKey:
         rate_limit=rate_limits_from_json(rec["rate_limit"]),
         end_user_limit=rec["end_user_limit"],
         end_user_limit_reset=rec["end_user_limit_reset"],
+    )
+
+
+def _deleted_key_from_record(rec: Any) -> DeletedKey:
+    return DeletedKey(
+        hash=rec["hash"],
+        tenant_id=rec["tenant_id"],
+        name=rec["name"],
+        label=rec["label"],
+        deleted_at=rec["deleted_at"],
     )
 
 
@@ -323,14 +334,31 @@ class PostgresStore:
         return key
 
     async def delete_key(self, tenant_id: str, key_hash: str) -> bool:
-        """Delete a key of this tenant and record a key change; False if no such key."""
+        """Delete a key of this tenant and record a key change; False if no such key.
+
+        An inference key leaves its tombstone (``deleted_keys``) in the same transaction."""
         async with self._pool.acquire() as conn, conn.transaction():
-            deleted = await conn.fetchval(q.SQL_DELETE_KEY, key_hash, tenant_id)
+            deleted = await conn.fetchrow(q.SQL_DELETE_KEY, key_hash, tenant_id)
             if deleted is None:
                 return False
+            now = datetime.now(UTC)
+            if deleted["kind"] == "live":
+                await conn.execute(
+                    q.SQL_INSERT_DELETED_KEY, key_hash, tenant_id, deleted["name"], deleted["label"], now
+                )
             await conn.execute(q.SQL_LOCK_CHANGES)
-            await conn.execute(q.SQL_INSERT_CHANGE, key_hash, datetime.now(UTC))
+            await conn.execute(q.SQL_INSERT_CHANGE, key_hash, now)
         return True
+
+    async def list_deleted_keys(self, tenant_id: str) -> list[DeletedKey]:
+        """The tenant's deleted inference keys, oldest deletion first (deleted_at, then hash)."""
+        recs = await self._pool.fetch(q.SQL_LIST_DELETED_KEYS, tenant_id)
+        return [_deleted_key_from_record(rec) for rec in recs]
+
+    async def get_deleted_key(self, key_hash: str) -> DeletedKey | None:
+        """The tombstone of the deleted inference key with this hash, or None."""
+        rec = await self._pool.fetchrow(q.SQL_GET_DELETED_KEY, key_hash)
+        return None if rec is None else _deleted_key_from_record(rec)
 
     async def key_changes_since(self, seq: int) -> tuple[int, list[str]]:
         """Return (latest change sequence number, hashes of keys changed after ``seq``); -1: none."""

@@ -37,7 +37,13 @@ UPDATE api_keys SET name = $3, disabled = $4, spend_limit = $5, limit_reset = $6
                     end_user_limit = $12, end_user_limit_reset = $13
 WHERE hash = $1 AND tenant_id = $2
 """
-SQL_DELETE_KEY = "DELETE FROM api_keys WHERE hash = $1 AND tenant_id = $2 RETURNING hash"
+SQL_DELETE_KEY = "DELETE FROM api_keys WHERE hash = $1 AND tenant_id = $2 RETURNING kind, name, label"
+DELETED_KEY_COLUMNS = "hash, tenant_id, name, label, deleted_at"
+SQL_INSERT_DELETED_KEY = f"""
+INSERT INTO deleted_keys ({DELETED_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (hash) DO NOTHING
+"""
+SQL_LIST_DELETED_KEYS = f"SELECT {DELETED_KEY_COLUMNS} FROM deleted_keys WHERE tenant_id = $1 ORDER BY deleted_at, hash"
+SQL_GET_DELETED_KEY = f"SELECT {DELETED_KEY_COLUMNS} FROM deleted_keys WHERE hash = $1"
 SQL_LOCK_CHANGES = "LOCK TABLE key_changes IN EXCLUSIVE MODE"
 SQL_INSERT_CHANGE = "INSERT INTO key_changes (key_hash, changed_at) VALUES ($1, $2)"
 SQL_LATEST_CHANGE = "SELECT COALESCE(MAX(seq), 0) FROM key_changes"

@@ -45,6 +45,7 @@ from gateway.store.base import (
     Batch,
     BatchItem,
     BatchResult,
+    DeletedKey,
     Generation,
     ItemState,
     KeyKind,
@@ -226,13 +227,29 @@ class SqliteStore:
         return key
 
     async def delete_key(self, tenant_id: str, key_hash: str) -> bool:
-        """Delete a key of this tenant and record a key change; False if no such key."""
+        """Delete a key of this tenant and record a key change; False if no such key.
+
+        An inference key leaves its tombstone (``deleted_keys``) in the same transaction."""
         async with self._write() as conn:
-            async with conn.execute(q.SQL_DELETE_KEY, (key_hash, tenant_id)) as cursor:
-                deleted = cursor.rowcount > 0
-            if deleted:
-                await conn.execute(q.SQL_INSERT_CHANGE, (key_hash, conv.to_us(datetime.now(UTC))))
-        return deleted
+            rows = list(await conn.execute_fetchall(q.SQL_DELETE_KEY, (key_hash, tenant_id)))
+            if not rows:
+                return False
+            kind, name, label = rows[0]
+            now = conv.to_us(datetime.now(UTC))
+            if kind == "live":
+                await conn.execute(q.SQL_INSERT_DELETED_KEY, (key_hash, tenant_id, name, label, now))
+            await conn.execute(q.SQL_INSERT_CHANGE, (key_hash, now))
+        return True
+
+    async def list_deleted_keys(self, tenant_id: str) -> list[DeletedKey]:
+        """The tenant's deleted inference keys, oldest deletion first (deleted_at, then hash)."""
+        rows = await self._fetch(q.SQL_LIST_DELETED_KEYS, (tenant_id,))
+        return [conv.deleted_key_from_row(row) for row in rows]
+
+    async def get_deleted_key(self, key_hash: str) -> DeletedKey | None:
+        """The tombstone of the deleted inference key with this hash, or None."""
+        rows = await self._fetch(q.SQL_GET_DELETED_KEY, (key_hash,))
+        return conv.deleted_key_from_row(rows[0]) if rows else None
 
     async def key_changes_since(self, seq: int) -> tuple[int, list[str]]:
         """Return (latest change sequence number, hashes of keys changed after ``seq``); -1: none."""

@@ -21,6 +21,7 @@ from gateway.store.base import (
     Alert,
     ApiKey,
     Batch,
+    DeletedKey,
     Generation,
     Transaction,
 )
@@ -105,6 +106,10 @@ def key_from_row(row: sqlite3.Row) -> ApiKey:
         end_user_limit=None if row[14] is None else Decimal(row[14]),
         end_user_limit_reset=row[15],
     )
+
+
+def deleted_key_from_row(row: sqlite3.Row) -> DeletedKey:
+    return DeletedKey(hash=row[0], tenant_id=row[1], name=row[2], label=row[3], deleted_at=from_us(row[4]))
 
 
 _GEN_COST = 14  # in generation_params: the cost in units

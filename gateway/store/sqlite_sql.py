@@ -26,7 +26,13 @@ SQL_UPDATE_KEY = (
     "allowed_models = ?, expires_at = ?, updated_at = ?, rate_limit = ?, end_user_limit = ?, "
     "end_user_limit_reset = ? WHERE hash = ? AND tenant_id = ?"
 )
-SQL_DELETE_KEY = "DELETE FROM api_keys WHERE hash = ? AND tenant_id = ?"
+SQL_DELETE_KEY = "DELETE FROM api_keys WHERE hash = ? AND tenant_id = ? RETURNING kind, name, label"
+DELETED_KEY_COLUMNS = "hash, tenant_id, name, label, deleted_at"
+SQL_INSERT_DELETED_KEY = (
+    f"INSERT INTO deleted_keys ({DELETED_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?) ON CONFLICT (hash) DO NOTHING"
+)
+SQL_LIST_DELETED_KEYS = f"SELECT {DELETED_KEY_COLUMNS} FROM deleted_keys WHERE tenant_id = ? ORDER BY deleted_at, hash"
+SQL_GET_DELETED_KEY = f"SELECT {DELETED_KEY_COLUMNS} FROM deleted_keys WHERE hash = ?"
 SQL_INSERT_CHANGE = "INSERT INTO key_changes (key_hash, changed_at) VALUES (?, ?)"
 SQL_LATEST_CHANGE = "SELECT COALESCE(MAX(seq), 0) FROM key_changes"
 SQL_CHANGED_KEYS = "SELECT key_hash FROM key_changes WHERE seq > ? GROUP BY key_hash ORDER BY MIN(seq)"

@@ -27,13 +27,15 @@ from gateway.store import (
     UsageGroup,
     apply_patch,
     open_store,
+    postgres_sql,
     rate_limits_from_json,
     rate_limits_to_json,
+    sqlite_sql,
 )
 from gateway.store import migrations as migrations_module
 from gateway.store import postgres as postgres_module
 from gateway.store import sqlite as sqlite_module
-from gateway.store.base import Alert, Batch, BatchCounts
+from gateway.store.base import Alert, Batch, BatchCounts, DeletedKey
 from gateway.store.migrations import Backend, Migration, load_migrations, split_sqlite_script
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SqliteStore
@@ -202,6 +204,7 @@ async def test_migrate_is_idempotent(store_factory: StoreFactory) -> None:
     assert all_versions == [
         "0001_init", "0002_key_rate_limits", "0003_ledger", "0004_batches", "0005_drop_unused_generation_index",
         "0006_generation_end_user", "0007_generation_cached", "0008_alerts", "0009_key_end_user_limit",
+        "0010_deleted_keys",
     ]
     assert await store.migrate() == all_versions  # a fresh database gets every migration, in order
     assert await store.migrate() == []
@@ -227,7 +230,7 @@ async def test_migrate_0002_on_a_database_with_keys(
         assert await store.migrate() == ["0002_key_rate_limits"]
     assert await store.migrate() == [
         "0003_ledger", "0004_batches", "0005_drop_unused_generation_index", "0006_generation_end_user",
-        "0007_generation_cached", "0008_alerts", "0009_key_end_user_limit"]
+        "0007_generation_cached", "0008_alerts", "0009_key_end_user_limit", "0010_deleted_keys"]
     assert await store.migrate() == []
     assert await other.migrate() == []
     await with_tenants(store, "t1")
@@ -252,7 +255,7 @@ async def test_migrate_0003_on_a_database_with_usage(
 
     assert await store.migrate() == [
         "0003_ledger", "0004_batches", "0005_drop_unused_generation_index", "0006_generation_end_user",
-        "0007_generation_cached", "0008_alerts", "0009_key_end_user_limit"]
+        "0007_generation_cached", "0008_alerts", "0009_key_end_user_limit", "0010_deleted_keys"]
     assert await other.migrate() == []
     # existing rows are kept; the ledger starts empty (history is not back-filled) at balance 0
     assert await other.get_key("h1") == key
@@ -279,13 +282,36 @@ async def test_migrate_0009_on_a_database_with_keys(
     key = make_key("h1", limit=Decimal("5"), limit_reset="weekly", rate_limit=RateLimits(concurrency=1))
     await insert_key_raw(store, key)
     other = await store_factory()  # opened before the upgrade ran
-    assert await store.migrate() == ["0009_key_end_user_limit"]
+    assert await store.migrate() == ["0009_key_end_user_limit", "0010_deleted_keys"]
     assert await other.migrate() == []
     got = await other.get_key("h1")  # an existing key has no per-end-user limit
     assert got == key and got is not None and got.end_user_limit is None and got.end_user_limit_reset is None
     patched_key = await other.update_key("t1", "h1", KeyPatch(end_user_limit=Decimal("1.5")), T0)
     assert patched_key == dataclasses.replace(key, end_user_limit=Decimal("1.5"), updated_at=T0)
     assert await store.get_key("h1") == patched_key
+
+
+async def test_migrate_0010_on_a_database_with_keys(
+    store_factory: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await store_factory()
+    with monkeypatch.context() as patched:
+        patched.setattr(migrations_module, "load_migrations", migrations_up_to("0009_key_end_user_limit"))
+        assert (await store.migrate())[-1] == "0009_key_end_user_limit"
+    await with_tenants(store, "t1")
+    key = make_key("h1", name="old key")
+    await store.insert_key(key)
+    gen = make_gen("gen-1", cost=Decimal("0.5"))
+    await store.insert_generations([gen])
+    other = await store_factory()  # opened before the upgrade ran
+    assert await store.migrate() == ["0010_deleted_keys"]
+    assert await other.migrate() == []
+    assert "deleted_keys_tenant_idx" in await generation_indexes(store, "deleted_keys")
+    assert await other.list_deleted_keys("t1") == []  # no tombstones for keys deleted before the upgrade
+    assert await other.delete_key("t1", "h1") is True  # a key made before the upgrade leaves one
+    gone = await store.get_deleted_key("h1")
+    assert gone is not None and (gone.tenant_id, gone.name, gone.label) == ("t1", "old key", key.label)
+    assert await store.get_generation("t1", "gen-1") == gen
 
 
 async def test_concurrent_migrate_applies_each_version_once(store_factory: StoreFactory) -> None:
@@ -724,6 +750,128 @@ async def test_key_changes_sequence(store: Store) -> None:
     assert await store.delete_key("t1", "h2") is False
     assert await store.key_changes_since(s4) == (s4, [])
     assert await store.key_changes_since(-1) == (s4, [])
+
+
+# --- deleted keys (tombstones) ------------------------------------------------------------------
+
+
+async def test_deleting_a_live_key_leaves_a_tombstone(store: Store) -> None:
+    await with_tenants(store, "t1")
+    key = make_key("h1", name="production", label="lr_live_AbC...xYz")
+    await store.insert_key(key)
+    await store.insert_key(make_key("h2"))
+    assert await store.get_deleted_key("h1") is None  # not deleted yet
+    before = datetime.now(UTC)
+    assert await store.delete_key("t1", "h1") is True
+    after = datetime.now(UTC)
+    gone = await store.get_deleted_key("h1")
+    assert gone is not None
+    assert gone == DeletedKey(
+        hash="h1", tenant_id="t1", name="production", label="lr_live_AbC...xYz", deleted_at=gone.deleted_at
+    )
+    assert gone.deleted_at.utcoffset() == timedelta(0)  # aware, UTC
+    assert before <= gone.deleted_at <= after
+    assert await store.list_deleted_keys("t1") == [gone]
+    assert await store.get_key("h1") is None
+    assert await store.get_deleted_key("h2") is None  # a live key has none
+    assert await store.get_deleted_key("missing") is None
+
+
+async def test_list_deleted_keys_oldest_first_per_tenant(store: Store) -> None:
+    await with_tenants(store, "t1", "t2")
+    for key_hash in ("ha", "hb", "hc"):
+        await store.insert_key(make_key(key_hash))
+    await store.insert_key(make_key("hx", tenant_id="t2"))
+    assert await store.list_deleted_keys("t1") == []
+    assert await store.delete_key("t1", "hc") is True
+    assert await store.delete_key("t2", "hx") is True
+    assert await store.delete_key("t1", "ha") is True
+    listed = await store.list_deleted_keys("t1")
+    assert [(d.hash, d.tenant_id, d.name) for d in listed] == [("hc", "t1", "key hc"), ("ha", "t1", "key ha")]
+    assert listed[0].deleted_at < listed[1].deleted_at
+    assert [d.hash for d in await store.list_deleted_keys("t2")] == ["hx"]
+    assert await store.list_deleted_keys("t3") == []
+    other = await store.get_deleted_key("hx")  # by hash, whatever the tenant
+    assert other is not None and other.tenant_id == "t2"
+    assert [k.hash for k in await store.list_keys("t1", kind="live", offset=0, limit=9, include_disabled=True)] == [
+        "hb"
+    ]
+
+
+async def test_a_failed_delete_leaves_no_tombstone(store: Store) -> None:
+    await with_tenants(store, "t1", "t2")
+    await store.insert_key(make_key("h1"))
+    assert await store.delete_key("t2", "h1") is False  # another tenant's key
+    assert await store.delete_key("t1", "missing") is False
+    assert await store.get_deleted_key("h1") is None
+    assert await store.get_deleted_key("missing") is None
+    assert await store.list_deleted_keys("t1") == []
+    assert await store.list_deleted_keys("t2") == []
+    assert await store.delete_key("t1", "h1") is True
+    first = await store.get_deleted_key("h1")
+    assert await store.delete_key("t1", "h1") is False  # already gone: the tombstone is unchanged
+    assert await store.list_deleted_keys("t1") == [first]
+
+
+async def test_deleting_a_management_key_leaves_no_tombstone(store: Store) -> None:
+    await with_tenants(store, "t1")
+    await store.insert_key(make_key("m1", kind="mgmt", label="lr_mgmt_m1...xyz"))
+    start, _ = await store.key_changes_since(-1)
+    assert await store.delete_key("t1", "m1") is True
+    assert await store.get_key("m1") is None
+    assert await store.get_deleted_key("m1") is None
+    assert await store.list_deleted_keys("t1") == []
+    assert (await store.key_changes_since(start))[1] == ["m1"]  # still a key change
+
+
+async def test_a_recreated_hash_keeps_its_first_tombstone(store: Store) -> None:
+    await with_tenants(store, "t1")
+    await store.insert_key(make_key("h1", name="first"))
+    assert await store.delete_key("t1", "h1") is True
+    first = await store.get_deleted_key("h1")
+    await store.insert_key(make_key("h1", name="second"))
+    assert await store.delete_key("t1", "h1") is True  # ON CONFLICT (hash) DO NOTHING
+    assert await store.get_deleted_key("h1") == first
+    assert first is not None and first.name == "first"
+    assert await store.list_deleted_keys("t1") == [first]
+
+
+async def test_tombstone_and_delete_are_one_transaction(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    await with_tenants(store, "t1")
+    key = make_key("h1")
+    await store.insert_key(key)
+    start, _ = await store.key_changes_since(-1)
+    sql = sqlite_sql if isinstance(store, SqliteStore) else postgres_sql
+    monkeypatch.setattr(sql, "SQL_INSERT_DELETED_KEY", "INSERT INTO no_such_table (hash) VALUES (1)")
+    with pytest.raises(Exception, match="no_such_table"):
+        await store.delete_key("t1", "h1")
+    assert await store.get_key("h1") == key  # rolled back with the failed tombstone
+    assert await store.key_changes_since(start) == (start, [])
+    monkeypatch.undo()
+    assert await store.delete_key("t1", "h1") is True
+    assert await store.get_deleted_key("h1") is not None
+
+
+async def test_a_deleted_keys_generations_still_count(store: Store) -> None:
+    await with_tenants(store, "t1")
+    await store.insert_key(make_key("h1"))
+    await store.insert_key(make_key("h2"))
+    rows = [
+        make_gen("a", cost=Decimal("0.1")),
+        make_gen("b", cost=Decimal("0.2"), created_at=T0 + timedelta(seconds=1)),
+        make_gen("c", key_hash="h2", cost=Decimal("4")),
+    ]
+    await store.insert_generations(rows)
+    assert await store.delete_key("t1", "h1") is True
+    assert await store.get_generation("t1", "a") == rows[0]
+    assert await store.get_generation("t1", "b") == rows[1]
+    window = (T0, T0 + timedelta(days=1))
+    by_key = await store.usage_summary(["h1", "h2"], "key", *window)
+    assert [(g.group, g.requests, g.cost) for g in by_key] == [("h2", 1, Decimal("4")), ("h1", 2, Decimal("0.3"))]
+    assert [(g.requests, g.cost) for g in await store.usage_summary(["h1"], "model", *window)] == [
+        (2, Decimal("0.3"))]
+    assert (await store.key_usage("h1", T0)).total == Decimal("0.3")
+    assert await store.balance("t1") == Decimal("-4.3")  # the ledger is untouched too
 
 
 # --- generations ---------------------------------------------------------------------------------
