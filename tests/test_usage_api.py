@@ -110,3 +110,26 @@ async def test_requests_record_their_end_user_and_usage_groups_by_it(gateway: Ga
     status, doc = await usage(gateway, gateway.mgmt, "?group_by=user")
     assert status == 200 and [(r["user"], r["requests"]) for r in doc["data"]] == [
         ("alice", 2), ("bob", 1), (None, 1)]  # by cost; at equal cost, named users first
+
+
+async def test_a_deleted_keys_usage_still_counts(gateway: Gateway) -> None:
+    kept, kept_obj = await gateway.new_key(name="kept")
+    gone, gone_obj = await gateway.new_key(name="gone")
+    for key in (kept, gone, gone):
+        resp = await gateway.client.post("/v1/chat/completions", json=CHAT, headers={"Authorization": f"Bearer {key}"})
+        assert resp.status == 200
+    await gateway.app[RECORDER].flush()
+    resp = await gateway.client.delete(f"/api/v1/keys/{gone_obj['hash']}", headers=gateway.mgmt)
+    assert resp.status == 200
+    assert (await gateway.client.post("/v1/chat/completions", json=CHAT,
+                                      headers={"Authorization": f"Bearer {gone}"})).status == 401
+
+    status, doc = await usage(gateway, gateway.mgmt)
+    assert doc["data"][0]["requests"] == 3 and doc["data"][0]["cost"] == float(3 * ONE)
+    status, doc = await usage(gateway, gateway.mgmt, "?group_by=key")
+    assert [(r["key_hash"], r["name"], r["deleted"], r["requests"]) for r in doc["data"]] == [
+        (gone_obj["hash"], "gone", True, 2), (kept_obj["hash"], "kept", False, 1)]
+    status, doc = await usage(gateway, gateway.mgmt, f"?key={gone_obj['hash']}")
+    assert status == 200 and doc["data"][0]["requests"] == 2
+    status, _ = await usage(gateway, gateway.mgmt, "?key=" + "0" * 64)
+    assert status == 404

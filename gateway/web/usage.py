@@ -23,7 +23,7 @@ _PAGE = 500
 
 
 async def usage_summary(request: web.Request) -> web.Response:
-    """A management key: every key of its tenant (active or disabled), or the one named by ``key``; an
+    """A management key: every key of its tenant (active, disabled or deleted), or the one named by ``key``; an
     inference key: itself. ``from`` (default: the start of the current UTC month) to ``to`` (default:
     now), ``to`` excluded."""
     caller = await authenticate(request, request.app[KEYCACHE], None, datetime.now(UTC))
@@ -38,7 +38,7 @@ async def usage_summary(request: web.Request) -> web.Response:
     if start >= end:
         raise InvalidRequest("'from' must be before 'to'", param="from")
     store = request.app[STORE]
-    keys = await _keys(store, caller, q.get("key") or None)
+    keys, deleted = await _keys(store, caller, q.get("key") or None)
     groups = await store.usage_summary(list(keys), group_by, start, end)
     field = _FIELDS[group_by]
     data: list[dict[str, Any]] = []
@@ -46,27 +46,34 @@ async def usage_summary(request: web.Request) -> web.Response:
         row: dict[str, Any] = {field: g.group}
         if group_by == "key":
             row["name"] = keys.get(g.group or "")
+            row["deleted"] = g.group in deleted
         row.update(requests=g.requests, prompt_tokens=g.prompt_tokens, completion_tokens=g.completion_tokens,
                    cost=money(g.cost))
         data.append(row)
     return json_response({"data": data, "group_by": group_by, "from": start, "to": end})
 
 
-async def _keys(store: Store, caller: ApiKey, wanted: str | None) -> dict[str, str]:
-    """The inference keys to sum, hash -> name."""
+async def _keys(store: Store, caller: ApiKey, wanted: str | None) -> tuple[dict[str, str], set[str]]:
+    """The inference keys to sum, hash -> name, and which of them were deleted (their generations
+    still count: a deleted key leaves its name behind)."""
     if caller.kind == "live":
         if wanted is not None and wanted != caller.hash:
             raise NotFound("no such key")
-        return {caller.hash: caller.name}
+        return {caller.hash: caller.name}, set()
     if wanted is not None:
         key = await store.get_key(wanted)
-        if key is None or key.tenant_id != caller.tenant_id or key.kind != "live":
+        if key is not None and key.tenant_id == caller.tenant_id and key.kind == "live":
+            return {key.hash: key.name}, set()
+        gone = await store.get_deleted_key(wanted)
+        if gone is None or gone.tenant_id != caller.tenant_id:
             raise NotFound("no such key")
-        return {key.hash: key.name}
+        return {gone.hash: gone.name}, {gone.hash}
     keys: dict[str, str] = {}
     while True:
         page = await store.list_keys(caller.tenant_id, kind="live", offset=len(keys), limit=_PAGE,
                                      include_disabled=True)
         keys.update((k.hash, k.name) for k in page)
         if len(page) < _PAGE:
-            return keys
+            break
+    deleted = {d.hash: d.name for d in await store.list_deleted_keys(caller.tenant_id) if d.hash not in keys}
+    return {**keys, **deleted}, set(deleted)
