@@ -6,6 +6,8 @@ Each test runs against an OpenAI-type upstream (passthrough), an Anthropic one a
 
 from __future__ import annotations
 
+import base64
+import struct
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
@@ -319,3 +321,34 @@ async def test_thinking_stream_shows_reasoning(gw: MultiGateway, sdk: AsyncOpenA
         reasoning += (delta.model_extra or {}).get("reasoning") or ""
     assert "Euclidean" in reasoning and "**21**" in text
     assert gw.anthropic.seen[-1].body["thinking"] == {"type": "enabled", "budget_tokens": 2000}
+
+
+async def test_embeddings_of_a_gemini_model_through_the_openai_api(gw: MultiGateway, sdk: AsyncOpenAI) -> None:
+    """/v1/embeddings with a Gemini-type model: one batchEmbedContents call, OpenAI's answer shape."""
+    from tests.fakes.gemini_upstream import EMBEDDING as GEMINI_EMBEDDING
+
+    for encoding in ("float", "base64"):  # base64 of little-endian float32, as OpenAI sends it
+        resp = await sdk.embeddings.create(model="google/gemini-embedding-001", input=["a", "b c"], dimensions=6,
+                                           encoding_format=encoding)  # type: ignore[arg-type]
+        assert [d.index for d in resp.data] == [0, 1]
+        for d in resp.data:
+            vector: Any = d.embedding
+            if encoding == "base64":
+                vector = list(struct.unpack("<6f", base64.b64decode(vector)))
+            assert vector == pytest.approx(GEMINI_EMBEDDING, rel=1e-6)
+        assert resp.model == "gemini-embedding-001" and resp.usage.prompt_tokens == 8  # as Gemini reported them
+        seen = gw.gemini.seen[-1]
+        assert seen.path == "/v1beta/models/gemini-embedding-001:batchEmbedContents"
+        assert seen.body == {"requests": [
+            {"model": "models/gemini-embedding-001", "content": {"parts": [{"text": t}]}, "outputDimensionality": 6}
+            for t in ("a", "b c")]}
+    key = {"Authorization": f"Bearer {sdk.gateway_key}"}  # type: ignore[attr-defined]
+    resp = await gw.client.post("/v1/embeddings", json={"model": "google/no-usage-embed", "input": "hello world"},
+                                headers=key)
+    assert resp.status == 200 and (await resp.json())["usage"]["prompt_tokens"] == 2  # counted offline
+    resp = await gw.client.post("/v1/embeddings", json={"model": "google/gemini-embedding-001", "input": [[1, 2]]},
+                                headers=key)
+    assert resp.status == 400 and (await resp.json())["error"]["param"] == "input"  # token arrays: OpenAI only
+    resp = await gw.client.post("/v1/embeddings", json={"model": "anthropic/claude-sonnet-4.6", "input": "x"},
+                                headers=key)
+    assert resp.status == 400 and "OpenAI-compatible and Gemini providers" in (await resp.json())["error"]["message"]

@@ -147,7 +147,7 @@ def _routing_body(model: str, body: JSONObject) -> JSONObject:
     return out
 
 
-def _gemini_call(
+def gemini_call(
     request: web.Request, provider: ProviderSettings, upstream_model: str, action: str, payload: bytes
 ) -> AbstractAsyncContextManager[UpstreamResponse]:
     """POST to ``{base_url}/v1beta/models/{upstream_model}:{action}`` with the provider's key; non-2xx
@@ -163,7 +163,7 @@ async def _passthrough(
     framing: Framing,
 ) -> web.StreamResponse:
     action = "streamGenerateContent?alt=sse" if stream else "generateContent"
-    call = _gemini_call(request, provider, route.upstream_model, action, raw)
+    call = gemini_call(request, provider, route.upstream_model, action, raw)
     if not stream:
         async with call as up:
             data = await up.read()
@@ -318,7 +318,7 @@ async def _count_tokens(request: web.Request, model: str) -> web.StreamResponse:
         payload = raw
 
         async def count(route: Route, target: Target) -> web.Response:
-            async with _gemini_call(request, target.provider, route.upstream_model, "countTokens", payload) as up:
+            async with gemini_call(request, target.provider, route.upstream_model, "countTokens", payload) as up:
                 data = await up.read()
             return web.Response(body=data, content_type="application/json", headers=headers)
 
@@ -367,7 +367,7 @@ async def _embed_content(request: web.Request, model: str, *, batch: bool) -> we
             if batch and any(item.get("model") != upstream_name for item in items):  # each names the model too
                 payload = orjson.dumps({**body, "requests": [{**item, "model": upstream_name} for item in items]})
             action = "batchEmbedContents" if batch else "embedContent"
-            async with _gemini_call(request, provider, route.upstream_model, action, payload) as up:
+            async with gemini_call(request, provider, route.upstream_model, action, payload) as up:
                 data = await up.read()
             prompt = embedding_usage(data)
             if prompt is None:
