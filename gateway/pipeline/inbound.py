@@ -15,6 +15,7 @@ from aiohttp import web
 
 from gateway.admission.service import Entry
 from gateway.auth.policy import authenticate
+from gateway.cache.records import HEADER as CACHE_HEADER
 from gateway.codec import JSONObject, parse_object, read_body
 from gateway.errors import RateLimited
 from gateway.idempotency.records import HEADER as IDEMPOTENCY_HEADER
@@ -72,8 +73,8 @@ async def admit_bytes(request: web.Request, endpoint: str) -> bytes:
             ctx.idempotent = await idempotency.begin(request, key.hash, ctx.request_id, idempotency_key, raw)
             ctx.sent = Capture(idempotency.max_bytes)
         if endpoint in ROUTED_ENDPOINTS:
-            cache = app.get(CACHE)
-            if cache is not None:
+            cache = app.get(CACHE)  # opt-in (the default): nothing more for a request without its header
+            if cache is not None and (cache.mode == "on" or CACHE_HEADER in request.headers):
                 ctx.cache = cache.plan(request, key.tenant_id, endpoint, raw)
     limits = effective_limits(app[SETTINGS].limits, key.rate_limit)
     if not limits.active:
