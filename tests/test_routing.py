@@ -439,3 +439,4 @@ async def test_the_provider_proxy_passes_a_refusal_on_when_no_try_is_left(
     resp = await client.post("/openai/v1/chat/completions", json={"model": "rate-limited", "messages": MSG},
                              headers=auth)
     assert resp.status == 429 and gateway.upstream.calls["rate-limited"] == 4  # no budget for a wait: once
+    assert resp.headers["X-ARouter-Cost"] == "0" and resp.headers["Retry-After"] == "7"

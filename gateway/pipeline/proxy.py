@@ -94,6 +94,8 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
         except _NotTaken as refused:
             wait = backoff(attempt, refused, provider.retry_max_wait)
             if time.monotonic() + wait > deadline:  # no time left for another try: the provider's answer
+                _settle(ctx, route, UsageSniffer())  # as for any answer without usage
+                refused.response.headers[COST_HEADER] = format(ctx.cost.normalize(), "f")
                 return refused.response
             await asyncio.sleep(wait)
         attempt += 1
