@@ -15,6 +15,7 @@ from tests.conftest import MGMT_KEY, Gateway, make_settings
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.gemini_upstream import FakeGemini
 from tests.fakes.multi_upstream import multi_settings
+from tests.fakes.openai_upstream import fixture as upstream_fixture
 
 MSG = [{"role": "user", "content": "hi"}]
 DEAD = "http://127.0.0.1:9/v1"  # nothing listens there: connection refused
@@ -440,3 +441,17 @@ async def test_the_provider_proxy_passes_a_refusal_on_when_no_try_is_left(
                              headers=auth)
     assert resp.status == 429 and gateway.upstream.calls["rate-limited"] == 4  # no budget for a wait: once
     assert resp.headers["X-ARouter-Cost"] == "0" and resp.headers["Retry-After"] == "7"
+
+
+async def test_the_provider_proxy_passes_the_refusal_on_when_the_breaker_takes_the_deployment_out(
+    gateway: Gateway, db_url: str, aiohttp_client: Any
+) -> None:
+    """A 503 counts toward the deployment's breaker; once it is out, the client gets the provider's own
+    503 (not the gateway's "nothing to route to")."""
+    url = gateway.upstream.url  # type: ignore[attr-defined]
+    client, auth = await client_for(gateway, db_url, aiohttp_client, providers={"openai": provider(url, retries=3)},
+                                    routing={"breaker_failures": 1, "breaker_cooldown": 60})
+    gateway.upstream.flaky_failures = 5
+    resp = await client.post("/openai/v1/chat/completions", json={"model": "flaky", "messages": MSG}, headers=auth)
+    assert resp.status == 503 and gateway.upstream.calls["flaky"] == 1
+    assert await resp.read() == upstream_fixture("error_500.json") and resp.headers["X-ARouter-Cost"] == "0"

@@ -25,7 +25,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway.auth.policy import check_model_allowed
-from gateway.errors import GatewayError, NotFound, UpstreamError, UpstreamUnreachable
+from gateway.errors import GatewayError, NotFound, Unavailable, UpstreamError, UpstreamUnreachable
 from gateway.pipeline.context import RequestContext
 from gateway.pipeline.downstream import Downstream
 from gateway.pipeline.inbound import END_USER_HEADER, admit_bytes, end_user
@@ -82,8 +82,14 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
     upstreams = app[UPSTREAMS]
     deadline = time.monotonic() + app[SETTINGS].routing.retry_budget
     attempt = 0
+    refused: _NotTaken | None = None  # the provider's latest refusal, passed on if no try is left
     while True:  # tried again only when nothing of the request left, or the provider said it did not take it
-        target = upstreams.pick(provider)
+        try:
+            target = upstreams.pick(provider)
+        except Unavailable:  # every deployment is cooling down, after the refusals themselves
+            if refused is None:
+                raise
+            return _passed_on(ctx, route, refused)
         last = attempt >= provider.retries
         try:
             return await _forward(request, ctx, route, target, raw, refusal_ends=last)
@@ -91,14 +97,20 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
             upstreams.failed(target)
             if last:
                 raise
-        except _NotTaken as refused:
-            wait = backoff(attempt, refused, provider.retry_max_wait)
+        except _NotTaken as err:
+            refused = err
+            wait = backoff(attempt, err, provider.retry_max_wait)
             if time.monotonic() + wait > deadline:  # no time left for another try: the provider's answer
-                _settle(ctx, route, UsageSniffer())  # as for any answer without usage
-                refused.response.headers[COST_HEADER] = format(ctx.cost.normalize(), "f")
-                return refused.response
+                return _passed_on(ctx, route, err)
             await asyncio.sleep(wait)
         attempt += 1
+
+
+def _passed_on(ctx: RequestContext, route: Route, refused: _NotTaken) -> web.Response:
+    """A refusal passed on as the provider sent it, settled like any answer without usage."""
+    _settle(ctx, route, UsageSniffer())
+    refused.response.headers[COST_HEADER] = format(ctx.cost.normalize(), "f")
+    return refused.response
 
 
 class _NotTaken(UpstreamError):
