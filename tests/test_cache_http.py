@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 
 from gateway.auth.apikey import new_key
 from gateway.cache.service import ResponseCache
-from gateway.state import CACHE, RECORDER, STORE
+from gateway.state import ACCESS_LOG, CACHE, RECORDER, STORE
 from gateway.store.base import ApiKey
 from tests.conftest import MGMT_KEY, REDIS_URL
 from tests.fakes.multi_upstream import MultiGateway, start_gateway
@@ -343,6 +343,8 @@ async def test_the_mode_decides_for_requests_that_do_not_say(mode: str, aiohttp_
             assert statuses == ["MISS", "HIT", None, "HIT"] and len(gw.openai.seen) == 2
         else:  # off: the headers are ignored, nothing is kept
             assert statuses == [None] * 4 and len(gw.openai.seen) == 4 and CACHE not in gw.app
+            resp = await gw.client.delete("/api/v1/cache", headers={"Authorization": f"Bearer {MGMT_KEY}"})
+            assert resp.status == 404 and "cache is off" in (await resp.json())["error"]["message"]
 
 
 async def test_answers_over_the_size_limit_are_not_kept(aiohttp_server: Any, aiohttp_client: Any,
@@ -367,3 +369,26 @@ async def test_a_hit_counts_against_the_keys_request_limits(param: str, aiohttp_
         assert (first.headers["X-RateLimit-Remaining"], hit.headers["X-RateLimit-Remaining"]) == ("1", "0")
         refused = await gw.client.post("/v1/chat/completions", json=CHAT, headers=auth(key, **CACHED))
         assert refused.status == 429 and len(gw.openai.seen) == 1
+
+
+async def test_the_access_line_says_what_the_cache_did(aiohttp_server: Any, aiohttp_client: Any,
+                                                       tmp_path: Path) -> None:
+    async for gw in _gateway("embedded", aiohttp_server, aiohttp_client, tmp_path, {}, server={"access_log": True}):
+        lines: list[dict[str, Any]] = []
+        gw.app[ACCESS_LOG].write = lines.append  # type: ignore[method-assign]
+        key = await gw.new_key()
+        for headers in (CACHED, CACHED, {}):
+            assert (await gw.client.post("/v1/chat/completions", json=CHAT, headers=auth(key, **headers))).status == 200
+        chat_lines = [line for line in lines if line["path"] == "/v1/chat/completions"]
+        assert [line.get("cache") for line in chat_lines] == ["MISS", "HIT", None]
+
+
+async def test_a_management_key_purges_its_tenants_answers(gw: MultiGateway) -> None:
+    key = await gw.new_key()
+    for body in (CHAT, {**CHAT, "max_tokens": 5}):
+        await gw.client.post("/v1/chat/completions", json=body, headers=auth(key, **CACHED))
+    resp = await gw.client.delete("/api/v1/cache", headers={"Authorization": f"Bearer {MGMT_KEY}"})
+    assert resp.status == 200 and await resp.json() == {"data": {"deleted": 2}}
+    resp = await gw.client.post("/v1/chat/completions", json=CHAT, headers=auth(key, **CACHED))
+    assert resp.headers["X-ARouter-Cache"] == "MISS" and len(gw.openai.seen) == 3
+    assert (await gw.client.delete("/api/v1/cache", headers=auth(key))).status == 403  # an inference key may not

@@ -45,5 +45,13 @@ class SqliteCache:
 
         await self._file.run(step)
 
+    async def purge(self, prefix: str) -> int:
+        end = prefix[:-1] + chr(ord(prefix[-1]) + 1)  # the slots from ``prefix`` on, through the primary key
+
+        def step(db: sqlite3.Connection) -> int:
+            return db.execute("DELETE FROM cache WHERE slot >= ? AND slot < ?", (prefix, end)).rowcount
+
+        return await self._file.run(step)
+
     async def close(self) -> None:
         await self._file.close()

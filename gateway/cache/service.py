@@ -157,5 +157,9 @@ class ResponseCache:
             return
         self._count("kept")
 
+    async def purge(self, tenant: str) -> int:
+        """Forget every answer kept for ``tenant``; how many there were."""
+        return await self.store.purge(f"{tenant}:")
+
     async def close(self) -> None:
         await self.store.close()

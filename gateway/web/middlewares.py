@@ -268,6 +268,8 @@ def observe(request: web.Request, ctx: RequestContext) -> None:
         }
         if key is not None:
             fields["key"] = key.hash[:12]
+        if ctx.cache_status is not None:
+            fields["cache"] = ctx.cache_status
         if route is not None:
             fields.update(
                 model=route.model_id, provider=provider, generation_id=ctx.generation_id,

@@ -11,7 +11,7 @@ from gateway.pipeline.embeddings import handle_embeddings
 from gateway.pipeline.messages import handle_count_tokens, handle_messages
 from gateway.pipeline.proxy import handle_proxy
 from gateway.pipeline.responses import handle_responses
-from gateway.web import admin, alerts, billing, health, models, usage
+from gateway.web import admin, alerts, billing, cache, health, models, usage
 
 PROXY_PATH = (
     r"/{provider:(?!(?:v1|v1beta|api|healthz|readyz|metrics|openapi\.yaml)(?:/|$))[a-z0-9][a-z0-9_.-]*}/{path:.*}"
@@ -46,6 +46,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/api/v1/balance", billing.get_balance)
     r.add_get("/api/v1/transactions", billing.list_transactions)
     r.add_get("/api/v1/alerts", alerts.list_alerts)
+    r.add_delete("/api/v1/cache", cache.purge_cache)
     gemini_native.add_routes(app)  # the Gemini API: /v1beta/models/..., POST /v1/models/{model}:{method}
     # Last, and never for the gateway's own first path segments: the provider proxy.
     r.add_route("*", PROXY_PATH, handle_proxy)

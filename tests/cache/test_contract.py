@@ -72,3 +72,15 @@ async def test_the_file_forgets_an_entry_after_its_ttl_and_sweeps_expired_rows(t
         assert await cache.get("kept") is None
     finally:
         await cache.close()
+
+
+async def test_purge_forgets_one_prefixs_entries_only(store: CacheStore) -> None:
+    tenant = "test-" + os.urandom(6).hex()
+    mine = [f"{tenant}:{i:064x}" for i in range(3)]
+    others = [f"{tenant}x:{0:064x}", f"test-{os.urandom(6).hex()}:{0:064x}"]  # a longer tenant id, another tenant
+    for slot in mine + others:
+        await store.put(slot, b"kept", 60)
+    assert await store.purge(f"{tenant}:") == 3
+    assert [await store.get(slot) for slot in mine] == [None, None, None]
+    assert [await store.get(slot) for slot in others] == [b"kept", b"kept"]
+    assert await store.purge(f"{tenant}:") == 0
