@@ -50,6 +50,17 @@ SEEDS: list[tuple[str, str, dict[str, Any] | None, str]] = [
         "stop_sequences": ["x"], "metadata": {"user_id": "u"},
     }, INFERENCE),
     ("POST", "/v1/messages", {"model": CHAT, "max_tokens": 10, "stream": True, "messages": USER}, INFERENCE),
+    ("POST", "/v1/responses", {
+        "model": CHAT, "instructions": "s", "max_output_tokens": 10, "temperature": 0.5, "user": "u",
+        "input": [{"role": "user", "content": [{"type": "input_text", "text": "hi"},
+                                               {"type": "input_image", "image_url": "data:image/png;base64,AA"}]},
+                  {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+                  {"type": "function_call_output", "call_id": "c1", "output": "x"}],
+        "tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}}], "tool_choice": "auto",
+        "text": {"format": {"type": "json_schema", "name": "s", "schema": {"type": "object"}}},
+        "reasoning": {"effort": "low"}, "models": [CHAT],
+    }, INFERENCE),
+    ("POST", "/v1/responses", {"model": CHAT, "input": "hi", "stream": True}, INFERENCE),
     ("POST", "/v1/messages/count_tokens", {"model": CHAT, "messages": USER, "system": "s"}, INFERENCE),
     ("POST", "/v1/embeddings", {"model": EMBED, "input": ["a", "b"], "encoding_format": "float"}, INFERENCE),
     ("POST", f"/v1beta/models/{CHAT}:generateContent", {
@@ -73,6 +84,9 @@ SEEDS: list[tuple[str, str, dict[str, Any] | None, str]] = [
     ("GET", "/api/v1/generation?id=gen-1", None, INFERENCE),
     ("GET", "/api/v1/transactions?limit=5&offset=0", None, MANAGEMENT),
     ("GET", "/api/v1/keys?offset=0&limit=2", None, MANAGEMENT),
+    ("POST", "/api/v1/keys", {"name": "eu", "end_user_limit": "0.5", "end_user_limit_reset": "weekly"}, MANAGEMENT),
+    ("GET", "/api/v1/alerts?limit=5&offset=0", None, MANAGEMENT),
+    ("GET", "/api/v1/usage?group_by=key&from=2026-12-01", None, MANAGEMENT),
 ]
 
 WRONG: list[Any] = [
@@ -168,6 +182,14 @@ async def test_damaged_requests_get_a_success_or_a_clean_error(gateway: Gateway,
             headers["Content-Type"] = rnd.choice(["application/json"] * 9 + ["text/plain; charset=zzz"])
         if rnd.random() < 0.2:  # a few keys shared by different requests: replays, 409s and 422s among them
             headers["Idempotency-Key"] = rnd.choice(["k1", "k2", "k3", "x" * 300, " ", "k\u00e9"])
+        if rnd.random() < 0.2:  # the response cache's headers, readable or not: hits, misses and 400s
+            headers["X-ARouter-Cache"] = rnd.choice(["true", "true", "false", "maybe", ""])
+            if rnd.random() < 0.5:
+                headers["X-ARouter-Cache-TTL"] = rnd.choice(["60", "0", "-1", "1e9", "x", "99999999999"])
+            if rnd.random() < 0.3:
+                headers["Cache-Control"] = rnd.choice(["no-cache", "no-store", "max-age=0", ",,=", "no-cache, x=y"])
+        if rnd.random() < 0.1:
+            headers["X-ARouter-User"] = rnd.choice(["alice", "x" * 1000, " ", "\u00e9l\u00e8ve"])
         if doc is None:
             if rnd.random() < 0.5:
                 path = path.split("?")[0] + "?" + rnd.choice(QUERY_JUNK)
