@@ -12,7 +12,6 @@ not conflict with that lock. Balances change only by ``UPDATE tenants SET balanc
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -25,12 +24,12 @@ from gateway.store import (
     apply_patch,
     check_credit,
     quantize_cost,
-    rate_limits_from_json,
     rate_limits_to_json,
     require_utc,
     usage_transaction,
     usage_window_starts,
 )
+from gateway.store import postgres_rows as conv
 from gateway.store import postgres_sql as q
 from gateway.store.base import (
     CANCELED_RESULT,
@@ -56,184 +55,6 @@ from gateway.store.migrations import migrate_postgres
 
 POOL_MIN_SIZE = 1
 POOL_MAX_SIZE = 10
-
-def _opt_utc(value: datetime | None) -> datetime | None:
-    return None if value is None else require_utc(value)
-
-
-def _names_to_json(value: tuple[str, ...] | None) -> str | None:
-    return None if value is None else json.dumps(list(value))
-
-
-def _names_from_json(value: str | None) -> tuple[str, ...] | None:
-    return None if value is None else tuple(str(v) for v in json.loads(value))
-
-
-def _check_limit(value: Decimal | None) -> Decimal | None:
-    if value is not None and not value.is_finite():
-        raise ValueError(f"limit must be a finite Decimal, got {value!r}")
-    return value
-
-
-def _key_from_record(rec: Any) -> ApiKey:
-    return ApiKey(
-        hash=rec["hash"],
-        tenant_id=rec["tenant_id"],
-        kind=rec["kind"],
-        name=rec["name"],
-        label=rec["label"],
-        disabled=rec["disabled"],
-        limit=rec["spend_limit"],
-        limit_reset=rec["limit_reset"],
-        allowed_providers=_names_from_json(rec["allowed_providers"]),
-        allowed_models=_names_from_json(rec["allowed_models"]),
-        expires_at=rec["expires_at"],
-        created_at=rec["created_at"],
-        updated_at=rec["updated_at"],
-        rate_limit=rate_limits_from_json(rec["rate_limit"]),
-        end_user_limit=rec["end_user_limit"],
-        end_user_limit_reset=rec["end_user_limit_reset"],
-    )
-
-
-def _deleted_key_from_record(rec: Any) -> DeletedKey:
-    return DeletedKey(
-        hash=rec["hash"],
-        tenant_id=rec["tenant_id"],
-        name=rec["name"],
-        label=rec["label"],
-        deleted_at=rec["deleted_at"],
-    )
-
-
-def _generation_args(gen: Generation) -> tuple[Any, ...]:
-    return (
-        gen.id,
-        gen.request_id,
-        gen.tenant_id,
-        gen.key_hash,
-        gen.endpoint,
-        gen.model,
-        gen.provider,
-        gen.upstream_model,
-        gen.status,
-        gen.streamed,
-        gen.cancelled,
-        gen.prompt_tokens,
-        gen.completion_tokens,
-        gen.total_tokens,
-        quantize_cost(gen.cost),
-        gen.latency_ms,
-        gen.ttft_ms,
-        gen.finish_reason,
-        gen.app_title,
-        gen.app_referer,
-        require_utc(gen.created_at),
-        gen.end_user,
-        gen.cached,
-    )
-
-
-def _generation_from_record(rec: Any) -> Generation:
-    return Generation(
-        id=rec["id"],
-        request_id=rec["request_id"],
-        tenant_id=rec["tenant_id"],
-        key_hash=rec["key_hash"],
-        endpoint=rec["endpoint"],
-        model=rec["model"],
-        provider=rec["provider"],
-        upstream_model=rec["upstream_model"],
-        status=rec["status"],
-        streamed=rec["streamed"],
-        cancelled=rec["cancelled"],
-        prompt_tokens=rec["prompt_tokens"],
-        completion_tokens=rec["completion_tokens"],
-        total_tokens=rec["total_tokens"],
-        cost=quantize_cost(rec["cost"]),
-        latency_ms=rec["latency_ms"],
-        ttft_ms=rec["ttft_ms"],
-        finish_reason=rec["finish_reason"],
-        app_title=rec["app_title"],
-        app_referer=rec["app_referer"],
-        created_at=rec["created_at"],
-        end_user=rec["end_user"],
-        cached=rec["cached"],
-    )
-
-
-def _transaction_args(txn: Transaction) -> tuple[Any, ...]:
-    return (
-        txn.id,
-        txn.tenant_id,
-        txn.type,
-        quantize_cost(txn.amount),
-        txn.description,
-        txn.generation_id,
-        txn.key_hash,
-        require_utc(txn.created_at),
-    )
-
-
-def _transaction_from_record(rec: Any) -> Transaction:
-    return Transaction(
-        id=rec["id"],
-        tenant_id=rec["tenant_id"],
-        type=rec["type"],
-        amount=quantize_cost(rec["amount"]),
-        description=rec["description"],
-        generation_id=rec["generation_id"],
-        key_hash=rec["key_hash"],
-        created_at=rec["created_at"],
-    )
-
-
-def _alert_args(alert: Alert) -> tuple[Any, ...]:
-    return (
-        alert.tenant_id,
-        alert.subject,
-        alert.period,
-        alert.threshold,
-        alert.kind,
-        alert.body,
-        require_utc(alert.created_at),
-    )
-
-
-def _alert_from_record(rec: Any) -> Alert:
-    return Alert(
-        tenant_id=rec["tenant_id"],
-        subject=rec["subject"],
-        period=rec["period"],
-        threshold=rec["threshold"],
-        kind=rec["kind"],
-        body=rec["body"],
-        created_at=rec["created_at"],
-    )
-
-
-def _batch_from_record(rec: Any) -> Batch:
-    return Batch(
-        id=rec["id"],
-        tenant_id=rec["tenant_id"],
-        key_hash=rec["key_hash"],
-        status=rec["status"],
-        created_at=rec["created_at"],
-        expires_at=rec["expires_at"],
-        ended_at=rec["ended_at"],
-        cancel_initiated_at=rec["cancel_initiated_at"],
-    )
-
-
-def _rowcount(status: str) -> int:
-    """The row count of an asyncpg command status such as ``UPDATE 3``."""
-    return int(status.rsplit(" ", 1)[-1])
-
-
-def _columns(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
-    """Row tuples as per-column lists (the arrays ``unnest`` takes)."""
-    return [list(column) for column in zip(*rows, strict=True)]
-
 
 class PostgresStore:
     """The Store on a Postgres database (open with ``await PostgresStore.open(url, schema=...)``)."""
@@ -278,15 +99,15 @@ class PostgresStore:
             key.name,
             key.label,
             key.disabled,
-            _check_limit(key.limit),
+            conv.check_limit(key.limit),
             key.limit_reset,
-            _names_to_json(key.allowed_providers),
-            _names_to_json(key.allowed_models),
-            _opt_utc(key.expires_at),
+            conv.names_to_json(key.allowed_providers),
+            conv.names_to_json(key.allowed_models),
+            conv.opt_utc(key.expires_at),
             require_utc(key.created_at),
             require_utc(key.updated_at),
             rate_limits_to_json(key.rate_limit),
-            _check_limit(key.end_user_limit),
+            conv.check_limit(key.end_user_limit),
             key.end_user_limit_reset,
         )
         async with self._pool.acquire() as conn, conn.transaction():
@@ -297,14 +118,14 @@ class PostgresStore:
     async def get_key(self, key_hash: str) -> ApiKey | None:
         """The key with this hash, or None."""
         rec = await self._pool.fetchrow(q.SQL_GET_KEY, key_hash)
-        return None if rec is None else _key_from_record(rec)
+        return None if rec is None else conv.key_from_record(rec)
 
     async def list_keys(
         self, tenant_id: str, *, kind: KeyKind, offset: int, limit: int, include_disabled: bool
     ) -> list[ApiKey]:
         """Keys of a tenant, oldest first (created_at, then hash)."""
         recs = await self._pool.fetch(q.SQL_LIST_KEYS, tenant_id, kind, include_disabled, limit, offset)
-        return [_key_from_record(rec) for rec in recs]
+        return [conv.key_from_record(rec) for rec in recs]
 
     async def update_key(self, tenant_id: str, key_hash: str, patch: KeyPatch, now: datetime) -> ApiKey | None:
         """Apply a patch to a key of this tenant and record a key change; None if no such key."""
@@ -312,21 +133,21 @@ class PostgresStore:
             rec = await conn.fetchrow(q.SQL_LOCK_TENANT_KEY, key_hash, tenant_id)
             if rec is None:
                 return None
-            key = apply_patch(_key_from_record(rec), patch, now)
+            key = apply_patch(conv.key_from_record(rec), patch, now)
             await conn.execute(
                 q.SQL_UPDATE_KEY,
                 key_hash,
                 tenant_id,
                 key.name,
                 key.disabled,
-                _check_limit(key.limit),
+                conv.check_limit(key.limit),
                 key.limit_reset,
-                _names_to_json(key.allowed_providers),
-                _names_to_json(key.allowed_models),
-                _opt_utc(key.expires_at),
+                conv.names_to_json(key.allowed_providers),
+                conv.names_to_json(key.allowed_models),
+                conv.opt_utc(key.expires_at),
                 key.updated_at,
                 rate_limits_to_json(key.rate_limit),
-                _check_limit(key.end_user_limit),
+                conv.check_limit(key.end_user_limit),
                 key.end_user_limit_reset,
             )
             await conn.execute(q.SQL_LOCK_CHANGES)
@@ -353,12 +174,12 @@ class PostgresStore:
     async def list_deleted_keys(self, tenant_id: str) -> list[DeletedKey]:
         """The tenant's deleted inference keys, oldest deletion first (deleted_at, then hash)."""
         recs = await self._pool.fetch(q.SQL_LIST_DELETED_KEYS, tenant_id)
-        return [_deleted_key_from_record(rec) for rec in recs]
+        return [conv.deleted_key_from_record(rec) for rec in recs]
 
     async def get_deleted_key(self, key_hash: str) -> DeletedKey | None:
         """The tombstone of the deleted inference key with this hash, or None."""
         rec = await self._pool.fetchrow(q.SQL_GET_DELETED_KEY, key_hash)
-        return None if rec is None else _deleted_key_from_record(rec)
+        return None if rec is None else conv.deleted_key_from_record(rec)
 
     async def key_changes_since(self, seq: int) -> tuple[int, list[str]]:
         """Return (latest change sequence number, hashes of keys changed after ``seq``); -1: none."""
@@ -379,13 +200,14 @@ class PostgresStore:
         for row in rows:  # the first row of an id wins, as if inserted one by one
             first.setdefault(row.id, row)
         batch = sorted(first.values(), key=lambda row: row.id)  # one lock order for concurrent batches
-        args = _columns([_generation_args(row) for row in batch])
+        args = conv.columns([conv.generation_args(row) for row in batch])
         async with self._pool.acquire() as conn, conn.transaction():
             inserted = {str(rec["id"]) for rec in await conn.fetch(q.SQL_INSERT_GENERATIONS, *args)}
             usage = [txn for row in batch if row.id in inserted and (txn := usage_transaction(row)) is not None]
             if not usage:
                 return
-            recs = await conn.fetch(q.SQL_INSERT_TRANSACTIONS, *_columns([_transaction_args(txn) for txn in usage]))
+            txn_args = conv.columns([conv.transaction_args(txn) for txn in usage])
+            recs = await conn.fetch(q.SQL_INSERT_TRANSACTIONS, *txn_args)
             totals: dict[str, Decimal] = {}
             for rec in recs:
                 totals[rec["tenant_id"]] = totals.get(rec["tenant_id"], Decimal(0)) + rec["amount"]
@@ -400,7 +222,7 @@ class PostgresStore:
         """
         txn = check_credit(txn)
         async with self._pool.acquire() as conn, conn.transaction():
-            if await conn.fetchval(q.SQL_INSERT_TRANSACTION, *_transaction_args(txn)) is None:
+            if await conn.fetchval(q.SQL_INSERT_TRANSACTION, *conv.transaction_args(txn)) is None:
                 balance = await conn.fetchval(q.SQL_GET_BALANCE, txn.tenant_id)
             else:
                 balance = await conn.fetchval(q.SQL_ADD_BALANCE, txn.tenant_id, txn.amount)
@@ -424,12 +246,12 @@ class PostgresStore:
     async def list_transactions(self, tenant_id: str, *, offset: int, limit: int) -> list[Transaction]:
         """The tenant's transactions, newest first (created_at, then id, descending)."""
         recs = await self._pool.fetch(q.SQL_LIST_TRANSACTIONS, tenant_id, limit, offset)
-        return [_transaction_from_record(rec) for rec in recs]
+        return [conv.transaction_from_record(rec) for rec in recs]
 
     async def get_generation(self, tenant_id: str, generation_id: str) -> Generation | None:
         """The generation with this id if it belongs to the tenant, else None."""
         rec = await self._pool.fetchrow(q.SQL_GET_GENERATION, generation_id, tenant_id)
-        return None if rec is None else _generation_from_record(rec)
+        return None if rec is None else conv.generation_from_record(rec)
 
     async def key_usage(self, key_hash: str, now: datetime) -> KeyUsage:
         """Sum of generation cost for the key: all time, and since the current UTC day/week/month began."""
@@ -466,7 +288,7 @@ class PostgresStore:
     async def claim_alert(self, alert: Alert) -> bool:
         """Insert the alert unless one with its (tenant, subject, period, threshold) exists; True if inserted
         (INSERT ... ON CONFLICT DO NOTHING: a concurrent claim waits for the other's commit, then skips)."""
-        return _rowcount(await self._pool.execute(q.SQL_CLAIM_ALERT, *_alert_args(alert))) > 0
+        return conv.rowcount(await self._pool.execute(q.SQL_CLAIM_ALERT, *conv.alert_args(alert))) > 0
 
     async def release_alert(self, alert: Alert) -> None:
         """Delete the alert with this (tenant, subject, period, threshold), if any."""
@@ -475,7 +297,7 @@ class PostgresStore:
     async def list_alerts(self, tenant_id: str, *, offset: int, limit: int) -> list[Alert]:
         """The tenant's alerts, newest first (created_at descending, then subject, threshold, period)."""
         recs = await self._pool.fetch(q.SQL_LIST_ALERTS, tenant_id, limit, offset)
-        return [_alert_from_record(rec) for rec in recs]
+        return [conv.alert_from_record(rec) for rec in recs]
 
 
     # --- Message Batches ---
@@ -486,7 +308,7 @@ class PostgresStore:
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 q.SQL_INSERT_BATCH, batch.id, batch.tenant_id, batch.key_hash, batch.status, created,
-                require_utc(batch.expires_at), _opt_utc(batch.ended_at), _opt_utc(batch.cancel_initiated_at),
+                require_utc(batch.expires_at), conv.opt_utc(batch.ended_at), conv.opt_utc(batch.cancel_initiated_at),
             )
             await conn.execute(
                 q.SQL_INSERT_BATCH_ITEMS, batch.id, [c for c, _ in items], list(range(len(items))),
@@ -495,7 +317,7 @@ class PostgresStore:
 
     @staticmethod
     async def _with_counts(conn: Any, recs: Sequence[Any]) -> list[Batch]:
-        batches = [_batch_from_record(rec) for rec in recs]
+        batches = [conv.batch_from_record(rec) for rec in recs]
         tally: dict[str, dict[str, int]] = {b.id: {} for b in batches}
         if batches:
             for rec in await conn.fetch(q.SQL_BATCH_STATES, list(tally)):
@@ -583,14 +405,14 @@ class PostgresStore:
             async with conn.transaction():  # batches locked first, in id order, as cancel and finish do
                 ids = [rec["id"] for rec in await conn.fetch(q.SQL_LOCK_EXPIRED_BATCHES, now)]
                 if ids:
-                    expired = _rowcount(await conn.execute(q.SQL_EXPIRE_ITEMS, ids, EXPIRED_RESULT, now))
+                    expired = conv.rowcount(await conn.execute(q.SQL_EXPIRE_ITEMS, ids, EXPIRED_RESULT, now))
             await conn.execute(q.SQL_END_DONE_BATCHES, now)
         return expired
 
     async def release_stale(self, now: datetime, older_than: timedelta) -> int:
         """Running items not updated for ``older_than`` go back to pending."""
         now = require_utc(now)
-        return _rowcount(await self._pool.execute(q.SQL_RELEASE_STALE, now, now - older_than))
+        return conv.rowcount(await self._pool.execute(q.SQL_RELEASE_STALE, now, now - older_than))
 
     async def delete_batch(self, tenant_id: str, batch_id: str) -> Literal["deleted", "missing", "not_ended"]:
         """Delete an ended batch and its items."""

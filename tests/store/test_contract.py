@@ -27,6 +27,7 @@ from gateway.store import (
     UsageGroup,
     apply_patch,
     open_store,
+    postgres_rows,
     postgres_sql,
     rate_limits_from_json,
     rate_limits_to_json,
@@ -155,7 +156,7 @@ async def insert_generation_raw(store: Store, gen: Generation) -> None:
     else:
         assert isinstance(store, PostgresStore)
         sql = f"INSERT INTO generations ({columns}) VALUES ({', '.join(f'${i}' for i in range(1, n + 1))})"
-        await store._pool.execute(sql, *postgres_module._generation_args(gen)[:n])
+        await store._pool.execute(sql, *postgres_rows.generation_args(gen)[:n])
 
 
 async def insert_key_raw(store: Store, key: ApiKey) -> None:
@@ -170,7 +171,7 @@ async def insert_key_raw(store: Store, key: ApiKey) -> None:
         sql = f"INSERT INTO api_keys ({columns}) VALUES ({', '.join(f'${i}' for i in range(1, n + 1))})"
         await store._pool.execute(
             sql, key.hash, key.tenant_id, key.kind, key.name, key.label, key.disabled, key.limit, key.limit_reset,
-            postgres_module._names_to_json(key.allowed_providers), postgres_module._names_to_json(key.allowed_models),
+            postgres_rows.names_to_json(key.allowed_providers), postgres_rows.names_to_json(key.allowed_models),
             key.expires_at, key.created_at, key.updated_at, rate_limits_to_json(key.rate_limit),
         )
 
