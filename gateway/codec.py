@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
@@ -65,3 +66,15 @@ def dumps(value: Any) -> bytes:
 def json_response(value: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     """A JSON response built straight from bytes."""
     return web.Response(body=dumps(value), status=status, content_type="application/json", headers=headers)
+
+
+def kept_response(status: int, headers: Iterable[tuple[str, str]], body: bytes) -> web.Response:
+    """A kept answer (an Idempotency-Key's, the response cache's) as a response: its headers in their
+    order, repeated ones kept, ``Content-Type`` as the response's own."""
+    resp = web.Response(status=status, body=body)
+    for name, value in headers:
+        if name.lower() == "content-type":
+            resp.headers["Content-Type"] = value
+        else:
+            resp.headers.add(name, value)
+    return resp

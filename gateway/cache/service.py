@@ -33,6 +33,7 @@ from gateway.cache.records import (
     unpack,
 )
 from gateway.cache.store import CacheStore
+from gateway.codec import kept_response
 from gateway.errors import InvalidRequest
 from gateway.pipeline.capture import widened
 from gateway.pipeline.context import RequestContext
@@ -111,12 +112,7 @@ class ResponseCache:
         ctx.total_tokens = entry.total_tokens
         ctx.finish_reason = entry.finish_reason
         generation_id = ctx.generation_id or ""
-        resp = web.Response(status=entry.status, body=hit_body(entry.body, entry.generation_id, generation_id))
-        for name, value in entry.headers:
-            if name.lower() == "content-type":
-                resp.headers["Content-Type"] = value
-            else:
-                resp.headers.add(name, value)
+        resp = kept_response(entry.status, entry.headers, hit_body(entry.body, entry.generation_id, generation_id))
         resp.headers.update(ctx.rate_headers)
         resp.headers["X-Request-Id"] = ctx.request_id
         resp.headers["X-Generation-Id"] = generation_id

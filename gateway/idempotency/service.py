@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 
 from aiohttp import web
 
+from gateway.codec import kept_response
 from gateway.errors import Conflict, InvalidRequest, Unprocessable
 from gateway.idempotency.records import (
     HEADER,
@@ -111,11 +112,5 @@ class Idempotency:
 
 
 def replay(stored: Stored, request_id: str) -> web.Response:
-    headers = [*stored.headers, ("X-Request-Id", request_id), (REPLAYED, "true")]
-    resp = web.Response(status=stored.status, body=stored.body)
-    for name, value in headers:
-        if name.lower() == "content-type":
-            resp.headers["Content-Type"] = value
-        else:
-            resp.headers.add(name, value)
-    return resp
+    return kept_response(stored.status, [*stored.headers, ("X-Request-Id", request_id), (REPLAYED, "true")],
+                         stored.body)
