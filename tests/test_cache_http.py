@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -12,41 +13,29 @@ from typing import Any
 
 import orjson
 import pytest
-from redis.asyncio import Redis
 
 from gateway.auth.apikey import new_key
 from gateway.cache.service import ResponseCache
 from gateway.state import ACCESS_LOG, CACHE, RECORDER, STORE
 from gateway.store.base import ApiKey
-from tests.conftest import MGMT_KEY, REDIS_URL
-from tests.fakes.multi_upstream import MultiGateway, start_gateway
+from tests.conftest import MGMT_KEY
+from tests.fakes.multi_upstream import MultiGateway, gateway_on
 
 MSG = [{"role": "user", "content": "hi"}]
 CHAT = {"model": "openai/gpt-4.1-mini", "messages": MSG}
 CACHED = {"X-ARouter-Cache": "true"}
 
 
-async def _gateway(param: str, aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path,
-                   cache: dict[str, Any], **more: dict[str, Any]) -> AsyncIterator[MultiGateway]:
-    overrides: dict[str, dict[str, Any]] = {"cache": cache, **more}
-    redis: Redis | None = None
-    if param == "redis":
-        url = REDIS_URL.rsplit("/", 1)[0] + "/11"  # a database of its own, emptied
-        redis = Redis.from_url(url)
-        await redis.flushdb()
-        overrides["redis"] = {"url": url}
-    gateway = await start_gateway(aiohttp_server, aiohttp_client, f"sqlite:///{tmp_path / 'arouter.db'}", overrides)
-    yield gateway
-    gateway.openai.release.set()
-    if redis is not None:
-        await redis.flushdb()
-        await redis.aclose()
+def _gateway(param: str, aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path, cache: dict[str, Any],
+             **more: dict[str, Any]) -> AbstractAsyncContextManager[MultiGateway]:
+    return gateway_on(param, aiohttp_server, aiohttp_client, tmp_path, redis_db=11,
+                      overrides={"cache": cache, **more})
 
 
 @pytest.fixture(params=["embedded", pytest.param("redis", marks=pytest.mark.redis)])
 async def gw(request: pytest.FixtureRequest, aiohttp_server: Any, aiohttp_client: Any,
              tmp_path: Path) -> AsyncIterator[MultiGateway]:
-    async for gateway in _gateway(request.param, aiohttp_server, aiohttp_client, tmp_path, {}):
+    async with _gateway(request.param, aiohttp_server, aiohttp_client, tmp_path, {}) as gateway:
         yield gateway
 
 
@@ -332,7 +321,7 @@ async def test_a_cache_that_does_not_answer_lets_requests_through(gw: MultiGatew
 @pytest.mark.parametrize("mode", ["on", "off"])
 async def test_the_mode_decides_for_requests_that_do_not_say(mode: str, aiohttp_server: Any, aiohttp_client: Any,
                                                              tmp_path: Path) -> None:
-    async for gw in _gateway("embedded", aiohttp_server, aiohttp_client, tmp_path, {"mode": mode}):
+    async with _gateway("embedded", aiohttp_server, aiohttp_client, tmp_path, {"mode": mode}) as gw:
         key = await gw.new_key()
         statuses = []
         for headers in ({}, {}, {"X-ARouter-Cache": "false"}, CACHED):
@@ -349,7 +338,7 @@ async def test_the_mode_decides_for_requests_that_do_not_say(mode: str, aiohttp_
 
 async def test_answers_over_the_size_limit_are_not_kept(aiohttp_server: Any, aiohttp_client: Any,
                                                         tmp_path: Path) -> None:
-    async for gw in _gateway("embedded", aiohttp_server, aiohttp_client, tmp_path, {"max_entry_bytes": 100}):
+    async with _gateway("embedded", aiohttp_server, aiohttp_client, tmp_path, {"max_entry_bytes": 100}) as gw:
         key = await gw.new_key()
         for _ in range(2):
             resp = await gw.client.post("/v1/chat/completions", json=CHAT, headers=auth(key, **CACHED))
@@ -360,8 +349,8 @@ async def test_answers_over_the_size_limit_are_not_kept(aiohttp_server: Any, aio
 @pytest.mark.parametrize("param", ["embedded", pytest.param("redis", marks=pytest.mark.redis)])
 async def test_a_hit_counts_against_the_keys_request_limits(param: str, aiohttp_server: Any, aiohttp_client: Any,
                                                             tmp_path: Path) -> None:
-    async for gw in _gateway(param, aiohttp_server, aiohttp_client, tmp_path, {},
-                             limits={"requests_per_minute": 2, "lease_size": 0}):
+    async with _gateway(param, aiohttp_server, aiohttp_client, tmp_path, {},
+                        limits={"requests_per_minute": 2, "lease_size": 0}) as gw:
         key = await gw.new_key()
         first = await gw.client.post("/v1/chat/completions", json=CHAT, headers=auth(key, **CACHED))
         hit = await gw.client.post("/v1/chat/completions", json=CHAT, headers=auth(key, **CACHED))
@@ -373,7 +362,7 @@ async def test_a_hit_counts_against_the_keys_request_limits(param: str, aiohttp_
 
 async def test_the_access_line_says_what_the_cache_did(aiohttp_server: Any, aiohttp_client: Any,
                                                        tmp_path: Path) -> None:
-    async for gw in _gateway("embedded", aiohttp_server, aiohttp_client, tmp_path, {}, server={"access_log": True}):
+    async with _gateway("embedded", aiohttp_server, aiohttp_client, tmp_path, {}, server={"access_log": True}) as gw:
         lines: list[dict[str, Any]] = []
         gw.app[ACCESS_LOG].write = lines.append  # type: ignore[method-assign]
         key = await gw.new_key()

@@ -15,27 +15,19 @@ from gateway.endusers.on_redis import RedisSpendCounters
 from gateway.endusers.on_sqlite import SqliteSpendCounters
 from gateway.state import END_USERS, RECORDER
 from tests.conftest import MGMT_KEY, REDIS_URL
-from tests.fakes.multi_upstream import MultiGateway, start_gateway
+from tests.fakes.multi_upstream import MultiGateway, gateway_on
 
 MSG = [{"role": "user", "content": "hi"}]
 CHAT = {"model": "openai/gpt-4.1-mini", "messages": MSG, "max_tokens": 10}  # $0.0000188 a request
 MGMT = {"Authorization": f"Bearer {MGMT_KEY}"}
-REDIS_DB = REDIS_URL.rsplit("/", 1)[0] + "/10"
+REDIS_DB = 10  # the Redis database of the redis runs
 
 
 @pytest.fixture(params=["embedded", pytest.param("redis", marks=pytest.mark.redis)])
 async def gw(request: pytest.FixtureRequest, aiohttp_server: Any, aiohttp_client: Any,
              tmp_path: Path) -> AsyncIterator[MultiGateway]:
-    overrides: dict[str, dict[str, Any]] = {}
-    redis: Redis | None = None
-    if request.param == "redis":
-        redis = Redis.from_url(REDIS_DB)
-        await redis.flushdb()
-        overrides["redis"] = {"url": REDIS_DB}
-    yield await start_gateway(aiohttp_server, aiohttp_client, f"sqlite:///{tmp_path / 'arouter.db'}", overrides)
-    if redis is not None:
-        await redis.flushdb()
-        await redis.aclose()
+    async with gateway_on(request.param, aiohttp_server, aiohttp_client, tmp_path, redis_db=REDIS_DB) as gateway:
+        yield gateway
 
 
 async def limited_key(gw: MultiGateway, **fields: Any) -> str:
@@ -99,7 +91,7 @@ async def test_a_new_window_starts_again_and_a_lost_counter_is_read_from_the_led
     await gw.app[RECORDER].flush()  # the usage rows are in the ledger
     limits = gw.app[END_USERS]
     if isinstance(limits.counters, RedisSpendCounters):  # Redis restarted without its data
-        redis = Redis.from_url(REDIS_DB)
+        redis = Redis.from_url(REDIS_URL.rsplit("/", 1)[0] + f"/{REDIS_DB}")
         await redis.flushdb()
         await redis.aclose()
     else:  # the host's counter file is gone

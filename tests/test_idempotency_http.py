@@ -9,13 +9,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.idempotency.records import Claim
 from gateway.state import IDEMPOTENCY, RECORDER, STORE
-from tests.conftest import REDIS_URL
-from tests.fakes.multi_upstream import MultiGateway, start_gateway
+from tests.fakes.multi_upstream import MultiGateway, gateway_on, start_gateway
 
 MSG = [{"role": "user", "content": "hi"}]
 CHAT = {"model": "openai/gpt-4.1-mini", "messages": MSG}
@@ -24,19 +22,8 @@ CHAT = {"model": "openai/gpt-4.1-mini", "messages": MSG}
 @pytest.fixture(params=["embedded", pytest.param("redis", marks=pytest.mark.redis)])
 async def gw(request: pytest.FixtureRequest, aiohttp_server: Any, aiohttp_client: Any,
              tmp_path: Path) -> AsyncIterator[MultiGateway]:
-    overrides: dict[str, dict[str, Any]] = {}
-    redis: Redis | None = None
-    if request.param == "redis":
-        url = REDIS_URL.rsplit("/", 1)[0] + "/12"  # a database of its own, emptied
-        redis = Redis.from_url(url)
-        await redis.flushdb()
-        overrides["redis"] = {"url": url}
-    gateway = await start_gateway(aiohttp_server, aiohttp_client, f"sqlite:///{tmp_path / 'arouter.db'}", overrides)
-    yield gateway
-    gateway.openai.release.set()
-    if redis is not None:
-        await redis.flushdb()
-        await redis.aclose()
+    async with gateway_on(request.param, aiohttp_server, aiohttp_client, tmp_path, redis_db=12) as gateway:
+        yield gateway
 
 
 def auth(key: str, idempotency_key: str | None) -> dict[str, str]:

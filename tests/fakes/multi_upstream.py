@@ -5,7 +5,8 @@ Not a fixture module: test modules call ``start_gateway`` from their own fixture
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,10 +14,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from redis.asyncio import Redis
 
 from gateway.app import create_app
 from gateway.settings import Settings, parse_settings
-from tests.conftest import MGMT_KEY, config_dict
+from tests.conftest import MGMT_KEY, REDIS_URL, config_dict
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.gemini_upstream import FakeGemini
 from tests.fakes.openai_upstream import FakeOpenAI, Seen
@@ -125,3 +127,27 @@ async def start_gateway(
     app = create_app(settings)
     client = await aiohttp_client(ProductionLikeServer(app))
     return MultiGateway(client, app, openai, anthropic, gemini)
+
+
+@asynccontextmanager
+async def gateway_on(
+    backend: str, aiohttp_server: Callable[..., Any], aiohttp_client: Callable[..., Any], tmp_path: Path,
+    redis_db: int, overrides: dict[str, dict[str, Any]] | None = None,
+) -> AsyncIterator[MultiGateway]:
+    """``start_gateway`` embedded (``backend`` "embedded") or on Redis database ``redis_db`` of its own,
+    emptied before and after; a request the fake OpenAI upstream holds is released at the end."""
+    sections = dict(overrides or {})
+    redis: Redis | None = None
+    if backend == "redis":
+        url = REDIS_URL.rsplit("/", 1)[0] + f"/{redis_db}"
+        redis = Redis.from_url(url)
+        await redis.flushdb()
+        sections["redis"] = {"url": url}
+    gateway = await start_gateway(aiohttp_server, aiohttp_client, f"sqlite:///{tmp_path / 'arouter.db'}", sections)
+    try:
+        yield gateway
+    finally:
+        gateway.openai.release.set()
+        if redis is not None:
+            await redis.flushdb()
+            await redis.aclose()
