@@ -33,14 +33,17 @@ class Receiver:
 
     got: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
     failures: int = 0
+    failure_status: int = 500
+    attempts: int = 0
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
     url: str = ""
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
+        self.attempts += 1
         if self.failures > 0:
             self.failures -= 1
-            return web.Response(status=500)
+            return web.Response(status=self.failure_status)
         self.got.append((dict(request.headers), body))
         self.arrived.set()
         return web.Response(status=204)
@@ -125,9 +128,17 @@ async def test_a_failed_delivery_is_tried_again_at_the_next_check(gw: MultiGatew
     assert await gw.app[ALERTS].check() == 0 and receiver.got == []
     assert (await (await gw.client.get("/api/v1/alerts", headers=MGMT)).json())["data"] == []  # given back
     assert await gw.app[ALERTS].check() == 1  # no new charge needed
-    assert [d["threshold"] for d in receiver.docs()] == [0.1]
+    assert [d["threshold"] for d in receiver.docs()] == [0.1] and receiver.attempts == 4  # three tries, then one
     text = await (await gw.client.get("/metrics")).text()
     assert 'arouter_alerts_total{kind="key.spend_threshold",outcome="failed"} 1.0' in text
+
+
+async def test_a_refusal_other_than_429_is_not_tried_again_at_once(gw: MultiGateway, receiver: Receiver) -> None:
+    key, _ = await limited_key(gw)
+    receiver.failures, receiver.failure_status = 1, 400
+    await chat(gw, key)
+    assert await gw.app[ALERTS].check() == 0 and receiver.attempts == 1  # final: no second try in this check
+    assert await gw.app[ALERTS].check() == 1 and receiver.attempts == 2  # the claim was given back
 
 
 async def test_two_workers_send_each_alert_once(gw: MultiGateway, receiver: Receiver, aiohttp_client: Any,
