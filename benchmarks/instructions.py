@@ -166,6 +166,10 @@ def main() -> int:
     ap.add_argument("--redis", default="redis://127.0.0.1:6379/14", help="Redis of the `arouter` target")
     ap.add_argument("--no-redis", action="store_true", help="leave out the Redis targets (arouter, arouter-exact)")
     ap.add_argument("--output", default=str(BENCH / "results" / "instructions.md"))
+    ap.add_argument("--only", action="append", metavar="TARGET",
+                    help="measure only this target (repeatable): a floor's name, yardstick, arouter-embedded, ...")
+    ap.add_argument("--keep", metavar="DIR",
+                    help="keep each target's callgrind dumps under DIR (for callgrind_annotate)")
     args = ap.parse_args()
     for tool in ("valgrind", "callgrind_control", "nginx"):
         if find_tool(tool) is None:
@@ -186,6 +190,8 @@ def main() -> int:
             plan += [("yardstick", None), ("arouter-embedded", None)]
             if not args.no_redis:
                 plan += [("arouter", args.redis), ("arouter-exact", args.redis)]
+            if args.only:
+                plan = [(name, redis) for name, redis in plan if name in args.only]
             for name, redis in plan:
                 where = tmp / re.sub(r"[^a-z0-9-]+", "-", name)
                 if name == "yardstick" or name in FLOORS:
@@ -209,6 +215,11 @@ def main() -> int:
     out.write_text(report, encoding="utf-8")
     out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     print(report)
+    if args.keep:
+        keep = Path(args.keep)
+        for dump in tmp.glob("*/cg.out.*"):
+            (keep / dump.parent.name).mkdir(parents=True, exist_ok=True)
+            shutil.copy2(dump, keep / dump.parent.name / dump.name)
     shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
