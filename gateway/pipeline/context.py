@@ -94,3 +94,8 @@ class RequestContext:
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
+
+    def new_try(self) -> None:
+        """Forget what an earlier try at an upstream left (its timing, its end, its failure)."""
+        self.ttft = None
+        self.finish_reason = self.upstream_error = None

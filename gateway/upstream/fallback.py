@@ -65,8 +65,7 @@ async def with_retries(
     while True:
         target = upstreams.pick(provider)  # Unavailable when every deployment is cooling down
         started = time.monotonic()
-        ctx.ttft = None
-        ctx.finish_reason = ctx.upstream_error = None  # of this try only: an earlier one's failure is not its
+        ctx.new_try()  # of this try only: an earlier one's timing or failure is not its
         try:
             result = await serve(route, target)
         except UpstreamError as err:
@@ -83,8 +82,12 @@ async def with_retries(
             attempt += 1
             await asyncio.sleep(wait)
             continue
-        elapsed = time.monotonic() - started
-        upstreams.succeeded(target, None if not timed else elapsed if ctx.ttft is None else min(elapsed, ctx.ttft))
+        took: float | None = None
+        if timed:
+            took = time.monotonic() - started
+            if ctx.ttft is not None:
+                took = min(took, ctx.ttft)
+        upstreams.succeeded(target, took)
         return result
 
 
