@@ -4,6 +4,7 @@ PYTHON ?=
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
+NATIVE  = gateway/.native
 
 JS_STAMP = tests/js/node_modules/.installed
 
@@ -15,9 +16,14 @@ $(STAMP): pyproject.toml
 	"$$py" -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	touch $(STAMP) && touch $(NATIVE)
 
-run: $(STAMP)
+# The compiled modules (setup.py) rebuilt in place when a source changed since they were built.
+$(NATIVE): $(STAMP) setup.py $(shell find gateway -name '*.py')
+	$(BIN)/python setup.py --quiet build_ext --inplace
+	touch $(NATIVE)
+
+run: $(NATIVE)
 	$(BIN)/arouter serve
 
 migrate: $(STAMP)
@@ -33,13 +39,13 @@ $(JS_STAMP): tests/js/package.json tests/js/package-lock.json
 		cd tests/js && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
 	else echo "npm not found: tests/test_js_sdks.py will be skipped"; fi
 
-test: $(STAMP) services $(JS_STAMP)
-	$(BIN)/ruff check gateway tests benchmarks
+test: $(NATIVE) services $(JS_STAMP)
+	$(BIN)/ruff check gateway tests benchmarks setup.py
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check gateway tests benchmarks
+	$(BIN)/ruff check gateway tests benchmarks setup.py
 
 type: $(STAMP)
 	$(BIN)/mypy
@@ -48,7 +54,7 @@ type: $(STAMP)
 # run.py: side by side on the clock; instructions.py: instructions per request under callgrind;
 # publish.py: both into the README.
 BENCH_ARGS ?=
-bench: $(STAMP)
+bench: $(NATIVE)
 	./benchmarks/install.sh
 	@$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import ClassVar
 
 import orjson
 
@@ -71,7 +72,7 @@ class Journal:
     charges nothing (inserts are idempotent on the generation id).
     """
 
-    SPARE_SEGMENTS = 4
+    SPARE_SEGMENTS: ClassVar[int] = 4
 
     def __init__(self, directory: str, segment_bytes: int = SEGMENT_BYTES) -> None:
         self._dir = Path(directory)

@@ -1,0 +1,99 @@
+"""Build hook: the gateway's pure, synchronous code (the protocol translators, the provider adapters,
+the SSE cutter, the usage readers, pricing and the limit arithmetic) compiled to C with mypyc, the
+way aiohttp, yarl and multidict ship their hot paths; setuptools reads everything else from
+pyproject.toml.
+
+The compiled modules are the same source, type-checked with mypy --strict: Python imports the
+extension when it is there and the .py file otherwise (``AROUTER_COMPILE=0`` builds none). Only
+modules that never await are compiled: mypyc's coroutines do not keep Python's exception state
+across an await inside ``except``/``finally`` (seen here as one request's CancelledError turning up
+as the context of the next one's error), and the request path's cancellation handling depends on it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from setuptools import setup
+
+ROOT = Path(__file__).resolve().parent
+COMPILED = (
+    "gateway/sse.py",
+    "gateway/core/*.py",
+    "gateway/protocols/**/*.py",
+    "gateway/providers/**/*.py",
+    "gateway/pipeline/openai_usage.py",
+    "gateway/pipeline/anthropic_usage.py",
+    "gateway/pipeline/gemini_usage.py",
+    "gateway/pipeline/usage_sniff.py",
+    "gateway/pipeline/capture.py",
+    "gateway/pipeline/context.py",
+    "gateway/pipeline/journal.py",
+    "gateway/billing/pricing.py",
+    "gateway/billing/holds.py",
+    "gateway/admission/lease.py",
+    "gateway/ratelimit/gcra.py",
+    "gateway/routing/*.py",
+    "gateway/auth/apikey.py",
+    "gateway/cache/records.py",
+    "gateway/idempotency/records.py",
+    "gateway/endusers/windows.py",
+    "gateway/alerts/rules.py",
+    "gateway/metrics.py",
+)
+AWAITS = re.compile(r"\basync\s+def\b|\bawait\b")
+
+
+def sources() -> list[str]:
+    found = sorted({str(p.relative_to(ROOT)) for pattern in COMPILED for p in ROOT.glob(pattern)})
+    paths = [p for p in found if not p.endswith("__init__.py")]
+    awaiting = [p for p in paths if AWAITS.search((ROOT / p).read_text(encoding="utf-8"))]
+    if awaiting:
+        raise SystemExit(f"setup.py: modules that await are never compiled; take these out of COMPILED: {awaiting}")
+    return paths
+
+
+def extensions() -> list[Any]:
+    if os.environ.get("AROUTER_COMPILE", "1") == "0":
+        return []
+    if shutil.which(os.environ.get("CC", "cc")) is None:
+        print("setup.py: no C compiler found: arouter runs as plain Python (about 5-15% more CPU per request)")
+        return []
+    from mypyc.build import mypycify
+
+    built = mypycify(sources(), opt_level="2", multi_file=True, group_name="gateway.native")
+    for ext in built:  # the group's header is written below build/gateway and included by its bare name
+        ext.include_dirs.append(os.path.join("build", "gateway"))
+    return built
+
+
+def parallel_compile(self: Any, sources: list[str], output_dir: str | None = None, macros: Any = None,
+                     include_dirs: Any = None, debug: bool = False, extra_preargs: Any = None,
+                     extra_postargs: Any = None, depends: Any = None) -> list[str]:
+    """CCompiler.compile with one extension's C files compiled side by side, one per core."""
+    macros, objects, extra_postargs, pp_opts, build = self._setup_compile(
+        output_dir, macros, include_dirs, sources, depends, extra_postargs)
+    cc_args = self._get_cc_args(pp_opts, debug, extra_preargs)
+
+    def one(obj: str) -> None:
+        src, ext = build[obj]
+        self._compile(obj, src, ext, cc_args, extra_postargs, pp_opts)
+
+    with ThreadPoolExecutor(len(os.sched_getaffinity(0)) or 1) as pool:
+        list(pool.map(one, [o for o in objects if o in build]))
+    return objects
+
+
+def use_every_core() -> None:
+    from distutils.ccompiler import CCompiler  # setuptools' own distutils, once setuptools is imported
+
+    CCompiler.compile = parallel_compile
+
+
+use_every_core()
+setup(ext_modules=extensions())
