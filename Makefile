@@ -63,4 +63,5 @@ bench: $(NATIVE)
 	$(BIN)/python benchmarks/publish.py
 
 clean:
-	rm -rf $(VENV) var build *.egg-info
+	rm -rf $(VENV) var build *.egg-info $(NATIVE)
+	find gateway -name "*.so" -delete
