@@ -14,11 +14,12 @@ $(STAMP): pyproject.toml
 	@py="$(PYTHON)"; py="$${py:-$$(./deploy/pick-python)}"; \
 	echo "arouter: creating $(VENV) with $$py, Python $$("$$py" deploy/python_build.py | cut -d' ' -f2-)"; \
 	"$$py" -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet --upgrade pip 'setuptools>=77'
 	$(BIN)/pip install --quiet -e '.[test]'
-	touch $(STAMP) && touch $(NATIVE)
+	touch $(STAMP)
 
-# The compiled modules (setup.py) rebuilt in place when a source changed since they were built.
+# The request path's pure modules compiled in place with mypyc (setup.py; pip's isolated build
+# leaves them out), again whenever a source changed since.
 $(NATIVE): $(STAMP) setup.py $(shell find gateway -name '*.py')
 	$(BIN)/python setup.py --quiet build_ext --inplace
 	touch $(NATIVE)
