@@ -40,10 +40,16 @@ $(JS_STAMP): tests/js/package.json tests/js/package-lock.json
 		cd tests/js && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
 	else echo "npm not found: tests/test_js_sdks.py will be skipped"; fi
 
+# The tests of the compiled modules again with their sources (what `pip install .` runs): AROUTER_PURE=1.
+PURE_TESTS = tests/translate tests/translate_gemini_in tests/translate_native tests/ratelimit tests/billing \
+	tests/test_lease.py tests/test_relay_units.py tests/test_journal.py tests/test_build.py tests/test_chat.py \
+	tests/test_bad_input.py tests/test_routing.py
+
 test: $(NATIVE) services $(JS_STAMP)
 	$(BIN)/ruff check gateway tests benchmarks setup.py
 	$(BIN)/mypy
 	$(BIN)/pytest -q
+	AROUTER_PURE=1 $(BIN)/pytest -q $(PURE_TESTS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check gateway tests benchmarks setup.py

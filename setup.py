@@ -102,5 +102,6 @@ def use_every_core() -> None:
     CCompiler.compile = parallel_compile
 
 
-use_every_core()
-setup(ext_modules=extensions())
+if __name__ == "__main__":  # pip's build backend and `python setup.py` (tests import sources() alone)
+    use_every_core()
+    setup(ext_modules=extensions())

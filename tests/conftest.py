@@ -15,9 +15,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
-from gateway.app import create_app
-from gateway.settings import Settings, parse_settings
-from tests.fakes.openai_upstream import FakeOpenAI
+from tests.pure import use_sources_if_asked
+
+use_sources_if_asked()  # AROUTER_PURE=1: the .py files even where compiled modules are built
+
+from gateway.app import create_app  # noqa: E402
+from gateway.settings import Settings, parse_settings  # noqa: E402
+from tests.fakes.openai_upstream import FakeOpenAI  # noqa: E402
 
 MGMT_KEY = "lr_mgmt_" + "T" * 43
 
