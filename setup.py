@@ -5,9 +5,10 @@ pyproject.toml.
 
 The compiled modules are the same source, type-checked with mypy --strict: Python imports the
 extension when it is there and the .py file otherwise (``AROUTER_COMPILE=0`` builds none). Only
-modules that never await are compiled: mypyc's coroutines do not keep Python's exception state
-across an await inside ``except``/``finally`` (seen here as one request's CancelledError turning up
-as the context of the next one's error), and the request path's cancellation handling depends on it.
+modules that never await are compiled: with the request path's coroutines compiled too, exception
+state leaked from one request to the next (a cancelled stream's CancelledError turned up as the
+context of the next request's error, and some 400 tests failed), and the cancellation and cleanup of
+streams depend on Python's own semantics there.
 """
 
 from __future__ import annotations
