@@ -47,6 +47,7 @@ COMPILED = (
     "gateway/endusers/windows.py",
     "gateway/alerts/rules.py",
     "gateway/metrics.py",
+    "gateway/web/accounting.py",
 )
 # what the compiled modules import: mypyc needs their types
 TYPED_BY = ("aiohttp", "multidict", "orjson", "redis", "prometheus_client", "httptools")
