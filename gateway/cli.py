@@ -87,6 +87,7 @@ def _keys(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _serve(settings: Settings) -> int:
+    from gateway.compiled import stale_modules
     from gateway.server import prepare_metrics_dir, raise_open_files_limit, run_gunicorn
 
     # Before anything imports prometheus_client: it picks its multiprocess value class at import.
@@ -95,6 +96,10 @@ def _serve(settings: Settings) -> int:
     asyncio.run(_migrate(settings))  # fail fast on a bad database before forking workers
     os.environ.setdefault("AROUTER_INTERNAL_TOKEN", secrets.token_urlsafe(32))  # shared by every worker
     raise_open_files_limit()  # inherited by the workers
+    stale = stale_modules()
+    if stale:
+        print(f"arouter: warning: {', '.join(stale)} changed since compiled, and the compiled (old) code runs; "
+              "rebuild with `make` or `.venv/bin/python setup.py build_ext --inplace`", file=sys.stderr)
     print(
         f"arouter: serving on http://{settings.server.host}:{settings.server.port} with "
         f"{settings.server.workers} worker(s), database {_redact(settings.database_url)}"

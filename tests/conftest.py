@@ -20,6 +20,7 @@ from tests.pure import use_sources_if_asked
 use_sources_if_asked()  # AROUTER_PURE=1: the .py files even where compiled modules are built
 
 from gateway.app import create_app  # noqa: E402
+from gateway.compiled import stale_modules  # noqa: E402
 from gateway.settings import Settings, parse_settings  # noqa: E402
 from tests.fakes.openai_upstream import FakeOpenAI  # noqa: E402
 
@@ -29,13 +30,12 @@ MGMT_KEY = "lr_mgmt_" + "T" * 43
 def pytest_sessionstart(session: pytest.Session) -> None:
     """The suite tests what runs: a compiled module older than its source (edited since it was built)
     would test the old code. `make test` rebuilds them; a bare pytest run stops here instead."""
-    gateway_dir = Path(__file__).resolve().parent.parent / "gateway"
-    stale = [str(so.relative_to(gateway_dir.parent)) for so in gateway_dir.rglob("*.so")
-             if "__mypyc" not in so.name and (py := so.parent / f"{so.name.split('.')[0]}.py").exists()
-             and py.stat().st_mtime > so.stat().st_mtime]
+    stale = stale_modules()
     if stale:
-        raise pytest.UsageError(f"compiled modules older than their source: {', '.join(sorted(stale))}; "
+        raise pytest.UsageError(f"compiled modules older than their source: {', '.join(stale)}; "
                                 "rebuild them with `make test` or `.venv/bin/python setup.py build_ext --inplace`")
+
+
 POSTGRES_URL = os.environ.get("AROUTER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("AROUTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import gateway.pipeline.openai_usage
 import gateway.protocols.anthropic_messages.stream
 import gateway.sse
+from gateway.compiled import stale_modules
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,3 +31,18 @@ def test_setup_compiles_only_modules_that_never_await() -> None:
     awaits = re.compile(r"\basync\s+def\b|\bawait\b")
     assert not [p for p in sources if awaits.search((ROOT / p).read_text(encoding="utf-8"))]
     assert "gateway/sse.py" in sources and "gateway/web/middlewares.py" not in sources
+
+
+def test_a_compiled_module_edited_since_it_was_built_is_named(tmp_path: Path) -> None:
+    package = tmp_path / "gateway"
+    (package / "pipeline").mkdir(parents=True)
+    for name in ("sse", "pipeline/relay", "pipeline/journal"):
+        (package / f"{name}.py").write_text("")
+        (package / f"{name}.cpython-311-x86_64-linux-gnu.so").write_bytes(b"")
+    (package / "native__mypyc.cpython-311-x86_64-linux-gnu.so").write_bytes(b"")
+    (package / "app.py").write_text("")  # not compiled: never stale
+    assert stale_modules(package) == []
+    later = (package / "sse.cpython-311-x86_64-linux-gnu.so").stat().st_mtime + 5
+    for name in ("sse", "pipeline/journal", "app"):
+        os.utime(package / f"{name}.py", (later, later))
+    assert stale_modules(package) == ["gateway/pipeline/journal.py", "gateway/sse.py"]
