@@ -19,7 +19,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The request path's pure modules compiled in place with mypyc (setup.py; pip's isolated build
-# leaves them out), again whenever a source changed since.
+# leaves them out), again whenever any gateway source changed since: the types of what they import
+# are compiled into them too.
 $(NATIVE): $(STAMP) setup.py $(shell find gateway -name '*.py')
 	$(BIN)/python setup.py --quiet build_ext --inplace
 	touch $(NATIVE)
